@@ -1,0 +1,5 @@
+import sys
+
+from risloss.cli import main
+
+sys.exit(main())
