@@ -6,11 +6,13 @@ from risloss.models._pretrained import (
     load_pretrained,
     pretrained_info,
 )
+from risloss.models._generator import Generator
 from risloss.models._resnet import CifarResNet, resnet8, resnet20
 
 __all__ = [
     "DEFAULT_TEACHER",
     "CifarResNet",
+    "Generator",
     "list_pretrained",
     "load_pretrained",
     "pretrained_info",

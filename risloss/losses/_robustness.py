@@ -1,0 +1,401 @@
+"""The RIS robustness objective: inconsistency of a model's outputs under perturbation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+import torch
+from torch import nn
+
+from risloss._stateless import stateless_call
+from risloss.functional import feature_inconsistency, prediction_divergence
+from risloss.functional._checks import check_finite
+from risloss.hooks import capture_features, resolve_layers
+from risloss.perturb import GaussianWeightNoise, InputPerturbation, default_input_perturbation
+
+__all__ = ["RobustnessConfig", "RobustnessLoss", "noise_threshold"]
+
+Mode = Literal["random", "joint", "input", "weight"]
+_MODES = ("random", "joint", "input", "weight")
+_FEATURE_KINDS = ("cosine", "mse", "l1", "nmse")
+_PREDICTION_KINDS = ("l1", "kl", "skl", "js")
+
+
+class _Default:
+    """Marker for "use the library's default perturbation"."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
+
+
+def _one_of(allowed: tuple[str, ...]) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+        if value not in allowed:
+            raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
+
+    return check
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:  # type: ignore[type-arg]
+    if not value >= 0.0:  # also rejects NaN
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:  # type: ignore[type-arg]
+    if not value > 0.0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _at_least_one(instance: Any, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
+
+
+@attrs.frozen
+class RobustnessConfig:
+    """Validated scalar configuration of :class:`RobustnessLoss` (see its arguments)."""
+
+    mode: str = attrs.field(default="random", validator=_one_of(_MODES))
+    num_draws: int = attrs.field(default=1, validator=_at_least_one)
+    feature_distance: str = attrs.field(default="cosine", validator=_one_of(_FEATURE_KINDS))
+    prediction_distance: str = attrs.field(default="l1", validator=_one_of(_PREDICTION_KINDS))
+    feature_weight: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
+    prediction_weight: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
+    threshold: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
+    temperature: float = attrs.field(default=1.0, converter=float, validator=_positive)
+    detach_clean: bool = attrs.field(default=False, converter=bool)
+
+
+class RobustnessLoss(nn.Module):
+    r"""Penalize how much a model's features and predictions move under perturbation (RIS).
+
+    For a batch ``x`` the loss compares a clean forward pass of ``model`` with ``num_draws``
+    perturbed passes. Each draw perturbs the input (``x -> T(x)``), the weights
+    (``W -> W + delta``, applied statelessly with :func:`torch.func.functional_call`, so the
+    model is never modified or copied), or both, according to ``mode``:
+
+    .. math::
+
+        L_{rob} = \frac{1}{N B} \sum_{n=1}^{N} \sum_{i=1}^{B}
+            \max\bigl(0,\ \lambda_f D_f^{(n)}(x_i) + \lambda_p D_p^{(n)}(x_i) - \epsilon_t\bigr)
+
+    with ``D_f`` the mean over ``feature_layers`` of the feature distance between clean and
+    perturbed features and ``D_p`` the distance between ``softmax(logits / T)`` of the clean and
+    perturbed passes.
+
+    The model is evaluated as it is: in eval mode BatchNorm uses its running statistics; in train
+    mode it uses batch statistics, and the running statistics are never updated (the perturbed
+    and clean passes run on copies of the buffers). Gradients flow to ``x`` (and so to a
+    generator that produced it), never into the model's parameters.
+
+    Args:
+        model: the classifier (the teacher). It is referenced, not copied or registered as a
+            submodule, so ``RobustnessLoss(...).state_dict()`` holds no teacher weights.
+        input_perturbation: an :class:`~risloss.perturb.InputPerturbation`;
+            the default is :func:`~risloss.perturb.default_input_perturbation`; ``None`` disables
+            input perturbation.
+        weight_perturbation: a :class:`~risloss.perturb.GaussianWeightNoise`; the default is
+            relative Gaussian noise with ``eps=0.05`` on conv and linear weights; ``None``
+            disables weight perturbation.
+        mode: how each draw combines the perturbations: ``"random"`` (input or weights, chosen
+            per draw with probability 1/2), ``"joint"`` (both), ``"input"`` or ``"weight"``.
+        num_draws: perturbed passes per call (``N``).
+        feature_layers: layers whose features are compared: a name, a list of names or glob
+            patterns, a ``{name: "input" | "output"}`` mapping, or ``None`` for the penultimate
+            feature (the input of the model's last ``nn.Linear``). Resolved names are in
+            :attr:`feature_layers`.
+        feature_distance: ``"cosine"``, ``"mse"``, ``"l1"`` or ``"nmse"``
+            (see :func:`~risloss.functional.feature_inconsistency`).
+        prediction_distance: ``"l1"``, ``"kl"``, ``"skl"`` or ``"js"``
+            (see :func:`~risloss.functional.prediction_divergence`).
+        feature_weight: ``lambda_f``; 0 skips feature capture altogether.
+        prediction_weight: ``lambda_p``.
+        threshold: ``epsilon_t`` >= 0; see :func:`noise_threshold` to calibrate it on noise.
+        temperature: softmax temperature ``T`` of the prediction term.
+        detach_clean: stop gradients at the clean branch (the clean pass becomes a target).
+        generator: the :class:`torch.Generator` every random draw comes from; ``None`` uses
+            torch's global generator.
+
+    Raises:
+        ValueError: an unknown ``mode`` or distance, ``num_draws < 1``, a negative weight or
+            threshold, a non-positive temperature, a ``mode`` that needs a perturbation that is
+            ``None``, or feature layers that match nothing in ``model``.
+
+    Example:
+        >>> import torch
+        >>> from risloss import RobustnessLoss
+        >>> from risloss.models import resnet8
+        >>> teacher = resnet8(in_channels=1).eval().requires_grad_(False)
+        >>> rob = RobustnessLoss(teacher, generator=torch.Generator().manual_seed(0))
+        >>> rob.feature_layers
+        {'fc': 'input'}
+        >>> x = torch.randn(4, 1, 28, 28, requires_grad=True)
+        >>> loss = rob(x)
+        >>> loss.backward()
+        >>> bool(loss >= 0) and x.grad is not None
+        True
+    """
+
+    feature_layers: dict[str, str]
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        input_perturbation: InputPerturbation | None = DEFAULT,
+        weight_perturbation: GaussianWeightNoise | None = DEFAULT,
+        mode: Mode = "random",
+        num_draws: int = 1,
+        feature_layers: str | list[str] | tuple[str, ...] | Mapping[str, str] | None = None,
+        feature_distance: str = "cosine",
+        prediction_distance: str = "l1",
+        feature_weight: float = 1.0,
+        prediction_weight: float = 1.0,
+        threshold: float = 0.0,
+        temperature: float = 1.0,
+        detach_clean: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.config = RobustnessConfig(
+            mode=mode,
+            num_draws=num_draws,
+            feature_distance=feature_distance,
+            prediction_distance=prediction_distance,
+            feature_weight=feature_weight,
+            prediction_weight=prediction_weight,
+            threshold=threshold,
+            temperature=temperature,
+            detach_clean=detach_clean,
+        )
+        if input_perturbation is DEFAULT:
+            input_perturbation = default_input_perturbation()
+        if weight_perturbation is DEFAULT:
+            weight_perturbation = GaussianWeightNoise(eps=0.05, mode="relative")
+        if input_perturbation is not None and not isinstance(input_perturbation, nn.Module):
+            raise TypeError("input_perturbation must be an InputPerturbation module or None")
+        if mode in ("joint", "input") and input_perturbation is None:
+            raise ValueError(f"mode={mode!r} needs an input_perturbation, got None")
+        if mode in ("joint", "weight") and weight_perturbation is None:
+            raise ValueError(f"mode={mode!r} needs a weight_perturbation, got None")
+        if input_perturbation is None and weight_perturbation is None:
+            raise ValueError(
+                "input_perturbation and weight_perturbation cannot both be None: "
+                "the loss would have nothing to perturb"
+            )
+        # Referenced, not registered: the teacher's weights stay out of this module's state.
+        self.__dict__["model"] = model
+        self.input_perturbation = input_perturbation
+        self.weight_perturbation = weight_perturbation
+        if weight_perturbation is not None:
+            weight_perturbation.targets(model)  # fails now if it selects nothing
+        self.generator = generator
+        if self.config.feature_weight > 0:
+            spec = "penultimate" if feature_layers is None else feature_layers
+            self.feature_layers = dict(resolve_layers(model, spec))
+        else:
+            self.feature_layers = {}
+
+    model: nn.Module
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"mode={c.mode!r}, num_draws={c.num_draws}, feature_layers={self.feature_layers}, "
+            f"feature_distance={c.feature_distance!r}, prediction_distance="
+            f"{c.prediction_distance!r}, feature_weight={c.feature_weight}, prediction_weight="
+            f"{c.prediction_weight}, threshold={c.threshold}, temperature={c.temperature}, "
+            f"detach_clean={c.detach_clean}"
+        )
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Detached parameters, and buffers (copied in train mode so BN cannot update them)."""
+        params = {n: p.detach() for n, p in self.model.named_parameters()}
+        training = self.model.training
+        buffers = {n: (b.clone() if training else b) for n, b in self.model.named_buffers()}
+        return params, buffers
+
+    def _forward_features(
+        self,
+        x: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if not self.feature_layers:
+            return stateless_call(self.model, params, (x,), buffers=buffers), {}
+        with capture_features(self.model, self.feature_layers) as feats:
+            logits = stateless_call(self.model, params, (x,), buffers=buffers)
+            captured = {name: feats[name] for name in self.feature_layers}
+        return logits, captured
+
+    def _draw_kinds(self) -> tuple[bool, bool]:
+        mode = self.config.mode
+        if mode == "joint":
+            return True, True
+        if mode == "input":
+            return True, False
+        if mode == "weight":
+            return False, True
+        if self.input_perturbation is None:
+            return False, True
+        if self.weight_perturbation is None:
+            return True, False
+        use_input = bool(torch.rand((), generator=self.generator) < 0.5)
+        return use_input, not use_input
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        clean_logits: torch.Tensor | None = None,
+        clean_features: Mapping[str, torch.Tensor] | None = None,
+        return_parts: bool = False,
+    ) -> Any:
+        """Compute the robustness loss of a batch.
+
+        Args:
+            x: input images ``(B, C, H, W)``.
+            clean_logits: logits of ``model(x)`` the caller already computed; when given, the
+                clean pass is not repeated (one teacher forward pass per draw remains).
+            clean_features: the features of that same pass, as captured by
+                ``with capture_features(model, rob.feature_layers) as feats: model(x)``;
+                required with ``clean_logits`` when ``feature_weight > 0``.
+            return_parts: return a dict instead of the scalar loss.
+
+        Returns:
+            The scalar loss, or with ``return_parts=True`` a dict with ``loss`` (scalar),
+            ``feature`` and ``prediction`` (mean ``D_f`` and ``D_p`` over draws and samples,
+            detached) and ``per_sample`` (the hinge values ``(B,)`` averaged over draws).
+
+        Raises:
+            ValueError: non-finite ``x``, ``clean_features`` missing a layer, or batch sizes
+                that disagree.
+        """
+        check_finite(x, "x")
+        c = self.config
+        params, buffers = self._state()
+        if clean_logits is None:
+            clean_logits, features = self._forward_features(x, params, buffers)
+        else:
+            if clean_logits.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"clean_logits has batch size {clean_logits.shape[0]}, x has {x.shape[0]}"
+                )
+            features = {}
+            if self.feature_layers:
+                if clean_features is None:
+                    raise ValueError(
+                        "clean_features is required with clean_logits when feature_weight > 0; "
+                        "capture them with capture_features(model, rob.feature_layers)"
+                    )
+                missing = [n for n in self.feature_layers if n not in clean_features]
+                if missing:
+                    raise ValueError(
+                        f"clean_features lacks layers {missing}; expected {list(self.feature_layers)}"
+                    )
+                features = {n: clean_features[n] for n in self.feature_layers}
+        if c.detach_clean:
+            clean_logits = clean_logits.detach()
+            features = {n: f.detach() for n, f in features.items()}
+
+        total = x.new_zeros(x.shape[0])
+        f_sum = x.new_zeros(())
+        p_sum = x.new_zeros(())
+        for _ in range(c.num_draws):
+            use_input, use_weight = self._draw_kinds()
+            x_d = x
+            if use_input:
+                assert self.input_perturbation is not None
+                x_d = self.input_perturbation(x, generator=self.generator)
+            params_d = params
+            if use_weight:
+                assert self.weight_perturbation is not None
+                deltas = self.weight_perturbation.sample(params, generator=self.generator)
+                params_d = self.weight_perturbation.apply(params, deltas)
+            logits_d, features_d = self._forward_features(x_d, params_d, buffers)
+            d_p = prediction_divergence(
+                clean_logits,
+                logits_d,
+                kind=c.prediction_distance,
+                temperature=c.temperature,
+                reduction="none",
+            )
+            value = c.prediction_weight * d_p
+            if features:
+                d_f = torch.stack(
+                    [
+                        feature_inconsistency(
+                            features[n], features_d[n], kind=c.feature_distance, reduction="none"
+                        )
+                        for n in features
+                    ]
+                ).mean(0)
+                value = value + c.feature_weight * d_f
+                f_sum = f_sum + d_f.detach().mean()
+            p_sum = p_sum + d_p.detach().mean()
+            total = total + torch.relu(value - c.threshold)
+        per_sample = total / c.num_draws
+        loss = per_sample.mean()
+        if not return_parts:
+            return loss
+        return {
+            "loss": loss,
+            "feature": f_sum / c.num_draws,
+            "prediction": p_sum / c.num_draws,
+            "per_sample": per_sample,
+        }
+
+
+@torch.no_grad()
+def noise_threshold(
+    loss: RobustnessLoss,
+    input_shape: tuple[int, ...],
+    *,
+    multiple: float = 1.0,
+    num_batches: int = 4,
+    device: str | torch.device | None = None,
+) -> float:
+    """Calibrate a threshold as ``multiple`` times the inconsistency of ``N(0, 1)`` images.
+
+    The paper sets its threshold with reference to pure-noise inputs. This runs ``loss`` (with
+    its own perturbations and generator, threshold ignored) on ``num_batches`` batches of
+    standard normal images and returns ``multiple`` times the mean of
+    ``lambda_f * D_f + lambda_p * D_p``. Build the loss to use with
+    ``RobustnessLoss(..., threshold=noise_threshold(...))``.
+
+    Args:
+        loss: a configured robustness loss.
+        input_shape: ``(B, C, H, W)`` of the noise batches.
+        multiple: factor applied to the noise inconsistency (>= 0).
+        num_batches: noise batches averaged.
+        device: where to draw the noise (default: the model's device).
+
+    Raises:
+        ValueError: ``multiple < 0``, ``num_batches < 1`` or a shape that is not 4-D.
+    """
+    if not multiple >= 0:
+        raise ValueError(f"multiple must be >= 0, got {multiple!r}")
+    if num_batches < 1:
+        raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape must be (B, C, H, W), got {input_shape}")
+    if device is None:
+        first = next(iter(loss.model.parameters()), None)
+        device = first.device if first is not None else "cpu"
+    saved = loss.config
+    loss.config = attrs.evolve(saved, threshold=0.0)
+    try:
+        values = []
+        for _ in range(num_batches):
+            x = torch.randn(input_shape, generator=loss.generator).to(device)
+            values.append(float(loss(x)))
+    finally:
+        loss.config = saved
+    return multiple * sum(values) / len(values)
