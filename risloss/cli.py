@@ -35,6 +35,197 @@ def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _bits(text: str) -> int:
+    value = _positive_int(text)
+    if not 2 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"expected an integer in 2..16, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    if text == "cpu" or text == "cuda" or text.startswith("cuda:") or text == "mps":
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {text!r}")
+
+
+def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
+    from risloss.models import DEFAULT_TEACHER
+    from risloss.training import METHODS, TrainConfig
+
+    d = TrainConfig()
+    p.add_argument(
+        "--model",
+        default=DEFAULT_TEACHER,
+        help="a shipped teacher (see `risloss models`) or package.module:factory with --weights",
+    )
+    p.add_argument(
+        "--weights", default=None, help="state-dict file for a package.module:factory model"
+    )
+    p.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="evaluation data: fashion-mnist, cifar10, imagefolder:PATH",
+    )
+    p.add_argument("--method", choices=METHODS, default="ris", help="image source (default: ris)")
+    if task == "quantize":
+        p.add_argument("--w-bits", type=_bits, default=4, help="weight bits, 2..16 (default: 4)")
+        p.add_argument(
+            "--a-bits", type=_bits, default=4, help="activation bits, 2..16 (default: 4)"
+        )
+    else:
+        p.add_argument(
+            "--w-bits", type=_bits, default=None, help="also quantize weights to this width"
+        )
+        p.add_argument("--a-bits", type=_bits, default=None, help="also quantize activations")
+    p.add_argument(
+        "--first-last-bits",
+        type=_bits,
+        default=None,
+        help="bits of the first and last layer (default: as the rest)",
+    )
+    p.add_argument(
+        "--iters",
+        type=_positive_int,
+        default=d.iters,
+        help=f"total iterations (default: {d.iters})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=_non_negative_int,
+        default=d.warmup,
+        help=f"generator-only warm-up iterations (default: {d.warmup})",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=d.batch_size, help=f"default: {d.batch_size}"
+    )
+    p.add_argument(
+        "--lr-student", type=_positive_float, default=d.lr_student, help=f"default: {d.lr_student}"
+    )
+    p.add_argument(
+        "--lr-generator",
+        type=_positive_float,
+        default=d.lr_generator,
+        help=f"default: {d.lr_generator}",
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+    p.add_argument("--out", default=f"runs/{task}", help=f"output folder (default: runs/{task})")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
+    p.add_argument(
+        "--eval-every",
+        type=_non_negative_int,
+        default=0,
+        help="test evaluations during training (0: at the end only)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
+
+
+def _config_from_args(args: argparse.Namespace, task: str) -> object:
+    from risloss.training import TrainConfig
+
+    extra: dict[str, object] = {}
+    if task == "distill":
+        extra["student"] = args.student
+    if task == "prune":
+        extra["sparsity"] = args.sparsity
+        extra["structured"] = args.structured
+    return TrainConfig(
+        task=task,
+        method=args.method,
+        model=args.model,
+        weights=args.weights,
+        data=args.data,
+        w_bits=args.w_bits,
+        a_bits=args.a_bits,
+        first_last_bits=args.first_last_bits,
+        iters=args.iters,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+        lr_student=args.lr_student,
+        lr_generator=args.lr_generator,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from risloss.training import TrainingInterrupted, train
+
+    task = args.command
+    try:
+        config = _config_from_args(args, task)
+    except ValueError as exc:
+        print(f"risloss {task}: error: {exc}", file=sys.stderr)
+        return 2
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        metrics = train(
+            config,  # type: ignore[arg-type]
+            args.out,
+            resume=args.resume,
+            progress=False if args.quiet else None,
+            log=log,
+        )
+    except TrainingInterrupted as exc:
+        print(f"risloss {task}: {exc}; continue with --resume", file=sys.stderr)
+        return 130
+    except ValueError as exc:
+        print(f"risloss {task}: error: {exc}", file=sys.stderr)
+        return 2
+    fp, top1 = metrics["fp_top1"], metrics["student_top1"]
+    label = "quantized" if "quant_top1" in metrics else "student"
+    print(f"full-precision top-1: {fp:.2f}%")
+    print(
+        f"{label} top-1:{' ' * (max(0, 15 - len(label)))}{top1:.2f}%  ({config.method}, final iteration)"
+    )  # type: ignore[attr-defined]
+    print(f"outputs: {args.out}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from risloss.models import list_pretrained
+
+    for name, meta in list_pretrained().items():
+        print(
+            f"{name}: {meta['arch']} on {meta['dataset']}, input {meta['input_shape']}, test top-1 {meta['test_top1']}%"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="risloss",
@@ -52,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="teacher", help="output path without suffix (.pt, .json)")
     p.set_defaults(func=_cmd_train_teacher)
+
+    q = sub.add_parser(
+        "quantize",
+        help="data-free quantization-aware training (default: W4A4 RIS on the shipped teacher)",
+    )
+    _add_run_options(q, "quantize")
+    q.set_defaults(func=_cmd_run)
+
+    m = sub.add_parser("models", help="list the shipped teachers")
+    m.set_defaults(func=_cmd_models)
     return parser
 
 

@@ -317,7 +317,7 @@ class RobustnessLoss(nn.Module):
             params_d = params
             if use_weight:
                 assert self.weight_perturbation is not None
-                deltas = self.weight_perturbation.sample(params, generator=self.generator)
+                deltas = self.weight_perturbation.sample(self.model, generator=self.generator)
                 params_d = self.weight_perturbation.apply(params, deltas)
             logits_d, features_d = self._forward_features(x_d, params_d, buffers)
             d_p = prediction_divergence(

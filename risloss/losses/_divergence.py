@@ -1,0 +1,90 @@
+"""Module twin of :func:`risloss.functional.prediction_divergence`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from risloss.functional._checks import check_choice, check_temperature
+from risloss.functional._divergence import (
+    DIVERGENCE_KINDS,
+    DivergenceKind,
+    prediction_divergence,
+)
+from risloss.functional._reduction import REDUCTIONS, Reduction
+
+__all__ = ["PredictionDivergence"]
+
+
+class PredictionDivergence(nn.Module):
+    """Divergence between the softmax distributions of two sets of logits.
+
+    Holds a validated configuration and calls
+    :func:`~risloss.functional.prediction_divergence`, which documents the maths. The
+    configuration is read-only.
+
+    Args:
+        kind: ``"l1"`` (default, the paper's choice), ``"kl"``, ``"skl"`` or ``"js"``.
+        temperature: softmax temperature ``T > 0``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Shape:
+        - Inputs: ``p_logits`` and ``q_logits`` of shape ``(..., C)``.
+        - Output: a scalar, or ``(...)`` with ``reduction="none"``.
+
+    Raises:
+        ValueError: an unknown ``kind`` or ``reduction``, or a non-positive ``temperature``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.losses import PredictionDivergence
+        >>> loss = PredictionDivergence(kind="js", temperature=2.0)
+        >>> loss
+        PredictionDivergence(kind='js', temperature=2.0, reduction='mean')
+        >>> x = torch.randn(4, 10)
+        >>> loss(x, x).item()
+        0.0
+    """
+
+    def __init__(
+        self,
+        kind: DivergenceKind = "l1",
+        temperature: float = 1.0,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__()
+        check_choice(kind, "kind", DIVERGENCE_KINDS)
+        check_choice(reduction, "reduction", REDUCTIONS)
+        self._kind: DivergenceKind = kind
+        self._temperature = check_temperature(temperature)
+        self._reduction: Reduction = reduction
+
+    @property
+    def kind(self) -> DivergenceKind:
+        """The divergence."""
+        return self._kind
+
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature."""
+        return self._temperature
+
+    @property
+    def reduction(self) -> Reduction:
+        """The reduction over samples."""
+        return self._reduction
+
+    def extra_repr(self) -> str:
+        return (
+            f"kind={self._kind!r}, temperature={self._temperature}, reduction={self._reduction!r}"
+        )
+
+    def forward(self, p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+        """Divergence of ``softmax(p_logits / T)`` from ``softmax(q_logits / T)``."""
+        return prediction_divergence(
+            p_logits,
+            q_logits,
+            kind=self._kind,
+            temperature=self._temperature,
+            reduction=self._reduction,
+        )

@@ -1,0 +1,64 @@
+"""Module twin of :func:`risloss.functional.feature_inconsistency`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from risloss.functional._checks import check_choice
+from risloss.functional._feature import FEATURE_KINDS, FeatureKind, feature_inconsistency
+from risloss.functional._reduction import REDUCTIONS, Reduction
+
+__all__ = ["FeatureInconsistency"]
+
+
+class FeatureInconsistency(nn.Module):
+    """Per-sample distance between two batches of features.
+
+    Holds a validated configuration and calls
+    :func:`~risloss.functional.feature_inconsistency`, which documents the maths. The
+    configuration is read-only.
+
+    Args:
+        kind: ``"cosine"`` (default, the paper's choice), ``"mse"``, ``"l1"`` or ``"nmse"``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Shape:
+        - Inputs: ``a`` and ``b`` of shape ``(B, ...)``.
+        - Output: a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Raises:
+        ValueError: an unknown ``kind`` or ``reduction``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.losses import FeatureInconsistency
+        >>> loss = FeatureInconsistency(kind="cosine", reduction="none")
+        >>> a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+        >>> loss(a, torch.tensor([[0.0, 1.0], [2.0, 2.0]])).round(decimals=4)
+        tensor([1., 0.])
+    """
+
+    def __init__(self, kind: FeatureKind = "cosine", reduction: Reduction = "mean") -> None:
+        super().__init__()
+        check_choice(kind, "kind", FEATURE_KINDS)
+        check_choice(reduction, "reduction", REDUCTIONS)
+        self._kind: FeatureKind = kind
+        self._reduction: Reduction = reduction
+
+    @property
+    def kind(self) -> FeatureKind:
+        """The feature distance."""
+        return self._kind
+
+    @property
+    def reduction(self) -> Reduction:
+        """The reduction over samples."""
+        return self._reduction
+
+    def extra_repr(self) -> str:
+        return f"kind={self._kind!r}, reduction={self._reduction!r}"
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Distance between ``a`` and ``b``, per sample, then reduced."""
+        return feature_inconsistency(a, b, kind=self._kind, reduction=self._reduction)

@@ -1,0 +1,67 @@
+"""Perturbations of the inputs and of the weights of a model.
+
+Input perturbations (:class:`InputPerturbation`) are differentiable image transforms whose random
+parameters are drawn by ``sample`` (from an explicit ``torch.Generator``) and used by ``apply``,
+so that a draw can be replayed. Weight perturbations (:class:`WeightPerturbation`) return
+perturbed copies of a model's parameters for a stateless call; the model is never modified.
+"""
+
+from risloss.perturb._base import InputPerturbation
+from risloss.perturb._compose import (
+    ChoiceParams,
+    Compose,
+    ComposeParams,
+    RandomChoice,
+    default_input_perturbation,
+)
+from risloss.perturb._input import (
+    AffineParams,
+    Brightness,
+    BrightnessParams,
+    Contrast,
+    ContrastParams,
+    CropParams,
+    Cutout,
+    CutoutParams,
+    FlipParams,
+    GaussianNoise,
+    NoiseParams,
+    RandomAffine,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+)
+from risloss.perturb._weight import (
+    GaussianWeightNoise,
+    Selector,
+    WeightPerturbation,
+    by_name,
+    conv_linear_weights,
+)
+
+__all__ = [
+    "AffineParams",
+    "Brightness",
+    "BrightnessParams",
+    "ChoiceParams",
+    "Compose",
+    "ComposeParams",
+    "Contrast",
+    "ContrastParams",
+    "CropParams",
+    "Cutout",
+    "CutoutParams",
+    "FlipParams",
+    "GaussianNoise",
+    "GaussianWeightNoise",
+    "InputPerturbation",
+    "NoiseParams",
+    "RandomAffine",
+    "RandomChoice",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "Selector",
+    "WeightPerturbation",
+    "by_name",
+    "conv_linear_weights",
+    "default_input_perturbation",
+]

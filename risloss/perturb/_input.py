@@ -1,0 +1,598 @@
+"""Differentiable input perturbations: noise, geometric transforms, cutout, photometric jitter."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from risloss.perturb._base import (
+    InputPerturbation,
+    bernoulli,
+    check_batch,
+    check_images,
+    normal,
+    sample_device,
+    uniform,
+)
+
+__all__ = [
+    "AffineParams",
+    "Brightness",
+    "BrightnessParams",
+    "Contrast",
+    "ContrastParams",
+    "CropParams",
+    "Cutout",
+    "CutoutParams",
+    "FlipParams",
+    "GaussianNoise",
+    "NoiseParams",
+    "RandomAffine",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+]
+
+PaddingMode = Literal["zeros", "border", "reflection"]
+_PADDING_MODES = ("zeros", "border", "reflection")
+
+
+def _finite_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _in_range(name: str, value: object, low: float, high: float) -> float:
+    v = _finite_number(name, value)
+    if not low <= v <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+    return v
+
+
+def _nonnegative(name: str, value: object) -> float:
+    v = _finite_number(name, value)
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0 (allowed range [0, inf)), got {value!r}")
+    return v
+
+
+def _warp(x: Tensor, theta: Tensor, padding_mode: str) -> Tensor:
+    """Resample ``x`` at ``theta @ (u, v, 1)`` (normalized coordinates), bilinearly."""
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Additive Gaussian noise
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class NoiseParams:
+    """Parameters of :class:`GaussianNoise`.
+
+    Attributes:
+        noise: the standard normal draw ``xi``, ``(B, C, H, W)``.
+    """
+
+    noise: Tensor
+
+
+class GaussianNoise(InputPerturbation[NoiseParams]):
+    """Additive Gaussian noise: ``T(x) = x + std * xi``, ``xi ~ N(0, I)``.
+
+    ``std = 0`` is exactly the identity.
+
+    Args:
+        std: standard deviation of the noise, in the units of the (normalized) images.
+
+    Raises:
+        ValueError: ``std`` negative or not finite.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import GaussianNoise
+        >>> x = torch.zeros(2, 3, 8, 8)
+        >>> y = GaussianNoise(std=0.1)(x, torch.Generator().manual_seed(0))
+        >>> y.shape, bool((y - x).abs().max() > 0)
+        (torch.Size([2, 3, 8, 8]), True)
+        >>> torch.equal(GaussianNoise(std=0.0)(x), x)
+        True
+    """
+
+    def __init__(self, std: float = 0.1) -> None:
+        super().__init__()
+        self.std = _nonnegative("std", std)
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> NoiseParams:
+        check_images(x)
+        return NoiseParams(noise=normal(tuple(x.shape), x, generator))
+
+    def transform(self, x: Tensor, params: NoiseParams) -> Tensor:
+        check_batch(x, "noise", params.noise)
+        if params.noise.shape != x.shape:
+            raise ValueError(
+                f"params.noise must have the shape of x {tuple(x.shape)}, "
+                f"got {tuple(params.noise.shape)}"
+            )
+        return x + self.std * params.noise
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
+
+
+# --------------------------------------------------------------------------------------------
+# Random resized crop
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class CropParams:
+    """Parameters of :class:`RandomResizedCrop`: one crop box per sample.
+
+    Coordinates are normalized: ``-1`` and ``1`` are the left/top and right/bottom image edges.
+
+    Attributes:
+        center: box centre ``(x, y)`` in normalized coordinates, ``(B, 2)``.
+        size: box width and height as fractions of the image width and height, in ``(0, 1]``,
+            ``(B, 2)``.
+    """
+
+    center: Tensor
+    size: Tensor
+
+
+class RandomResizedCrop(InputPerturbation[CropParams]):
+    """Crop a random box of every image and resize it back to the full image size.
+
+    For each sample the crop covers a fraction ``s ~ U(scale)`` of the image area with aspect
+    ratio (width / height, in pixels) ``r = exp(U(log ratio[0], log ratio[1]))``: its width and
+    height, as fractions of the image sides, are ``w = sqrt(s r H / W)`` and
+    ``h = sqrt(s W / (r H))``, each clipped to ``1`` (torchvision redraws instead; clipping keeps
+    one draw per sample). The centre is uniform among the positions that keep the box inside the
+    image. The box is resampled bilinearly (``affine_grid`` / ``grid_sample``, so gradients reach
+    ``x``) to the input size: ``T(x)(u, v) = x(w u + c_x, h v + c_y)`` in normalized coordinates.
+
+    Args:
+        scale: range of the area fraction, ``0 < scale[0] <= scale[1] <= 1``.
+        ratio: range of the aspect ratio, ``0 < ratio[0] <= ratio[1]``.
+
+    Raises:
+        ValueError: a range out of its bounds or reversed.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import RandomResizedCrop
+        >>> op = RandomResizedCrop(scale=(0.5, 1.0))
+        >>> op(torch.randn(2, 3, 16, 16), torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(
+        self,
+        scale: tuple[float, float] = (0.5, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    ) -> None:
+        super().__init__()
+        if len(scale) != 2:
+            raise ValueError(f"scale must be a pair (min, max), got {scale!r}")
+        if len(ratio) != 2:
+            raise ValueError(f"ratio must be a pair (min, max), got {ratio!r}")
+        s0, s1 = (_finite_number("scale", s) for s in scale)
+        if not 0 < s0 <= s1 <= 1:
+            raise ValueError(f"scale must satisfy 0 < scale[0] <= scale[1] <= 1, got {scale!r}")
+        r0, r1 = (_finite_number("ratio", r) for r in ratio)
+        if not 0 < r0 <= r1:
+            raise ValueError(f"ratio must satisfy 0 < ratio[0] <= ratio[1], got {ratio!r}")
+        self.scale = (s0, s1)
+        self.ratio = (r0, r1)
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> CropParams:
+        check_images(x)
+        b, _, h, w = x.shape
+        area = uniform((b,), self.scale[0], self.scale[1], x, generator)
+        log_r = uniform((b,), math.log(self.ratio[0]), math.log(self.ratio[1]), x, generator)
+        r = log_r.exp()
+        size = torch.stack(
+            ((area * r * h / w).sqrt().clamp(max=1.0), (area * w / (r * h)).sqrt().clamp(max=1.0)),
+            dim=1,
+        )
+        center = uniform((b, 2), -1.0, 1.0, x, generator) * (1.0 - size)
+        return CropParams(center=center, size=size)
+
+    def transform(self, x: Tensor, params: CropParams) -> Tensor:
+        check_batch(x, "center", params.center)
+        check_batch(x, "size", params.size)
+        zero = torch.zeros_like(params.size[:, 0])
+        theta = torch.stack(
+            (
+                torch.stack((params.size[:, 0], zero, params.center[:, 0]), dim=1),
+                torch.stack((zero, params.size[:, 1], params.center[:, 1]), dim=1),
+            ),
+            dim=1,
+        ).to(x.dtype)
+        return _warp(x, theta, "border")
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, ratio={self.ratio}"
+
+
+# --------------------------------------------------------------------------------------------
+# Horizontal flip
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class FlipParams:
+    """Parameters of :class:`RandomHorizontalFlip`.
+
+    Attributes:
+        flip: whether each sample is flipped, boolean ``(B,)``.
+    """
+
+    flip: Tensor
+
+
+class RandomHorizontalFlip(InputPerturbation[FlipParams]):
+    """Mirror each image left-right with probability ``p``, independently per sample.
+
+    ``T(x)_b = flip_W(x_b)`` if ``flip_b`` else ``x_b``, with ``flip_b ~ Bernoulli(p)``.
+
+    Args:
+        p: probability of flipping a sample, in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``p`` outside ``[0, 1]``.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import RandomHorizontalFlip
+        >>> x = torch.arange(4.0).reshape(1, 1, 1, 4)
+        >>> RandomHorizontalFlip(p=1.0)(x).flatten().tolist()
+        [3.0, 2.0, 1.0, 0.0]
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = _in_range("p", p, 0.0, 1.0)
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> FlipParams:
+        check_images(x)
+        return FlipParams(flip=bernoulli((x.shape[0],), self.p, x, generator))
+
+    def transform(self, x: Tensor, params: FlipParams) -> Tensor:
+        check_batch(x, "flip", params.flip)
+        return torch.where(params.flip.bool().view(-1, 1, 1, 1), x.flip(-1), x)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+# --------------------------------------------------------------------------------------------
+# Random affine: rotation and translation
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class AffineParams:
+    """Parameters of :class:`RandomAffine`.
+
+    Attributes:
+        angle: rotation of each image, in degrees, ``(B,)``.
+        translate: shift of each image ``(dx, dy)`` as fractions of its width and height,
+            ``(B, 2)``.
+    """
+
+    angle: Tensor
+    translate: Tensor
+
+
+class RandomAffine(InputPerturbation[AffineParams]):
+    """A small random rotation about the image centre followed by a random translation.
+
+    Per sample, ``a ~ U(-degrees, degrees)`` and ``(t_x, t_y) ~ U(-translate, translate)^2``.
+    In pixel coordinates centred on the image, the output at ``p`` is the input at
+    ``R(-a) (p - (t_x W, t_y H))`` (so the content is rotated by ``a`` and shifted by
+    ``(t_x W, t_y H)`` pixels), resampled bilinearly with ``affine_grid`` / ``grid_sample``;
+    the rotation is exact in pixels for non-square images too. Points that fall outside the
+    image are filled as ``padding_mode`` says (``"zeros"``: the mean of normalized images).
+
+    Args:
+        degrees: largest rotation, in ``[0, 180]`` degrees.
+        translate: largest shift, as a fraction of the image side, in ``[0, 1]``.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
+
+    Raises:
+        ValueError: an argument outside its range.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import RandomAffine
+        >>> op = RandomAffine(degrees=15, translate=0.1)
+        >>> op(torch.randn(2, 3, 16, 16), torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 3, 16, 16])
+    """
+
+    def __init__(
+        self, degrees: float = 15.0, translate: float = 0.1, padding_mode: PaddingMode = "zeros"
+    ) -> None:
+        super().__init__()
+        self.degrees = _in_range("degrees", degrees, 0.0, 180.0)
+        self.translate = _in_range("translate", translate, 0.0, 1.0)
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode: PaddingMode = padding_mode
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> AffineParams:
+        check_images(x)
+        b = x.shape[0]
+        angle = uniform((b,), -self.degrees, self.degrees, x, generator)
+        translate = uniform((b, 2), -self.translate, self.translate, x, generator)
+        return AffineParams(angle=angle, translate=translate)
+
+    def transform(self, x: Tensor, params: AffineParams) -> Tensor:
+        check_batch(x, "angle", params.angle)
+        check_batch(x, "translate", params.translate)
+        h, w = x.shape[-2:]
+        a = torch.deg2rad(params.angle.to(x.dtype))
+        cos, sin = a.cos(), a.sin()
+        # M = D^-1 R(-a) D with D = diag(W/2, H/2): R(-a) expressed in normalized coordinates.
+        m = torch.stack(
+            (torch.stack((cos, sin * (h / w)), dim=1), torch.stack((-sin * (w / h), cos), dim=1)),
+            dim=1,
+        )
+        shift = 2.0 * params.translate.to(x.dtype)  # the shift in normalized coordinates
+        offset = -(m @ shift.unsqueeze(-1))
+        theta = torch.cat((m, offset), dim=2)
+        return _warp(x, theta, self.padding_mode)
+
+    def extra_repr(self) -> str:
+        return (
+            f"degrees={self.degrees}, translate={self.translate}, "
+            f"padding_mode={self.padding_mode!r}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Cutout / random erasing
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class CutoutParams:
+    """Parameters of :class:`Cutout`.
+
+    Attributes:
+        boxes: erased box of each sample as pixel bounds ``(top, left, bottom, right)``, bottom
+            and right exclusive, clipped to the image, ``(B, 4)`` integer.
+        active: whether each sample is erased at all, boolean ``(B,)``.
+    """
+
+    boxes: Tensor
+    active: Tensor
+
+
+class Cutout(InputPerturbation[CutoutParams]):
+    """Erase a random box of each image (cutout, DeVries and Taylor 2017; random erasing).
+
+    Each sample is erased with probability ``p``: the pixels of a box of side
+    ``(h, w) = (round(size H), round(size W))`` (a float ``size``) or ``(size, size)`` pixels
+    (an int ``size``), centred at a uniform random pixel and clipped at the image border (as in
+    the original cutout, so boxes near the border are smaller), are set to ``fill`` in every
+    channel: ``T(x) = where(mask, fill, x)``. Gradients reach the pixels that are kept.
+
+    Args:
+        size: box side as a fraction of the image side (a float in ``(0, 1]``) or in pixels
+            (an int ``>= 1``).
+        p: probability of erasing a sample, in ``[0, 1]``.
+        fill: the value written into the box (``0`` is the mean of normalized images).
+
+    Raises:
+        ValueError: ``size``, ``p`` or ``fill`` out of range.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import Cutout
+        >>> x = torch.ones(1, 1, 8, 8)
+        >>> y = Cutout(size=4)(x, torch.Generator().manual_seed(0))
+        >>> 0 < int((y == 0).sum()) <= 16
+        True
+    """
+
+    def __init__(self, size: float | int = 0.25, p: float = 1.0, fill: float = 0.0) -> None:
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, (int, float)):
+            raise TypeError(f"size must be an int or a float, got {type(size).__name__}")
+        if isinstance(size, int):
+            if size < 1:
+                raise ValueError(f"size must be >= 1 when given in pixels (int), got {size!r}")
+        elif not (math.isfinite(size) and 0.0 < size <= 1.0):
+            raise ValueError(f"size must be in (0, 1] when given as a fraction, got {size!r}")
+        self.size: float | int = size
+        self.p = _in_range("p", p, 0.0, 1.0)
+        self.fill = _finite_number("fill", fill)
+
+    def _box_size(self, h: int, w: int) -> tuple[int, int]:
+        if isinstance(self.size, int):
+            return min(self.size, h), min(self.size, w)
+        return max(1, round(self.size * h)), max(1, round(self.size * w))
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> CutoutParams:
+        check_images(x)
+        b, _, h, w = x.shape
+        bh, bw = self._box_size(h, w)
+        device = sample_device(x, generator)
+        cy = torch.randint(0, h, (b,), generator=generator, device=device)
+        cx = torch.randint(0, w, (b,), generator=generator, device=device)
+        top, left = cy - bh // 2, cx - bw // 2
+        boxes = torch.stack(
+            (top.clamp(0, h), left.clamp(0, w), (top + bh).clamp(0, h), (left + bw).clamp(0, w)),
+            dim=1,
+        )
+        active = bernoulli((b,), self.p, x, generator)
+        return CutoutParams(boxes=boxes.to(x.device), active=active)
+
+    def transform(self, x: Tensor, params: CutoutParams) -> Tensor:
+        check_batch(x, "boxes", params.boxes)
+        check_batch(x, "active", params.active)
+        h, w = x.shape[-2:]
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        boxes = params.boxes.to(x.device).view(-1, 4, 1, 1)
+        inside = (
+            (rows >= boxes[:, 0])
+            & (rows < boxes[:, 2])
+            & (cols >= boxes[:, 1])
+            & (cols < boxes[:, 3])
+            & params.active.bool().view(-1, 1, 1)
+        )
+        return torch.where(inside.unsqueeze(1), torch.full_like(x, self.fill), x)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, p={self.p}, fill={self.fill}"
+
+
+# --------------------------------------------------------------------------------------------
+# Photometric jitter
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class BrightnessParams:
+    """Parameters of :class:`Brightness`.
+
+    Attributes:
+        shift: additive brightness shift of each sample, ``(B,)``.
+    """
+
+    shift: Tensor
+
+
+class Brightness(InputPerturbation[BrightnessParams]):
+    """Additive brightness jitter: ``T(x)_b = x_b + s_b``, ``s_b ~ U(-magnitude, magnitude)``.
+
+    On normalized images (zero mean, unit variance per channel) an additive shift is the natural
+    brightness change; it is applied to every channel and pixel of a sample alike.
+    ``magnitude = 0`` is exactly the identity.
+
+    Args:
+        magnitude: largest shift, ``>= 0``.
+
+    Raises:
+        ValueError: ``magnitude`` negative or not finite.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import Brightness
+        >>> op = Brightness(magnitude=0.2)
+        >>> x = torch.zeros(2, 3, 4, 4)
+        >>> shift = op(x, torch.Generator().manual_seed(0)).mean(dim=(1, 2, 3))
+        >>> bool((shift.abs() <= 0.2).all())
+        True
+    """
+
+    def __init__(self, magnitude: float = 0.2) -> None:
+        super().__init__()
+        self.magnitude = _nonnegative("magnitude", magnitude)
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> BrightnessParams:
+        check_images(x)
+        return BrightnessParams(
+            shift=uniform((x.shape[0],), -self.magnitude, self.magnitude, x, generator)
+        )
+
+    def transform(self, x: Tensor, params: BrightnessParams) -> Tensor:
+        check_batch(x, "shift", params.shift)
+        return x + params.shift.to(x.dtype).view(-1, 1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"magnitude={self.magnitude}"
+
+
+@attrs.frozen(eq=False)
+class ContrastParams:
+    """Parameters of :class:`Contrast`.
+
+    Attributes:
+        factor: contrast factor of each sample, ``(B,)``.
+    """
+
+    factor: Tensor
+
+
+class Contrast(InputPerturbation[ContrastParams]):
+    """Contrast jitter about each sample's mean.
+
+    ``T(x)_b = m_b + c_b (x_b - m_b)``, with ``m_b`` the mean of ``x_b`` over channels and pixels
+    and ``c_b ~ U(1 - magnitude, 1 + magnitude)``; it is computed as
+    ``x_b + (c_b - 1)(x_b - m_b)`` so that ``magnitude = 0`` is exactly the identity. Gradients
+    reach ``x`` through both terms, the mean included.
+
+    Args:
+        magnitude: largest relative contrast change, in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``magnitude`` outside ``[0, 1]``.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import Contrast
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> y = Contrast(magnitude=0.2)(x, torch.Generator().manual_seed(0))
+        >>> torch.allclose(y.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=1e-6)
+        True
+    """
+
+    def __init__(self, magnitude: float = 0.2) -> None:
+        super().__init__()
+        self.magnitude = _in_range("magnitude", magnitude, 0.0, 1.0)
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> ContrastParams:
+        check_images(x)
+        return ContrastParams(
+            factor=uniform((x.shape[0],), 1.0 - self.magnitude, 1.0 + self.magnitude, x, generator)
+        )
+
+    def transform(self, x: Tensor, params: ContrastParams) -> Tensor:
+        check_batch(x, "factor", params.factor)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return x + (params.factor.to(x.dtype).view(-1, 1, 1, 1) - 1.0) * (x - mean)
+
+    def extra_repr(self) -> str:
+        return f"magnitude={self.magnitude}"

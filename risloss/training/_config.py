@@ -1,0 +1,194 @@
+"""Configuration of the data-free trainers (quantization, distillation, pruning)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["METHODS", "TASKS", "RISConfig", "TrainConfig"]
+
+METHODS = ("ris", "gdfq", "noise", "real")
+"""Image sources: the full RIS objective, GDFQ's CE + BNS generator, Gaussian noise, real data."""
+TASKS = ("quantize", "distill", "prune")
+DIVERSITY = ("penalty", "soft", "both", "none")
+ROB_MODES = ("random", "joint", "input", "weight")
+WEIGHT_NOISE_MODES = ("relative", "filter", "absolute")
+FEATURE_DISTANCES = ("cosine", "mse", "l1", "nmse")
+PREDICTION_DISTANCES = ("l1", "kl", "skl", "js")
+CORRELATION_PAIRS = ("all", "same", "different")
+
+
+def _one_of(allowed: tuple[Any, ...]) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+        if value not in allowed:
+            raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
+
+    return check
+
+
+def _int_at_least(low: int) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{attribute.name} must be an integer >= {low}, got {value!r}")
+
+    return check
+
+
+def _bits(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
+        raise ValueError(f"{attribute.name} must be an integer in 2..16 or None, got {value!r}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+    if not (isinstance(value, int | float) and value >= 0):
+        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+    if not (isinstance(value, int | float) and value > 0):
+        raise ValueError(f"{attribute.name} must be a number > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RISConfig:
+    """The generator objective ``CE + beta*BNS + alpha*L_rob + gamma*L_div`` and its options.
+
+    Attributes:
+        bns_weight: ``beta``, weight of the BatchNorm-statistics loss.
+        robustness_weight: ``alpha``, weight of :class:`~risloss.RobustnessLoss`.
+        diversity_weight: ``gamma``, weight of the label-correlation penalty.
+        input_perturbation: perturb inputs (the default augmentation pool).
+        weight_perturbation: perturb the teacher's conv and linear weights.
+        weight_noise_eps, weight_noise_mode: scale and mode of the Gaussian weight noise.
+        input_noise_std: standard deviation of the additive noise in the input pool.
+        mode, num_draws, feature_distance, prediction_distance, threshold: as in
+            :class:`~risloss.RobustnessLoss`.
+        diversity: ``"penalty"`` (label-correlation penalty on the teacher's predictions),
+            ``"soft"`` (soft-label conditioning with soft-target cross-entropy), ``"both"`` or
+            ``"none"``.
+        correlation_pairs: which pairs the penalty covers (``"all"``, ``"same"``,
+            ``"different"``).
+        soft_label_classes: classes mixed in each soft label.
+    """
+
+    bns_weight: float = attrs.field(default=0.1, validator=_non_negative)
+    robustness_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    diversity_weight: float = attrs.field(default=0.1, validator=_non_negative)
+    input_perturbation: bool = True
+    weight_perturbation: bool = True
+    weight_noise_eps: float = attrs.field(default=0.05, validator=_non_negative)
+    weight_noise_mode: str = attrs.field(default="relative", validator=_one_of(WEIGHT_NOISE_MODES))
+    input_noise_std: float = attrs.field(default=0.1, validator=_non_negative)
+    mode: str = attrs.field(default="random", validator=_one_of(ROB_MODES))
+    num_draws: int = attrs.field(default=1, validator=_int_at_least(1))
+    feature_distance: str = attrs.field(default="cosine", validator=_one_of(FEATURE_DISTANCES))
+    prediction_distance: str = attrs.field(default="l1", validator=_one_of(PREDICTION_DISTANCES))
+    threshold: float = attrs.field(default=0.0, validator=_non_negative)
+    diversity: str = attrs.field(default="penalty", validator=_one_of(DIVERSITY))
+    correlation_pairs: str = attrs.field(default="all", validator=_one_of(CORRELATION_PAIRS))
+    soft_label_classes: int = attrs.field(default=2, validator=_int_at_least(1))
+
+    def __attrs_post_init__(self) -> None:
+        if self.robustness_weight > 0 and not (self.input_perturbation or self.weight_perturbation):
+            raise ValueError(
+                "input_perturbation and weight_perturbation cannot both be False while "
+                "robustness_weight > 0; set robustness_weight=0 to drop the robustness term"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    """Everything that defines one data-free compression run; validated at construction.
+
+    Attributes:
+        task: ``"quantize"`` (fake-quantized copy of the teacher), ``"distill"`` (a smaller
+            student) or ``"prune"`` (a pruned copy of the teacher, optionally quantized).
+        method: image source: ``"ris"``, ``"gdfq"``, ``"noise"`` or ``"real"``.
+        model: a shipped teacher name, or ``"package.module:factory"`` with ``weights``.
+        weights: state-dict file for a ``package.module:factory`` model.
+        data: data set name for evaluation (and for ``method="real"``), as
+            :func:`risloss.data.load_dataset` names it.
+        student: architecture of the distillation student (``"resnet8"`` or ``"resnet20"``).
+        w_bits, a_bits: bit widths of weights and activations (``None``: no quantization;
+            ``task="quantize"`` needs both).
+        first_last_bits: keep the first conv and last linear at this width (``None``: as the rest).
+        sparsity: fraction of weights (or channels, with ``structured``) pruned.
+        structured: channel pruning of convolutions by L1 norm instead of unstructured magnitude.
+        iters: total iterations, warm-up included.
+        warmup: first iterations that train only the generator (and calibrate activation ranges).
+        batch_size: images per iteration.
+        seed: seed of every random draw of the run.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        lr_generator: Adam learning rate of the generator (betas 0.5, 0.999).
+        lr_student: SGD (Nesterov, momentum 0.9) learning rate of the student, cosine-decayed.
+        weight_decay: student weight decay.
+        kd_temperature: distillation temperature ``T``.
+        kd_weight: weight of the ``T^2 * KL`` distillation term.
+        ce_weight: weight of the student's cross-entropy on the batch labels.
+        checkpoint_every: iterations between atomic checkpoints.
+        eval_every: iterations between test evaluations during training (0: only at the end).
+        eval_limit: evaluate on the first ``eval_limit`` test images only (``None``: all).
+        ris: options of the generator objective (used by ``method="ris"``; ``"gdfq"`` uses
+            only its ``bns_weight``).
+    """
+
+    task: str = attrs.field(default="quantize", validator=_one_of(TASKS))
+    method: str = attrs.field(default="ris", validator=_one_of(METHODS))
+    model: str = "resnet20_fashion_mnist"
+    weights: str | None = None
+    data: str = "fashion-mnist"
+    student: str = attrs.field(default="resnet8", validator=_one_of(("resnet8", "resnet20")))
+    w_bits: int | None = attrs.field(default=4, validator=_bits)
+    a_bits: int | None = attrs.field(default=4, validator=_bits)
+    first_last_bits: int | None = attrs.field(default=None, validator=_bits)
+    sparsity: float = attrs.field(default=0.5, validator=_non_negative)
+    structured: bool = False
+    iters: int = attrs.field(default=600, validator=_int_at_least(1))
+    warmup: int = attrs.field(default=100, validator=_int_at_least(0))
+    batch_size: int = attrs.field(default=64, validator=_int_at_least(2))
+    seed: int = attrs.field(default=0, validator=_int_at_least(0))
+    device: str = "cpu"
+    lr_generator: float = attrs.field(default=1e-3, validator=_positive)
+    lr_student: float = attrs.field(default=1e-3, validator=_positive)
+    weight_decay: float = attrs.field(default=1e-4, validator=_non_negative)
+    kd_temperature: float = attrs.field(default=1.0, validator=_positive)
+    kd_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    ce_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    checkpoint_every: int = attrs.field(default=100, validator=_int_at_least(1))
+    eval_every: int = attrs.field(default=0, validator=_int_at_least(0))
+    eval_limit: int | None = None
+    ris: RISConfig = attrs.field(factory=RISConfig)
+
+    def __attrs_post_init__(self) -> None:
+        if self.warmup > self.iters:
+            raise ValueError(f"warmup must be <= iters ({self.iters}), got {self.warmup}")
+        if self.sparsity >= 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.task == "quantize" and (self.w_bits is None or self.a_bits is None):
+            raise ValueError("task='quantize' needs w_bits and a_bits (integers in 2..16)")
+        if (self.w_bits is None) != (self.a_bits is None):
+            raise ValueError("w_bits and a_bits must both be set or both be None")
+        if ":" in self.model and self.weights is None and not self.model.startswith("/"):
+            raise ValueError(
+                f"model {self.model!r} is given as package.module:factory, so weights= "
+                "(a state-dict file) is required"
+            )
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
+        dev = self.device
+        if not (dev == "cpu" or dev == "cuda" or dev.startswith("cuda:") or dev == "mps"):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {dev!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary (nested ``ris`` included)."""
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild a configuration written by :meth:`to_dict`."""
+        data = dict(data)
+        ris = RISConfig(**data.pop("ris", {}))
+        return cls(ris=ris, **data)
