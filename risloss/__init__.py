@@ -22,6 +22,7 @@ from risloss.losses import (
 from risloss.training import RISConfig, TrainConfig, train
 
 __version__ = "0.1.0"
+"""The version of the installed risloss package."""
 
 __all__ = [
     "BNStatisticsLoss",

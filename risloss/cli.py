@@ -6,6 +6,10 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from risloss.training import TrainConfig
 
 __all__ = ["main"]
 
@@ -78,6 +82,37 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {text!r}")
 
 
+def _data_name(text: str) -> str:
+    if text in ("fashion-mnist", "cifar10") or (
+        text.startswith("imagefolder:") and len(text) > len("imagefolder:")
+    ):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected 'fashion-mnist', 'cifar10' or 'imagefolder:PATH', got {text!r}"
+    )
+
+
+def _model_name(text: str) -> str:
+    """A shipped name (checked against the shipped teachers later) or ``module:factory``."""
+    if ":" in text:
+        module, _, factory = text.partition(":")
+        if not module or not factory:
+            raise argparse.ArgumentTypeError(f"expected 'package.module:factory', got {text!r}")
+    return text
+
+
+def _unknown_teacher(model: str) -> str | None:
+    from risloss.models import list_pretrained
+
+    shipped = sorted(list_pretrained())
+    if ":" in model or model in shipped:
+        return None
+    return (
+        f"--model: expected one of the shipped teachers {shipped} or "
+        f"'package.module:factory', got {model!r}"
+    )
+
+
 def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     from risloss.models import DEFAULT_TEACHER
     from risloss.training import METHODS, TrainConfig
@@ -85,18 +120,41 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     d = TrainConfig()
     p.add_argument(
         "--model",
+        type=_model_name,
         default=DEFAULT_TEACHER,
-        help="a shipped teacher (see `risloss models`) or package.module:factory with --weights",
+        help="a shipped teacher (see `risloss models`) or package.module:factory with --weights "
+        f"(default: {DEFAULT_TEACHER})",
     )
     p.add_argument(
         "--weights", default=None, help="state-dict file for a package.module:factory model"
     )
     p.add_argument(
         "--data",
+        type=_data_name,
         default="fashion-mnist",
         help="evaluation data: fashion-mnist, cifar10, imagefolder:PATH",
     )
     p.add_argument("--method", choices=METHODS, default="ris", help="image source (default: ris)")
+    if task == "distill":
+        p.add_argument(
+            "--student",
+            choices=("resnet8", "resnet20"),
+            default=d.student,
+            help=f"architecture of the student (default: {d.student})",
+        )
+    if task == "prune":
+        p.add_argument(
+            "--sparsity",
+            type=_fraction,
+            default=d.sparsity,
+            help="fraction in [0, 1) of the conv/linear weights (or, with --structured, of the "
+            f"channels inside residual blocks) to remove (default: {d.sparsity})",
+        )
+        p.add_argument(
+            "--structured",
+            action="store_true",
+            help="remove whole channels by L1 norm (smaller layers) instead of single weights",
+        )
     if task == "quantize":
         p.add_argument("--w-bits", type=_bits, default=4, help="weight bits, 2..16 (default: 4)")
         p.add_argument(
@@ -104,9 +162,17 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         )
     else:
         p.add_argument(
-            "--w-bits", type=_bits, default=None, help="also quantize weights to this width"
+            "--w-bits",
+            type=_bits,
+            default=None,
+            help="also quantize weights to this width, 2..16 (with --a-bits; default: off)",
         )
-        p.add_argument("--a-bits", type=_bits, default=None, help="also quantize activations")
+        p.add_argument(
+            "--a-bits",
+            type=_bits,
+            default=None,
+            help="also quantize activations to this width, 2..16 (with --w-bits; default: off)",
+        )
     p.add_argument(
         "--first-last-bits",
         type=_bits,
@@ -148,53 +214,126 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         default=0,
         help="test evaluations during training (0: at the end only)",
     )
+    p.add_argument(
+        "--eval-limit",
+        type=_positive_int,
+        default=None,
+        help="evaluate on the first N test images only (default: all)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
 
 
-def _config_from_args(args: argparse.Namespace, task: str) -> object:
+def _check_run_args(args: argparse.Namespace) -> str | None:
+    """Errors that involve several options, named as on the command line."""
+    if (args.w_bits is None) != (args.a_bits is None):
+        return "--w-bits and --a-bits must be given together"
+    if args.first_last_bits is not None and args.w_bits is None:
+        return "--first-last-bits needs --w-bits and --a-bits"
+    if ":" in args.model and args.weights is None:
+        return f"--model {args.model!r} is a package.module:factory, so --weights FILE is required"
+    if ":" not in args.model and args.weights is not None:
+        return "--weights is only used with a package.module:factory --model"
+    if args.weights is not None:
+        from pathlib import Path
+
+        if not Path(args.weights).is_file():
+            return f"--weights: file {args.weights!r} does not exist"
+    return None
+
+
+def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
     from risloss.training import TrainConfig
 
-    extra: dict[str, object] = {}
-    if task == "distill":
-        extra["student"] = args.student
-    if task == "prune":
-        extra["sparsity"] = args.sparsity
-        extra["structured"] = args.structured
+    d = TrainConfig()
     return TrainConfig(
         task=task,
         method=args.method,
         model=args.model,
         weights=args.weights,
         data=args.data,
+        student=getattr(args, "student", d.student),
         w_bits=args.w_bits,
         a_bits=args.a_bits,
         first_last_bits=args.first_last_bits,
+        sparsity=getattr(args, "sparsity", d.sparsity),
+        structured=getattr(args, "structured", d.structured),
         iters=args.iters,
         warmup=args.warmup,
         batch_size=args.batch_size,
-        lr_student=args.lr_student,
-        lr_generator=args.lr_generator,
         seed=args.seed,
         device=args.device,
+        lr_generator=args.lr_generator,
+        lr_student=args.lr_student,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
-        **extra,  # type: ignore[arg-type]
+        eval_limit=args.eval_limit,
     )
 
 
+def _count(n: float) -> str:
+    """``77754 -> '77.8k'``, ``9345920 -> '9.35M'``."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _summary(metrics: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The lines printed at the end of a run."""
+    quantized = "quant_top1" in metrics
+    if config.task == "quantize":
+        label = "quantized"
+    elif config.task == "prune":
+        label = "pruned + quantized" if quantized else "pruned"
+    else:
+        label = f"{config.student} student" + (" (quantized)" if quantized else "")
+    width = max(22, len(label) + 8)
+    lines = [
+        f"{'full-precision top-1:':<{width}}{metrics['fp_top1']:.2f}%",
+        f"{label + ' top-1:':<{width}}{metrics['student_top1']:.2f}%  "
+        f"({config.method}, final iteration)",
+    ]
+    if "prune" in metrics:
+        a, b = metrics["prune"]["before"], metrics["prune"]["after"]
+    elif "distill" in metrics:
+        a, b = metrics["distill"]["teacher"], metrics["distill"]["student"]
+    else:
+        return lines
+    lines += [
+        f"{'parameters:':<{width}}{_count(a['params'])} -> {_count(b['params'])} "
+        f"({_count(b['nonzero_params'])} non-zero)",
+        f"{'MACs per image:':<{width}}{_count(a['macs'])} -> {_count(b['macs'])} "
+        f"({_count(b['effective_macs'])} on non-zero weights)",
+    ]
+    if a["sparsity"] or b["sparsity"]:
+        lines.append(
+            f"{'sparsity:':<{width}}{100 * a['sparsity']:.1f}% -> {100 * b['sparsity']:.1f}%"
+        )
+    return lines
+
+
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from risloss.data import DataFileError
     from risloss.training import TrainingInterrupted, train
 
     task = args.command
+    problem = _check_run_args(args)
+    if problem is not None:
+        print(f"risloss {task}: error: {problem}", file=sys.stderr)
+        return 2
     try:
         config = _config_from_args(args, task)
     except ValueError as exc:
         print(f"risloss {task}: error: {exc}", file=sys.stderr)
         return 2
+    problem = _unknown_teacher(config.model)
+    if problem is not None:
+        print(f"risloss {task}: error: {problem}", file=sys.stderr)
+        return 2
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         metrics = train(
-            config,  # type: ignore[arg-type]
+            config,
             args.out,
             resume=args.resume,
             progress=False if args.quiet else None,
@@ -206,12 +345,11 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     except ValueError as exc:
         print(f"risloss {task}: error: {exc}", file=sys.stderr)
         return 2
-    fp, top1 = metrics["fp_top1"], metrics["student_top1"]
-    label = "quantized" if "quant_top1" in metrics else "student"
-    print(f"full-precision top-1: {fp:.2f}%")
-    print(
-        f"{label} top-1:{' ' * (max(0, 15 - len(label)))}{top1:.2f}%  ({config.method}, final iteration)"
-    )  # type: ignore[attr-defined]
+    except DataFileError as exc:
+        print(f"risloss {task}: error: {exc}", file=sys.stderr)
+        return 1
+    for line in _summary(metrics, config):
+        print(line)
     print(f"outputs: {args.out}")
     return 0
 
@@ -221,7 +359,8 @@ def _cmd_models(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     for name, meta in list_pretrained().items():
         print(
-            f"{name}: {meta['arch']} on {meta['dataset']}, input {meta['input_shape']}, test top-1 {meta['test_top1']}%"
+            f"{name}: {meta['arch']} on {meta['dataset']}, input {meta['input_shape']}, "
+            f"test top-1 {meta['test_top1']}%"
         )
     return 0
 
@@ -250,6 +389,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(q, "quantize")
     q.set_defaults(func=_cmd_run)
+
+    dist = sub.add_parser(
+        "distill",
+        help="data-free knowledge distillation into a smaller student (default: ResNet-8)",
+    )
+    _add_run_options(dist, "distill")
+    dist.set_defaults(func=_cmd_run)
+
+    pr = sub.add_parser(
+        "prune",
+        help="prune a copy of the teacher, then recover it by data-free distillation",
+    )
+    _add_run_options(pr, "prune")
+    pr.set_defaults(func=_cmd_run)
 
     m = sub.add_parser("models", help="list the shipped teachers")
     m.set_defaults(func=_cmd_models)

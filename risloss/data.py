@@ -59,7 +59,16 @@ _IDX_TYPES = {
 
 
 class DataFileError(RuntimeError):
-    """A data file is missing, truncated or not in the expected format."""
+    """A data file is missing, truncated or not in the expected format.
+
+    Example:
+        >>> from risloss.data import DataFileError, read_idx
+        >>> try:
+        ...     read_idx("no-such-file.gz")
+        ... except DataFileError as err:
+        ...     print(err)
+        IDX file not found: no-such-file.gz
+    """
 
 
 def read_idx(path: str | os.PathLike[str], *, expected_ndim: int | None = None) -> torch.Tensor:
@@ -75,6 +84,15 @@ def read_idx(path: str | os.PathLike[str], *, expected_ndim: int | None = None) 
     Raises:
         DataFileError: the file is missing, its magic number is wrong, or it holds fewer or more
             bytes than its header declares (a truncated or corrupt download).
+
+    Example:
+        >>> import gzip, os, struct, tempfile
+        >>> from risloss.data import read_idx
+        >>> path = os.path.join(tempfile.mkdtemp(), "tiny-idx1-ubyte.gz")
+        >>> with gzip.open(path, "wb") as fh:  # magic: 0, 0, type 0x08 (uint8), 1 dimension
+        ...     _ = fh.write(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 3) + bytes([7, 8, 9]))
+        >>> read_idx(path, expected_ndim=1)
+        tensor([7, 8, 9], dtype=torch.uint8)
     """
     path = Path(path)
     if not path.is_file():
@@ -117,6 +135,20 @@ class TensorImageDataset(Dataset[tuple[torch.Tensor, int]]):
         labels: int64 tensor ``(N,)``.
         classes: class names, in label order.
         mean, std: per-channel normalization that was applied (useful to undo it for display).
+
+    Raises:
+        ValueError: ``images`` not ``(N, C, H, W)``, ``labels`` not ``(N,)``, or different
+            ``N``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.data import TensorImageDataset
+        >>> ds = TensorImageDataset(
+        ...     torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 1, 0]),
+        ...     classes=["a", "b"], mean=[0.5], std=[0.25],
+        ... )
+        >>> len(ds), ds[1][1]
+        (4, 1)
     """
 
     def __init__(
@@ -146,7 +178,26 @@ class TensorImageDataset(Dataset[tuple[torch.Tensor, int]]):
         return self.images[index], int(self.labels[index])
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Map normalized images back to pixel values in ``[0, 1]`` (clamped)."""
+        """Map normalized images back to pixel values in ``[0, 1]`` (clamped).
+
+        Args:
+            images: normalized images ``(B, C, H, W)``, such as :attr:`images` or a
+                generator's output.
+
+        Returns:
+            ``clamp(images * std + mean, 0, 1)``, per channel.
+
+        Example:
+            >>> import torch
+            >>> from risloss.data import TensorImageDataset
+            >>> ds = TensorImageDataset(
+            ...     torch.zeros(1, 1, 2, 2), torch.tensor([0]),
+            ...     classes=["a"], mean=[0.5], std=[0.25],
+            ... )
+            >>> ds.denormalize(torch.tensor([[[[0.0, 1.0], [-4.0, 4.0]]]]))
+            tensor([[[[0.5000, 0.7500],
+                      [0.0000, 1.0000]]]])
+        """
         mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
         return (images * std + mean).clamp(0, 1)
@@ -241,7 +292,16 @@ def _load_torchvision_folder(name: str, split: str, root: str | None) -> Dataset
 
 
 def available_datasets() -> tuple[str, ...]:
-    """Names accepted by :func:`load_dataset` (``imagefolder:PATH`` takes any path)."""
+    """Names accepted by :func:`load_dataset` (``imagefolder:PATH`` takes any path).
+
+    Returns:
+        The names, ``imagefolder:PATH`` standing for any folder.
+
+    Example:
+        >>> from risloss.data import available_datasets
+        >>> available_datasets()
+        ('fashion-mnist', 'cifar10', 'imagefolder:PATH')
+    """
     return ("fashion-mnist", "cifar10", "imagefolder:PATH")
 
 
@@ -266,6 +326,16 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike[str] | None =
         ValueError: unknown ``name`` or ``split``.
         DataFileError: the files are missing (the message says how to install them), truncated
             or corrupt.
+
+    Example:
+        >>> from risloss.data import load_dataset
+        >>> test = load_dataset("fashion-mnist", "test")  # doctest: +SKIP
+        >>> len(test), test[0][0].shape  # doctest: +SKIP
+        (10000, torch.Size([1, 28, 28]))
+        >>> load_dataset("fashion-mnist", "validation")
+        Traceback (most recent call last):
+        ...
+        ValueError: split must be one of ('train', 'test'), got 'validation'
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")

@@ -110,7 +110,24 @@ def _prune_channels(net: nn.Module, amount: float) -> nn.Module:
 
 
 def finalize_pruning(model: nn.Module) -> nn.Module:
-    """Make :mod:`torch.nn.utils.prune` masks permanent (``weight_orig``/``weight_mask`` -> ``weight``)."""
+    """Make the masks of :mod:`torch.nn.utils.prune` permanent: plain ``weight`` tensors again.
+
+    Args:
+        model: a network pruned by :func:`prune_model` (unpruned layers are left alone).
+
+    Returns:
+        ``model`` (modified in place), with plain ``weight`` parameters.
+
+    Example:
+        >>> from risloss.models import resnet8
+        >>> from risloss.pruning import finalize_pruning, prune_model, sparsity
+        >>> pruned = prune_model(resnet8(), sparsity=0.5)
+        >>> "fc.weight_orig" in pruned.state_dict()
+        True
+        >>> final = finalize_pruning(pruned)
+        >>> "fc.weight_orig" in final.state_dict(), round(sparsity(final), 2)
+        (False, 0.5)
+    """
     for m in model.modules():
         if prune.is_pruned(m) and hasattr(m, "weight_orig"):
             prune.remove(m, "weight")
@@ -118,7 +135,27 @@ def finalize_pruning(model: nn.Module) -> nn.Module:
 
 
 def sparsity(model: nn.Module) -> float:
-    """Fraction of zero entries over all conv and linear weights."""
+    """Fraction of zero entries over all conv and linear weights.
+
+    Args:
+        model: the network.
+
+    Returns:
+        A number in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``model`` has no conv or linear layer.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from risloss.pruning import sparsity
+        >>> layer = nn.Linear(2, 2, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.copy_(torch.tensor([[0.0, 1.0], [0.0, 2.0]]))
+        >>> sparsity(layer)
+        0.5
+    """
     zeros = total = 0
     for m in model.modules():
         if isinstance(m, _PRUNABLE):
@@ -140,6 +177,19 @@ def model_stats(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any
     Args:
         model: the network (evaluated in eval mode; its mode is restored).
         input_shape: ``(C, H, W)`` of one input.
+
+    Returns:
+        ``params`` (all parameters), ``nonzero_params``, ``macs``, ``effective_macs`` and
+        ``sparsity`` (see :func:`sparsity`).
+
+    Example:
+        >>> from risloss.models import resnet8
+        >>> from risloss.pruning import model_stats, prune_model
+        >>> model = resnet8(in_channels=1)
+        >>> dense = model_stats(model, (1, 28, 28))
+        >>> slim = model_stats(prune_model(model, sparsity=0.5, structured=True), (1, 28, 28))
+        >>> slim["params"] < dense["params"], slim["macs"] < dense["macs"]
+        (True, True)
     """
     macs = 0.0
     effective = 0.0

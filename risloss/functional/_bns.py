@@ -23,6 +23,7 @@ ChannelReduction = Literal["sum", "mean"]
 """How :func:`bn_statistics_loss` reduces the squared differences over channels."""
 
 CHANNEL_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
+"""The accepted values of ``channel_reduction`` (the members of :data:`ChannelReduction`)."""
 
 
 def _names(values: Iterable[str]) -> tuple[str, ...]:

@@ -31,7 +31,10 @@ CorrelationKind = Literal["relu", "raw", "abs", "square"]
 """How :func:`label_correlation_penalty` turns a correlation into a penalty."""
 
 PAIR_SELECTIONS: tuple[str, ...] = ("all", "same", "different")
+"""The accepted values of ``pairs`` (the members of :data:`PairSelection`)."""
+
 CORRELATION_KINDS: tuple[str, ...] = ("relu", "raw", "abs", "square")
+"""The accepted values of ``kind`` (the members of :data:`CorrelationKind`)."""
 
 _EPS = 1e-6
 """Centred rows with an L2 norm below this are treated as constant (correlation 0)."""

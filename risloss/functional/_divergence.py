@@ -24,6 +24,7 @@ DivergenceKind = Literal["l1", "kl", "skl", "js"]
 """Divergences between predicted distributions accepted by :func:`prediction_divergence`."""
 
 DIVERGENCE_KINDS: tuple[str, ...] = ("l1", "kl", "skl", "js")
+"""The accepted values of ``kind`` (the members of :data:`DivergenceKind`)."""
 
 _LOG2 = math.log(2.0)
 

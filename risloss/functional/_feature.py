@@ -21,6 +21,7 @@ FeatureKind = Literal["cosine", "mse", "l1", "nmse"]
 """Feature distances accepted by :func:`feature_inconsistency`."""
 
 FEATURE_KINDS: tuple[str, ...] = ("cosine", "mse", "l1", "nmse")
+"""The accepted values of ``kind`` (the members of :data:`FeatureKind`)."""
 
 _EPS = 1e-8
 """Lower bound on a feature vector's L2 norm in ``"cosine"`` and ``"nmse"``."""

@@ -12,6 +12,7 @@ Reduction = Literal["mean", "sum", "none"]
 """How per-sample values are combined: their mean, their sum, or not at all."""
 
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+"""The accepted values of ``reduction`` (the members of :data:`Reduction`)."""
 
 
 def reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -71,7 +71,18 @@ class BNStatisticsLoss(nn.Module):
         return f"reduction={self._reduction!r}, channel_reduction={self._channel_reduction!r}"
 
     def forward(self, stats: BNStatistics) -> torch.Tensor:
-        """``L_BNS`` of the captured statistics ``stats``."""
+        """``L_BNS`` of the captured statistics ``stats``.
+
+        Args:
+            stats: the statistics of one forward pass, from
+                :func:`risloss.hooks.capture_bn_statistics`.
+
+        Returns:
+            A scalar, or ``(L,)`` with ``reduction="none"``.
+
+        Raises:
+            TypeError: ``stats`` is not a :class:`~risloss.functional.BNStatistics`.
+        """
         if not isinstance(stats, BNStatistics):
             raise TypeError(f"stats must be a BNStatistics, got {type(stats).__name__}")
         return bn_statistics_loss(

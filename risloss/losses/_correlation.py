@@ -91,7 +91,16 @@ class LabelCorrelationPenalty(nn.Module):
         )
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Correlation penalty of the batch ``logits`` (labels select pairs)."""
+        """Correlation penalty of the batch ``logits`` (labels select pairs).
+
+        Args:
+            logits: ``(B, C)``.
+            labels: ``(B,)`` class indices or ``(B, C)`` soft labels; required unless
+                ``pairs="all"``.
+
+        Returns:
+            As :func:`~risloss.functional.label_correlation_penalty`.
+        """
         return label_correlation_penalty(
             logits,
             labels,

@@ -80,7 +80,15 @@ class PredictionDivergence(nn.Module):
         )
 
     def forward(self, p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-        """Divergence of ``softmax(p_logits / T)`` from ``softmax(q_logits / T)``."""
+        """Divergence of ``softmax(p_logits / T)`` from ``softmax(q_logits / T)``.
+
+        Args:
+            p_logits: logits ``(..., C)``; the first distribution.
+            q_logits: logits of the same shape; the second distribution.
+
+        Returns:
+            As :func:`~risloss.functional.prediction_divergence`.
+        """
         return prediction_divergence(
             p_logits,
             q_logits,

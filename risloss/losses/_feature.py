@@ -60,5 +60,13 @@ class FeatureInconsistency(nn.Module):
         return f"kind={self._kind!r}, reduction={self._reduction!r}"
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Distance between ``a`` and ``b``, per sample, then reduced."""
+        """Distance between ``a`` and ``b``, per sample, then reduced.
+
+        Args:
+            a: features ``(B, ...)``.
+            b: features of the same shape.
+
+        Returns:
+            As :func:`~risloss.functional.feature_inconsistency`.
+        """
         return feature_inconsistency(a, b, kind=self._kind, reduction=self._reduction)

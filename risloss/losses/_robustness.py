@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -10,17 +11,23 @@ import torch
 from torch import nn
 
 from risloss._stateless import stateless_call
-from risloss.functional import feature_inconsistency, prediction_divergence
+from risloss.functional import (
+    DIVERGENCE_KINDS,
+    FEATURE_KINDS,
+    DivergenceKind,
+    FeatureKind,
+    feature_inconsistency,
+    prediction_divergence,
+)
 from risloss.functional._checks import check_finite
-from risloss.hooks import capture_features, resolve_layers
+from risloss.hooks import FeatureKind as CaptureKind
+from risloss.hooks import LayerSpec, capture_features, resolve_layers
 from risloss.perturb import GaussianWeightNoise, InputPerturbation, default_input_perturbation
 
 __all__ = ["RobustnessConfig", "RobustnessLoss", "noise_threshold"]
 
 Mode = Literal["random", "joint", "input", "weight"]
 _MODES = ("random", "joint", "input", "weight")
-_FEATURE_KINDS = ("cosine", "mse", "l1", "nmse")
-_PREDICTION_KINDS = ("l1", "kl", "skl", "js")
 
 
 class _Default:
@@ -34,41 +41,81 @@ DEFAULT: Any = _Default()
 
 
 def _one_of(allowed: tuple[str, ...]) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in allowed:
             raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
 
     return check
 
 
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:  # type: ignore[type-arg]
-    if not value >= 0.0:  # also rejects NaN
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (math.isfinite(value) and value >= 0.0):  # also rejects NaN
+        raise ValueError(
+            f"{attribute.name} must be finite and >= 0 (allowed range [0, inf)), got {value!r}"
+        )
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:  # type: ignore[type-arg]
-    if not value > 0.0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(
+            f"{attribute.name} must be finite and > 0 (allowed range (0, inf)), got {value!r}"
+        )
 
 
-def _at_least_one(instance: Any, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
+def _at_least_one(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
 
 
 @attrs.frozen
 class RobustnessConfig:
-    """Validated scalar configuration of :class:`RobustnessLoss` (see its arguments)."""
+    """Validated scalar configuration of :class:`RobustnessLoss` (see its arguments).
 
-    mode: str = attrs.field(default="random", validator=_one_of(_MODES))
+    ``RobustnessLoss`` builds one from its scalar arguments and keeps it as ``loss.config``;
+    the fields mean what the arguments of the same name mean there.
+
+    Attributes:
+        mode: ``"random"``, ``"joint"``, ``"input"`` or ``"weight"``.
+        num_draws: perturbed passes per call, at least 1.
+        feature_distance: ``"cosine"``, ``"mse"``, ``"l1"`` or ``"nmse"``.
+        prediction_distance: ``"l1"``, ``"kl"``, ``"skl"`` or ``"js"``.
+        feature_weight: ``lambda_f >= 0``.
+        prediction_weight: ``lambda_p >= 0``.
+        threshold: ``epsilon_t >= 0``.
+        temperature: softmax temperature ``T > 0``.
+        detach_clean: stop gradients at the clean pass.
+
+    Raises:
+        ValueError: a value out of range (the message names the field and the allowed values),
+            or both weights 0.
+
+    Example:
+        >>> from risloss.losses import RobustnessConfig
+        >>> RobustnessConfig(num_draws=2).num_draws
+        2
+        >>> RobustnessConfig(mode="both")
+        Traceback (most recent call last):
+        ...
+        ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'both'
+    """
+
+    mode: Mode = attrs.field(default="random", validator=_one_of(_MODES))
     num_draws: int = attrs.field(default=1, validator=_at_least_one)
-    feature_distance: str = attrs.field(default="cosine", validator=_one_of(_FEATURE_KINDS))
-    prediction_distance: str = attrs.field(default="l1", validator=_one_of(_PREDICTION_KINDS))
+    feature_distance: FeatureKind = attrs.field(default="cosine", validator=_one_of(FEATURE_KINDS))
+    prediction_distance: DivergenceKind = attrs.field(
+        default="l1", validator=_one_of(DIVERGENCE_KINDS)
+    )
     feature_weight: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
     prediction_weight: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
     threshold: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
     temperature: float = attrs.field(default=1.0, converter=float, validator=_positive)
     detach_clean: bool = attrs.field(default=False, converter=bool)
+
+    def __attrs_post_init__(self) -> None:
+        if self.feature_weight == 0 and self.prediction_weight == 0:
+            raise ValueError(
+                "feature_weight and prediction_weight cannot both be 0: the loss would be 0"
+            )
 
 
 class RobustnessLoss(nn.Module):
@@ -90,8 +137,14 @@ class RobustnessLoss(nn.Module):
 
     The model is evaluated as it is: in eval mode BatchNorm uses its running statistics; in train
     mode it uses batch statistics, and the running statistics are never updated (the perturbed
-    and clean passes run on copies of the buffers). Gradients flow to ``x`` (and so to a
-    generator that produced it), never into the model's parameters.
+    and clean passes run on copies of the buffers). In eval mode the buffers are used as they
+    are, so a module that writes its buffers in eval mode (the activation observers of a
+    quantized model during calibration) must be frozen first (:func:`risloss.quant.freeze`).
+    Gradients flow to ``x`` (and so to a generator that produced it), never into the model's
+    parameters, even where they have ``requires_grad=True``.
+
+    Cost: one teacher forward pass for the clean branch (none when ``clean_logits`` is given)
+    and one per draw, each followed by its backward pass; the model is never deep-copied.
 
     Args:
         model: the classifier (the teacher). It is referenced, not copied or registered as a
@@ -113,8 +166,8 @@ class RobustnessLoss(nn.Module):
             (see :func:`~risloss.functional.feature_inconsistency`).
         prediction_distance: ``"l1"``, ``"kl"``, ``"skl"`` or ``"js"``
             (see :func:`~risloss.functional.prediction_divergence`).
-        feature_weight: ``lambda_f``; 0 skips feature capture altogether.
-        prediction_weight: ``lambda_p``.
+        feature_weight: ``lambda_f`` >= 0; 0 skips feature capture altogether.
+        prediction_weight: ``lambda_p`` >= 0 (not both 0).
         threshold: ``epsilon_t`` >= 0; see :func:`noise_threshold` to calibrate it on noise.
         temperature: softmax temperature ``T`` of the prediction term.
         detach_clean: stop gradients at the clean branch (the clean pass becomes a target).
@@ -122,9 +175,11 @@ class RobustnessLoss(nn.Module):
             torch's global generator.
 
     Raises:
-        ValueError: an unknown ``mode`` or distance, ``num_draws < 1``, a negative weight or
-            threshold, a non-positive temperature, a ``mode`` that needs a perturbation that is
-            ``None``, or feature layers that match nothing in ``model``.
+        ValueError: an unknown ``mode`` or distance, ``num_draws < 1``, a negative or
+            non-finite weight or threshold, both weights 0, a non-positive or non-finite
+            temperature, a ``mode`` that needs a perturbation that is ``None``, both
+            perturbations ``None``, or feature layers that match nothing in ``model``.
+        TypeError: ``model`` or ``input_perturbation`` is not an ``nn.Module``.
 
     Example:
         >>> import torch
@@ -141,7 +196,7 @@ class RobustnessLoss(nn.Module):
         True
     """
 
-    feature_layers: dict[str, str]
+    feature_layers: dict[str, CaptureKind]
 
     def __init__(
         self,
@@ -151,9 +206,9 @@ class RobustnessLoss(nn.Module):
         weight_perturbation: GaussianWeightNoise | None = DEFAULT,
         mode: Mode = "random",
         num_draws: int = 1,
-        feature_layers: str | list[str] | tuple[str, ...] | Mapping[str, str] | None = None,
-        feature_distance: str = "cosine",
-        prediction_distance: str = "l1",
+        feature_layers: LayerSpec | None = None,
+        feature_distance: FeatureKind = "cosine",
+        prediction_distance: DivergenceKind = "l1",
         feature_weight: float = 1.0,
         prediction_weight: float = 1.0,
         threshold: float = 0.0,
@@ -247,7 +302,8 @@ class RobustnessLoss(nn.Module):
             return False, True
         if self.weight_perturbation is None:
             return True, False
-        use_input = bool(torch.rand((), generator=self.generator) < 0.5)
+        device = self.generator.device if self.generator is not None else None
+        use_input = bool(torch.rand((), generator=self.generator, device=device) < 0.5)
         return use_input, not use_input
 
     def forward(
@@ -275,7 +331,10 @@ class RobustnessLoss(nn.Module):
             detached) and ``per_sample`` (the hinge values ``(B,)`` averaged over draws).
 
         Raises:
-            ValueError: non-finite ``x``, ``clean_features`` missing a layer, or batch sizes
+            NonFiniteInputError: ``x`` or ``clean_logits`` holds ``NaN`` or ``Inf`` (a
+                :class:`ValueError`).
+            ValueError: ``clean_logits`` without ``clean_features`` while
+                ``feature_weight > 0``, ``clean_features`` missing a layer, or batch sizes
                 that disagree.
         """
         check_finite(x, "x")
@@ -284,10 +343,12 @@ class RobustnessLoss(nn.Module):
         if clean_logits is None:
             clean_logits, features = self._forward_features(x, params, buffers)
         else:
-            if clean_logits.shape[0] != x.shape[0]:
+            if clean_logits.dim() == 0 or clean_logits.shape[0] != x.shape[0]:
                 raise ValueError(
-                    f"clean_logits has batch size {clean_logits.shape[0]}, x has {x.shape[0]}"
+                    f"clean_logits must have shape (B, C) with the batch size of x "
+                    f"({x.shape[0]}), got {tuple(clean_logits.shape)}"
                 )
+            check_finite(clean_logits, "clean_logits")
             features = {}
             if self.feature_layers:
                 if clean_features is None:
@@ -297,9 +358,8 @@ class RobustnessLoss(nn.Module):
                     )
                 missing = [n for n in self.feature_layers if n not in clean_features]
                 if missing:
-                    raise ValueError(
-                        f"clean_features lacks layers {missing}; expected {list(self.feature_layers)}"
-                    )
+                    expected = list(self.feature_layers)
+                    raise ValueError(f"clean_features lacks layers {missing}; expected {expected}")
                 features = {n: clean_features[n] for n in self.feature_layers}
         if c.detach_clean:
             clean_logits = clean_logits.detach()
@@ -377,8 +437,22 @@ def noise_threshold(
         num_batches: noise batches averaged.
         device: where to draw the noise (default: the model's device).
 
+    Returns:
+        The threshold, a float ``>= 0``.
+
     Raises:
         ValueError: ``multiple < 0``, ``num_batches < 1`` or a shape that is not 4-D.
+
+    Example:
+        >>> import torch
+        >>> from risloss.losses import RobustnessLoss, noise_threshold
+        >>> from risloss.models import resnet8
+        >>> teacher = resnet8(in_channels=1).eval().requires_grad_(False)
+        >>> probe = RobustnessLoss(teacher, generator=torch.Generator().manual_seed(0))
+        >>> eps_t = noise_threshold(probe, (4, 1, 28, 28), multiple=0.5, num_batches=2)
+        >>> rob = RobustnessLoss(teacher, threshold=eps_t)
+        >>> eps_t >= 0 and rob.config.threshold == eps_t
+        True
     """
     if not multiple >= 0:
         raise ValueError(f"multiple must be >= 0, got {multiple!r}")
@@ -389,12 +463,13 @@ def noise_threshold(
     if device is None:
         first = next(iter(loss.model.parameters()), None)
         device = first.device if first is not None else "cpu"
+    noise_device = loss.generator.device if loss.generator is not None else device
     saved = loss.config
     loss.config = attrs.evolve(saved, threshold=0.0)
     try:
         values = []
         for _ in range(num_batches):
-            x = torch.randn(input_shape, generator=loss.generator).to(device)
+            x = torch.randn(input_shape, generator=loss.generator, device=noise_device).to(device)
             values.append(float(loss(x)))
     finally:
         loss.config = saved

@@ -85,7 +85,28 @@ class Generator(nn.Module):
         self.out_norm = nn.BatchNorm2d(channels, affine=False)
 
     def embed(self, labels: torch.Tensor) -> torch.Tensor:
-        """Embed hard labels ``(B,)`` or soft label vectors ``(B, num_classes)``."""
+        """Embed hard labels ``(B,)`` or soft label vectors ``(B, num_classes)``.
+
+        A soft label is embedded as the weighted sum of its classes' embeddings.
+
+        Args:
+            labels: integer class indices ``(B,)`` or float class weights ``(B, num_classes)``.
+
+        Returns:
+            The embeddings, ``(B, latent_dim)``.
+
+        Raises:
+            ValueError: ``labels`` of the wrong shape.
+
+        Example:
+            >>> import torch
+            >>> from risloss.models import Generator
+            >>> g = Generator(num_classes=3, image_size=8, channels=1, latent_dim=4)
+            >>> hard = g.embed(torch.tensor([0, 2]))
+            >>> soft = g.embed(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]))
+            >>> torch.allclose(hard, soft)
+            True
+        """
         if labels.dtype.is_floating_point:
             if labels.ndim != 2 or labels.shape[1] != self.num_classes:
                 raise ValueError(
@@ -116,7 +137,24 @@ class Generator(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Draw ``z ~ N(0, I)`` (from ``generator`` when given) and synthesize images for ``labels``."""
+        """Draw ``z ~ N(0, I)`` (from ``generator`` if given) and synthesize images for ``labels``.
+
+        Args:
+            labels: hard ``(B,)`` or soft ``(B, num_classes)`` labels.
+            generator: the source of the noise; ``None`` uses the global generator of the
+                model's device.
+
+        Returns:
+            Images ``(B, channels, image_size, image_size)``.
+
+        Example:
+            >>> import torch
+            >>> from risloss.models import Generator
+            >>> g = Generator(num_classes=10, image_size=28, channels=1).eval()
+            >>> x = g.sample(torch.arange(10), generator=torch.Generator().manual_seed(0))
+            >>> x.shape
+            torch.Size([10, 1, 28, 28])
+        """
         device = self.fc.weight.device
         z = torch.randn(labels.shape[0], self.latent_dim, generator=generator, device=device)
         return self(z, labels.to(device))

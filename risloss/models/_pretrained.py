@@ -26,6 +26,10 @@ def _weights_dir() -> Any:
 def list_pretrained() -> dict[str, dict[str, Any]]:
     """Describe every shipped teacher: name -> metadata (data set, input shape, test accuracy...).
 
+    Returns:
+        ``{name: metadata}`` for every teacher in the package, without the training history
+        (see :func:`pretrained_info` for it).
+
     Example:
         >>> from risloss.models import list_pretrained
         >>> "resnet20_fashion_mnist" in list_pretrained()
@@ -41,7 +45,24 @@ def list_pretrained() -> dict[str, dict[str, Any]]:
 
 
 def pretrained_info(name: str) -> dict[str, Any]:
-    """The full metadata of one shipped teacher (including its training history)."""
+    """The full metadata of one shipped teacher (including its training history).
+
+    Args:
+        name: one of :func:`list_pretrained`'s keys.
+
+    Returns:
+        The metadata: architecture, data set, input shape, preprocessing, training
+        hyperparameters, per-epoch ``history`` and final ``test_top1``.
+
+    Raises:
+        ValueError: ``name`` is not a shipped teacher (the message lists them).
+
+    Example:
+        >>> from risloss.models import pretrained_info
+        >>> info = pretrained_info("resnet8_fashion_mnist")
+        >>> info["arch"], info["input_shape"], len(info["history"]) == info["epochs"]
+        ('resnet8', [1, 28, 28], True)
+    """
     names = sorted(list_pretrained())
     if name not in names:
         raise ValueError(f"name must be one of {names}, got {name!r}")

@@ -39,7 +39,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """A CIFAR-style ResNet: a 3x3 stem, three stages of basic blocks, global pooling, a linear head.
+    """A CIFAR-style ResNet: a 3x3 stem, three stages of basic blocks, pooling, a linear head.
 
     Args:
         blocks_per_stage: number of basic blocks in each of the three stages (``3`` gives
@@ -54,6 +54,16 @@ class CifarResNet(nn.Module):
     Shape:
         - Input: ``(B, in_channels, H, W)``
         - Output: ``(B, num_classes)`` logits.
+
+    Raises:
+        ValueError: a size argument below 1.
+
+    Example:
+        >>> import torch
+        >>> from risloss.models import CifarResNet
+        >>> model = CifarResNet(2, num_classes=5, in_channels=1, width=8, image_size=16)
+        >>> model(torch.randn(3, 1, 16, 16)).shape
+        torch.Size([3, 5])
     """
 
     def __init__(
@@ -110,6 +120,15 @@ class CifarResNet(nn.Module):
 def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> CifarResNet:
     """ResNet-20 (0.27 M parameters): three stages of three basic blocks.
 
+    Args:
+        num_classes: number of output classes.
+        in_channels: channels of the input images.
+        image_size: side of the square input images (recorded on the model, see
+            :class:`CifarResNet`).
+
+    Returns:
+        A randomly initialized :class:`CifarResNet`.
+
     Example:
         >>> import torch
         >>> from risloss.models import resnet20
@@ -122,6 +141,15 @@ def resnet20(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) 
 
 def resnet8(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> CifarResNet:
     """ResNet-8 (0.08 M parameters): three stages of one basic block.
+
+    Args:
+        num_classes: number of output classes.
+        in_channels: channels of the input images.
+        image_size: side of the square input images (recorded on the model, see
+            :class:`CifarResNet`).
+
+    Returns:
+        A randomly initialized :class:`CifarResNet`.
 
     Example:
         >>> import torch

@@ -53,6 +53,14 @@ class ChoiceParams:
             ``per_sample``).
         params: for each operator of the pool, its parameters for the whole batch if it was
             chosen for some sample, else ``None``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import GaussianNoise, RandomChoice, RandomHorizontalFlip
+        >>> op = RandomChoice([GaussianNoise(0.1), RandomHorizontalFlip(1.0)], p=[0.0, 1.0])
+        >>> params = op.sample(torch.randn(2, 1, 4, 4), torch.Generator().manual_seed(0))
+        >>> params.index.tolist(), params.params[0] is None
+        ([1, 1], True)
     """
 
     index: Tensor
@@ -163,6 +171,14 @@ class ComposeParams:
 
     Attributes:
         params: the parameters of each operator, in order.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import Brightness, Compose, GaussianNoise
+        >>> op = Compose([GaussianNoise(0.1), Brightness(0.2)])
+        >>> params = op.sample(torch.randn(2, 1, 4, 4), torch.Generator().manual_seed(0))
+        >>> [type(p).__name__ for p in params.params]
+        ['NoiseParams', 'BrightnessParams']
     """
 
     params: tuple[Any, ...]

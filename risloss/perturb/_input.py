@@ -81,6 +81,16 @@ class NoiseParams:
 
     Attributes:
         noise: the standard normal draw ``xi``, ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import GaussianNoise, NoiseParams
+        >>> x = torch.zeros(2, 1, 4, 4)
+        >>> params = GaussianNoise(std=0.5).sample(x, torch.Generator().manual_seed(0))
+        >>> params.noise.shape
+        torch.Size([2, 1, 4, 4])
+        >>> GaussianNoise(std=0.5).transform(x, NoiseParams(noise=torch.ones_like(x))).unique()
+        tensor([0.5000])
     """
 
     noise: Tensor
@@ -148,6 +158,17 @@ class CropParams:
         center: box centre ``(x, y)`` in normalized coordinates, ``(B, 2)``.
         size: box width and height as fractions of the image width and height, in ``(0, 1]``,
             ``(B, 2)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import CropParams, RandomResizedCrop
+        >>> x = torch.randn(3, 1, 8, 8)
+        >>> params = RandomResizedCrop().sample(x, torch.Generator().manual_seed(0))
+        >>> params.center.shape, params.size.shape
+        (torch.Size([3, 2]), torch.Size([3, 2]))
+        >>> whole = CropParams(center=torch.zeros(3, 2), size=torch.ones(3, 2))
+        >>> torch.allclose(RandomResizedCrop().transform(x, whole), x, atol=1e-5)
+        True
     """
 
     center: Tensor
@@ -244,6 +265,16 @@ class FlipParams:
 
     Attributes:
         flip: whether each sample is flipped, boolean ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import FlipParams, RandomHorizontalFlip
+        >>> x = torch.arange(4.0).view(2, 1, 1, 2)
+        >>> RandomHorizontalFlip().transform(x, FlipParams(flip=torch.tensor([True, False])))
+        tensor([[[[1., 0.]]],
+        <BLANKLINE>
+        <BLANKLINE>
+                [[[2., 3.]]]])
     """
 
     flip: Tensor
@@ -301,6 +332,13 @@ class AffineParams:
         angle: rotation of each image, in degrees, ``(B,)``.
         translate: shift of each image ``(dx, dy)`` as fractions of its width and height,
             ``(B, 2)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import RandomAffine
+        >>> params = RandomAffine(degrees=10).sample(torch.randn(4, 1, 8, 8))
+        >>> params.angle.shape, bool(params.angle.abs().max() <= 10)
+        (torch.Size([4]), True)
     """
 
     angle: Tensor
@@ -390,6 +428,14 @@ class CutoutParams:
         boxes: erased box of each sample as pixel bounds ``(top, left, bottom, right)``, bottom
             and right exclusive, clipped to the image, ``(B, 4)`` integer.
         active: whether each sample is erased at all, boolean ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import Cutout, CutoutParams
+        >>> x = torch.ones(1, 1, 4, 4)
+        >>> params = CutoutParams(boxes=torch.tensor([[0, 0, 2, 2]]), active=torch.tensor([True]))
+        >>> int(Cutout().transform(x, params).sum())  # a 2x2 box of the 16 pixels erased
+        12
     """
 
     boxes: Tensor
@@ -491,6 +537,14 @@ class BrightnessParams:
 
     Attributes:
         shift: additive brightness shift of each sample, ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import Brightness, BrightnessParams
+        >>> x = torch.zeros(2, 1, 2, 2)
+        >>> y = Brightness().transform(x, BrightnessParams(shift=torch.tensor([0.1, -0.2])))
+        >>> y[:, 0, 0, 0]
+        tensor([ 0.1000, -0.2000])
     """
 
     shift: Tensor
@@ -547,6 +601,13 @@ class ContrastParams:
 
     Attributes:
         factor: contrast factor of each sample, ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import Contrast, ContrastParams
+        >>> x = torch.tensor([[[[0.0, 2.0]]]])
+        >>> Contrast().transform(x, ContrastParams(factor=torch.tensor([0.5])))
+        tensor([[[[0.5000, 1.5000]]]])
     """
 
     factor: Tensor

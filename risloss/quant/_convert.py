@@ -250,6 +250,13 @@ def _convert(model: nn.Module, spec: QuantSpec) -> nn.Module:
 def quantized_layers(model: nn.Module) -> dict[str, QuantConv2d | QuantLinear]:
     """The weight-quantized layers of ``model``, by qualified name, in registration order.
 
+    Args:
+        model: any module, usually one built by :func:`quantize_model`.
+
+    Returns:
+        ``{name: layer}`` for every :class:`QuantConv2d` and :class:`QuantLinear`; empty for a
+        model that is not quantized.
+
     Example:
         >>> from torch import nn
         >>> from risloss.quant import quantize_model
@@ -265,6 +272,13 @@ def quantized_layers(model: nn.Module) -> dict[str, QuantConv2d | QuantLinear]:
 
 def activation_quantizers(model: nn.Module) -> dict[str, ActivationFakeQuant]:
     """The activation quantizers of ``model``, by qualified name, in registration order.
+
+    Args:
+        model: any module, usually one built by :func:`quantize_model`.
+
+    Returns:
+        ``{name: quantizer}`` for every :class:`ActivationFakeQuant` (one per call site of each
+        :class:`QuantReLU`); empty for a model that is not quantized.
 
     Example:
         >>> from torch import nn

@@ -220,7 +220,11 @@ class WeightFakeQuant(nn.Module):
         self.register_buffer("fake_quant_enabled", _flag(True, device))
 
     def enable_fake_quant(self, enabled: bool = True) -> WeightFakeQuant:
-        """Turn quantization on (or off with ``enabled=False``); returns ``self``."""
+        """Turn quantization on (or off with ``enabled=False``); returns ``self``.
+
+        Args:
+            enabled: the new value of the ``fake_quant_enabled`` flag.
+        """
         self.fake_quant_enabled.fill_(int(enabled))
         return self
 
@@ -316,7 +320,11 @@ class ActivationFakeQuant(nn.Module):
         return bool(self.num_observed > 0)
 
     def enable_observer(self, enabled: bool = True) -> ActivationFakeQuant:
-        """Start (or stop, with ``enabled=False``) updating the range; returns ``self``."""
+        """Start (or stop, with ``enabled=False``) updating the range; returns ``self``.
+
+        Args:
+            enabled: the new value of the ``observer_enabled`` flag.
+        """
         self.observer_enabled.fill_(int(enabled))
         return self
 
@@ -325,7 +333,11 @@ class ActivationFakeQuant(nn.Module):
         return self.enable_observer(False)
 
     def enable_fake_quant(self, enabled: bool = True) -> ActivationFakeQuant:
-        """Turn quantization on (or off with ``enabled=False``); returns ``self``."""
+        """Turn quantization on (or off with ``enabled=False``); returns ``self``.
+
+        Args:
+            enabled: the new value of the ``fake_quant_enabled`` flag.
+        """
         self.fake_quant_enabled.fill_(int(enabled))
         return self
 
@@ -335,7 +347,23 @@ class ActivationFakeQuant(nn.Module):
 
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
-        """Update the EMA range with the extremes of ``x`` (in place on the buffers)."""
+        """Update the EMA range with the extremes of ``x`` (in place on the buffers).
+
+        The first observation sets the range; later ones move it by ``1 - momentum`` towards
+        the batch's minimum and maximum.
+
+        Args:
+            x: activations of any shape.
+
+        Example:
+            >>> import torch
+            >>> from risloss.quant import ActivationFakeQuant
+            >>> q = ActivationFakeQuant(bits=4, momentum=0.5)
+            >>> q.observe(torch.tensor([0.0, 2.0]))
+            >>> q.observe(torch.tensor([0.0, 4.0]))
+            >>> float(q.max_val), q.is_calibrated
+            (3.0, True)
+        """
         batch_min, batch_max = x.detach().aminmax()
         batch_min = batch_min.to(self.min_val.dtype)
         batch_max = batch_max.to(self.max_val.dtype)

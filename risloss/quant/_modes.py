@@ -25,6 +25,9 @@ def enable_observer(module: nn.Module) -> None:
 
     Meant for ``model.apply(enable_observer)``.
 
+    Args:
+        module: any module; only quantizers are affected.
+
     Example:
         >>> from torch import nn
         >>> from risloss.quant import quantize_model, activation_quantizers
@@ -42,6 +45,9 @@ def disable_observer(module: nn.Module) -> None:
 
     Meant for ``model.apply(disable_observer)`` (the same as :func:`freeze`).
 
+    Args:
+        module: any module; only quantizers are affected.
+
     Example:
         >>> from risloss.quant import ActivationFakeQuant
         >>> quantizer = ActivationFakeQuant().enable_observer()
@@ -57,6 +63,9 @@ def enable_fake_quant(module: nn.Module) -> None:
     """Turn quantization on in ``module`` if it is a weight or activation quantizer; else no-op.
 
     Meant for ``model.apply(enable_fake_quant)``.
+
+    Args:
+        module: any module; only quantizers are affected.
 
     Example:
         >>> from risloss.quant import WeightFakeQuant
@@ -74,6 +83,9 @@ def disable_fake_quant(module: nn.Module) -> None:
 
     ``model.apply(disable_fake_quant)`` makes a quantized model compute in full precision
     (observers keep observing if enabled).
+
+    Args:
+        module: any module; only quantizers are affected.
 
     Example:
         >>> import torch

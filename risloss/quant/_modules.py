@@ -23,9 +23,11 @@ class QuantConv2d(nn.Conv2d):
     the peers' quantizer). State-dict keys: those of ``nn.Conv2d`` plus
     ``weight_fake_quant.fake_quant_enabled``.
 
+    The arguments before ``*`` (``in_channels``, ``out_channels``, ``kernel_size``, ``stride``,
+    ``padding``, ``dilation``, ``groups``, ``bias``, ``padding_mode``, ``device``, ``dtype``) are
+    those of :class:`torch.nn.Conv2d`.
+
     Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-        padding_mode, device, dtype: as for :class:`torch.nn.Conv2d`.
         w_bits: weight bit width, in ``[2, 16]``.
         per_channel: one quantization range per output channel (``True``) or per tensor.
 
@@ -84,6 +86,14 @@ class QuantConv2d(nn.Conv2d):
         No random initialization happens (the global RNG is not touched). Hooks registered on
         ``conv`` are not carried over.
 
+        Args:
+            conv: the convolution to wrap.
+            w_bits: weight bit width, in ``[2, 16]``.
+            per_channel: one quantization range per output channel (``True``) or per tensor.
+
+        Returns:
+            The fake-quantized convolution.
+
         Example:
             >>> from torch import nn
             >>> conv = nn.Conv2d(3, 8, 3, groups=1, dilation=2)
@@ -123,8 +133,10 @@ class QuantLinear(nn.Linear):
     ``forward(x) = linear(x, weight_fake_quant(weight), bias)``; see :class:`QuantConv2d` (the
     rows of the weight are its output channels).
 
+    The arguments before ``*`` (``in_features``, ``out_features``, ``bias``, ``device``,
+    ``dtype``) are those of :class:`torch.nn.Linear`.
+
     Args:
-        in_features, out_features, bias, device, dtype: as for :class:`torch.nn.Linear`.
         w_bits: weight bit width, in ``[2, 16]``.
         per_channel: one quantization range per output feature (``True``) or per tensor.
 
@@ -159,6 +171,14 @@ class QuantLinear(nn.Linear):
     def from_float(cls, linear: nn.Linear, *, w_bits: int, per_channel: bool) -> QuantLinear:
         """Wrap an existing linear layer, sharing its ``Parameter`` objects (see
         :meth:`QuantConv2d.from_float`).
+
+        Args:
+            linear: the linear layer to wrap.
+            w_bits: weight bit width, in ``[2, 16]``.
+            per_channel: one quantization range per output feature (``True``) or per tensor.
+
+        Returns:
+            The fake-quantized linear layer.
 
         Example:
             >>> from torch import nn

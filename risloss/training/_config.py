@@ -11,6 +11,7 @@ __all__ = ["METHODS", "TASKS", "RISConfig", "TrainConfig"]
 METHODS = ("ris", "gdfq", "noise", "real")
 """Image sources: the full RIS objective, GDFQ's CE + BNS generator, Gaussian noise, real data."""
 TASKS = ("quantize", "distill", "prune")
+"""Compression tasks: a quantized copy of the teacher, a distilled student, a pruned copy."""
 DIVERSITY = ("penalty", "soft", "both", "none")
 ROB_MODES = ("random", "joint", "input", "weight")
 WEIGHT_NOISE_MODES = ("relative", "filter", "absolute")
@@ -72,6 +73,20 @@ class RISConfig:
         correlation_pairs: which pairs the penalty covers (``"all"``, ``"same"``,
             ``"different"``).
         soft_label_classes: classes mixed in each soft label.
+
+    Raises:
+        ValueError: a value out of range (the message names the field and the allowed values),
+            or both perturbations off while ``robustness_weight > 0``.
+
+    Example:
+        >>> from risloss.training import RISConfig
+        >>> RISConfig().mode, RISConfig().prediction_distance
+        ('random', 'l1')
+        >>> no_weight_noise = RISConfig(weight_perturbation=False)
+        >>> RISConfig(mode="sequential")
+        Traceback (most recent call last):
+        ...
+        ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'sequential'
     """
 
     bns_weight: float = attrs.field(default=0.1, validator=_non_negative)
@@ -133,6 +148,21 @@ class TrainConfig:
         eval_limit: evaluate on the first ``eval_limit`` test images only (``None``: all).
         ris: options of the generator objective (used by ``method="ris"``; ``"gdfq"`` uses
             only its ``bns_weight``).
+
+    Raises:
+        ValueError: a value out of range (the message names the field and the allowed values),
+            or fields that contradict each other (``warmup > iters``, only one of ``w_bits``
+            and ``a_bits``, a ``package.module:factory`` model without ``weights``, ...).
+
+    Example:
+        >>> from risloss.training import RISConfig, TrainConfig
+        >>> config = TrainConfig(iters=1000, ris=RISConfig(num_draws=2))
+        >>> config.task, config.method, config.w_bits, config.ris.num_draws
+        ('quantize', 'ris', 4, 2)
+        >>> TrainConfig(iters=10, warmup=20)
+        Traceback (most recent call last):
+        ...
+        ValueError: warmup must be <= iters (10), got 20
     """
 
     task: str = attrs.field(default="quantize", validator=_one_of(TASKS))
@@ -183,12 +213,36 @@ class TrainConfig:
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {dev!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary (nested ``ris`` included)."""
+        """A JSON-ready dictionary (nested ``ris`` included).
+
+        Returns:
+            Every field by name; ``ris`` as a nested dictionary.
+
+        Example:
+            >>> from risloss.training import TrainConfig
+            >>> d = TrainConfig(seed=3).to_dict()
+            >>> d["seed"], d["ris"]["bns_weight"]
+            (3, 0.1)
+        """
         return attrs.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild a configuration written by :meth:`to_dict`."""
+        """Rebuild a configuration written by :meth:`to_dict`.
+
+        Args:
+            data: the dictionary, for instance the ``config`` entry of a run's
+                ``metrics.json``.
+
+        Returns:
+            The configuration, validated again.
+
+        Example:
+            >>> from risloss.training import TrainConfig
+            >>> config = TrainConfig(seed=3)
+            >>> TrainConfig.from_dict(config.to_dict()) == config
+            True
+        """
         data = dict(data)
         ris = RISConfig(**data.pop("ris", {}))
         return cls(ris=ris, **data)

@@ -94,7 +94,12 @@ def build_student(
     a_bits: int | None,
     first_last_bits: int | None,
 ) -> nn.Module:
-    """The model a run trains: a copy of the teacher (quantize, prune) or a fresh student."""
+    """The model a run trains: a copy of the teacher (quantize, prune) or a fresh student.
+
+    Quantization comes before pruning: quantized layers subclass ``nn.Conv2d``/``nn.Linear``
+    and recompute their weight ranges at every call, so pruning masks and removed channels
+    carry over, while a layer reparametrized by :mod:`torch.nn.utils.prune` cannot be wrapped.
+    """
     net: nn.Module
     if task == "distill":
         net = _STUDENTS[student](
@@ -102,16 +107,16 @@ def build_student(
         )
     else:
         net = copy.deepcopy(teacher)
-    if task == "prune":
-        from risloss.pruning import prune_model
-
-        net = prune_model(net, sparsity=sparsity, structured=structured)
     if w_bits is not None and a_bits is not None:
         from risloss.quant import quantize_model
 
         net = quantize_model(
             net, w_bits=w_bits, a_bits=a_bits, first_last_bits=first_last_bits, inplace=True
         )
+    if task == "prune":
+        from risloss.pruning import prune_model
+
+        net = prune_model(net, sparsity=sparsity, structured=structured, inplace=True)
     net.requires_grad_(True)
     return net
 

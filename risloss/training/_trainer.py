@@ -38,7 +38,22 @@ CHECKPOINT = "checkpoint.pt"
 
 
 class TrainingInterrupted(RuntimeError):
-    """Raised after SIGINT/SIGTERM once the run's state is safely checkpointed."""
+    """Raised after SIGINT/SIGTERM once the run's state is safely checkpointed.
+
+    Continue the run with ``train(config, out_dir, resume=True)`` (``--resume`` on the command
+    line).
+
+    Args:
+        path: the checkpoint file that was written.
+        iteration: the number of iterations completed.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from risloss.training import TrainingInterrupted
+        >>> err = TrainingInterrupted(Path("runs/q/checkpoint.pt"), 120)
+        >>> err.iteration, str(err)
+        (120, 'interrupted at iteration 120; checkpoint saved to runs/q/checkpoint.pt')
+    """
 
     def __init__(self, path: Path, iteration: int) -> None:
         super().__init__(f"interrupted at iteration {iteration}; checkpoint saved to {path}")
@@ -70,7 +85,28 @@ def _interruptible() -> Iterator[Callable[[], bool]]:
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch."""
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch.
+
+    The distillation term of the student's loss; the ``T^2`` factor keeps the gradient scale
+    independent of the temperature.
+
+    Args:
+        student_logits: ``(B, C)``, carries the gradient.
+        teacher_logits: ``(B, C)``, the target (pass it detached).
+        t: the temperature ``T > 0``.
+
+    Returns:
+        A scalar.
+
+    Example:
+        >>> import torch
+        >>> from risloss.training import kd_loss
+        >>> z = torch.tensor([[2.0, 0.0, -1.0]])
+        >>> kd_loss(z, z, 4.0).item()
+        0.0
+        >>> bool(kd_loss(z, z.flip(1), 4.0) > 0)
+        True
+    """
     return (t * t) * F.kl_div(
         F.log_softmax(student_logits / t, dim=1),
         F.log_softmax(teacher_logits / t, dim=1),
@@ -99,6 +135,27 @@ def _is_quantized(model: nn.Module) -> bool:
     return bool(quantized_layers(model))
 
 
+def _compression_metrics(
+    config: TrainConfig, teacher: nn.Module, student: nn.Module, shape: tuple[int, int, int]
+) -> dict[str, Any]:
+    """What distillation or pruning changed: size, MACs and sparsity of teacher and student."""
+    from risloss.pruning import model_stats
+
+    before, after = model_stats(teacher, shape), model_stats(student, shape)
+    if config.task == "prune":
+        return {
+            "prune": {
+                "target_sparsity": config.sparsity,
+                "structured": config.structured,
+                "before": before,
+                "after": after,
+            }
+        }
+    if config.task == "distill":
+        return {"distill": {"arch": config.student, "teacher": before, "student": after}}
+    return {}
+
+
 def train(
     config: TrainConfig,
     out_dir: str | os.PathLike[str],
@@ -109,14 +166,44 @@ def train(
 ) -> dict[str, Any]:
     """Run one data-free compression job and write its outputs to ``out_dir``.
 
+    One loop serves the three tasks of :class:`TrainConfig`; only the student differs:
+
+    - ``task="quantize"``: a fake-quantized copy of the teacher (``w_bits``/``a_bits``);
+    - ``task="distill"``: a fresh, smaller network (``student="resnet8"``), optionally quantized;
+    - ``task="prune"``: a copy of the teacher pruned by :func:`risloss.pruning.prune_model`
+      (``sparsity``, ``structured``), optionally quantized; unstructured masks stay in place
+      while it trains, so pruned weights stay zero.
+
     Warm-up iterations train only the generator (and calibrate activation ranges of a quantized
     student on its images); every later iteration takes one generator step and one student step
-    on the same batch. The student (in eval mode: BatchNorm statistics stay fixed, its affine
-    parameters train) minimizes ``kd_weight * T^2 * KL(teacher || student) + ce_weight * CE``.
+    on the same batch. The student minimizes
+    ``kd_weight * T^2 * KL(teacher || student) + ce_weight * CE``. A copy of the teacher
+    (quantize, prune) trains in eval mode: its BatchNorm statistics stay fixed and only their
+    affine parameters train. A distillation student starts from scratch and trains in train
+    mode, so its BatchNorm layers learn the statistics of the synthesized images.
 
-    Outputs: ``student.pt`` (state dict), ``generator.pt`` (generator methods), ``metrics.json``
-    (configuration, ``fp_top1``, ``quant_top1`` / ``student_top1``, per-iteration loss
-    components), ``samples.png`` (a row per class), ``losses.png`` and ``checkpoint.pt``.
+    Outputs: ``student.pt`` (state dict), ``generator.pt`` (generator methods), ``metrics.json``,
+    ``samples.png`` (a row per class), ``losses.png`` and ``checkpoint.pt``. ``metrics.json``
+    holds the configuration, ``fp_top1`` (teacher), ``student_top1`` (the trained model, every
+    task), ``quant_top1`` (the same number, only when the student is quantized), the evaluations
+    and per-iteration loss components, and :func:`risloss.pruning.model_stats` (``params``,
+    ``nonzero_params``, ``macs``, ``effective_macs``, ``sparsity``) of both models: under
+    ``prune`` as ``{"before": teacher, "after": student, ...}``, under ``distill`` as
+    ``{"arch": ..., "teacher": ..., "student": ...}``.
+
+    ``student.pt`` holds plain weights: pruning masks are made permanent with
+    :func:`risloss.pruning.finalize_pruning` (``checkpoint.pt`` keeps them, for resuming). To
+    load it, rebuild the student the same way: ``resnet8(...)`` for distillation,
+    ``prune_model(teacher, sparsity=s, structured=True)`` for structured pruning (the kept
+    channels follow from the teacher's weights), then :func:`risloss.quant.quantize_model` if
+    the run quantized.
+
+    Example:
+        >>> from risloss.training import TrainConfig, train
+        >>> config = TrainConfig(task="prune", sparsity=0.5, w_bits=None, a_bits=None)
+        >>> metrics = train(config, "runs/prune")  # doctest: +SKIP
+        >>> metrics["prune"]["after"]["sparsity"]  # doctest: +SKIP
+        0.5
 
     Args:
         config: the run.
@@ -173,7 +260,9 @@ def train(
         a_bits=config.a_bits,
         first_last_bits=config.first_last_bits,
     ).to(device)
-    student.eval()
+    # A copy of the teacher keeps its BatchNorm statistics (only the affine parameters train);
+    # a fresh distillation student learns them from the synthesized batches.
+    student.train(config.task == "distill")
     quantized = _is_quantized(student)
     source: ImageSource
     if config.method in ("ris", "gdfq"):
@@ -302,12 +391,19 @@ def train(
         "student_top1": top1,
         "train_seconds": train_seconds,
         "num_test_images": len(test),
-        "evals": evals + [{"iter": config.iters, "top1": top1}],
+        "evals": [*evals, {"iter": config.iters, "top1": top1}],
         "history": history,
         "torch_version": torch.__version__,
     }
     if quantized:
         metrics["quant_top1"] = top1
+    metrics.update(_compression_metrics(config, teacher, student, shape))
+    if config.task == "prune":
+        from risloss.pruning import finalize_pruning
+
+        # Last use of the student: make the masks permanent, so student.pt holds plain
+        # weights (checkpoint.pt keeps weight_orig and weight_mask for resuming).
+        finalize_pruning(student)
     atomic_save(student.state_dict(), out / "student.pt")
     if isinstance(source, GeneratorSource):
         atomic_save(source.generator.state_dict(), out / "generator.pt")

@@ -1,0 +1,242 @@
+"""Data-free quantization benchmark: every row of BENCHMARK.md, side by side, over seeds.
+
+Each run writes one JSON file under ``benchmarks/results/<profile>/``; runs whose file exists are
+skipped, so an interrupted benchmark resumes where it stopped. Every run uses one torch thread,
+so that rerunning it on the CPU with the same seed reproduces its accuracy exactly; ``--jobs``
+runs several at once.
+
+    python benchmarks/dfq.py --profile quick            # smoke run, minutes on 2 cores
+    python benchmarks/dfq.py --profile full --jobs 2    # the committed figures (hours)
+    python benchmarks/dfq.py --profile full --rows ris gdfq --bits 3 --seeds 0
+    python benchmarks/dfq.py --suite ablation           # the choices METHOD.md leaves open
+    python benchmarks/report.py                         # tables and plot into the docs
+
+Rows (quantization suite): fp, ptq-noise, noise, gdfq, ris, ris-no-input, ris-no-weight,
+ris-no-div, real. Extension suite: distillation ResNet-20 -> ResNet-8 and pruning at 50% and 80%
+sparsity, each with ris, gdfq, noise and real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # A smoke run of the whole protocol: tiny budgets, a subset of the test split.
+    "quick": {"iters": 24, "warmup": 8, "batch_size": 32, "eval_limit": 1000},
+    # The committed figures: the budget of the default `risloss quantize`.
+    "full": {"iters": 600, "warmup": 100, "batch_size": 64, "eval_limit": None},
+}
+
+# Quantization rows: (method, overrides of RISConfig); "fp" and "ptq-noise" are special.
+QUANT_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ptq-noise": ("noise", {}),
+    "noise": ("noise", {}),
+    "gdfq": ("gdfq", {}),
+    "ris": ("ris", {}),
+    "ris-no-input": ("ris", {"input_perturbation": False}),
+    "ris-no-weight": ("ris", {"weight_perturbation": False}),
+    "ris-no-div": ("ris", {"diversity": "none"}),
+    "real": ("real", {}),
+}
+ALL_QUANT_ROWS = ("fp", *QUANT_ROWS)
+
+# Ablation of the open choices (all at W4A4 unless --bits says otherwise), relative to `ris`.
+ABLATION: dict[str, dict[str, Any]] = {
+    "default": {},
+    "wnoise-filter": {"weight_noise_mode": "filter"},
+    "wnoise-absolute": {"weight_noise_mode": "absolute", "weight_noise_eps": 0.01},
+    "wnoise-eps0.02": {"weight_noise_eps": 0.02},
+    "wnoise-eps0.1": {"weight_noise_eps": 0.1},
+    "feature-mse": {"feature_distance": "mse"},
+    "prediction-kl": {"prediction_distance": "kl"},
+    "prediction-js": {"prediction_distance": "js"},
+    "mode-joint": {"mode": "joint"},
+    "draws-2": {"num_draws": 2},
+    "threshold-0.05": {"threshold": 0.05},
+    "diversity-soft": {"diversity": "soft"},
+    "diversity-both": {"diversity": "both"},
+    "pairs-same": {"correlation_pairs": "same"},
+    "alpha-0.5": {"robustness_weight": 0.5},
+    "alpha-2": {"robustness_weight": 2.0},
+    "gamma-0.5": {"diversity_weight": 0.5},
+}
+
+EXTENSION_ROWS = ("ris", "gdfq", "noise", "real")
+EXTENSION_TASKS: dict[str, dict[str, Any]] = {
+    "distill": {"task": "distill", "student": "resnet8", "w_bits": None, "a_bits": None},
+    "prune50": {"task": "prune", "sparsity": 0.5, "w_bits": None, "a_bits": None},
+    "prune80": {"task": "prune", "sparsity": 0.8, "w_bits": None, "a_bits": None},
+}
+
+
+def _run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration in this process (one torch thread) and write its JSON."""
+    import torch
+
+    torch.set_num_threads(1)
+    from risloss import evaluate
+    from risloss.data import load_dataset
+    from risloss.training import RISConfig, TrainConfig, train
+    from risloss.training._models import load_teacher
+
+    path = Path(job["path"])
+    t0 = time.monotonic()
+    record: dict[str, Any] = {
+        k: job[k] for k in ("suite", "task", "row", "method", "seed", "profile")
+    }
+    record.update(w_bits=job["w_bits"], a_bits=job["a_bits"], model=job["model"])
+    if job["row"] == "fp":
+        teacher, _ = load_teacher(job["model"])
+        top1 = evaluate(teacher, load_dataset("fashion-mnist", "test"))
+        record.update(fp_top1=top1, quant_top1=top1, student_top1=top1)
+    else:
+        cfg = TrainConfig(ris=RISConfig(**job["ris"]), **job["config"])
+        with tempfile.TemporaryDirectory() as out:
+            metrics = train(cfg, out, log=None, progress=False)
+        record.update(
+            fp_top1=metrics["fp_top1"],
+            student_top1=metrics["student_top1"],
+            quant_top1=metrics.get("quant_top1"),
+            train_seconds=metrics["train_seconds"],
+            config=metrics["config"],
+            final_losses=metrics["history"][-1],
+        )
+        for key in ("prune", "student_params"):
+            if key in metrics:
+                record[key] = metrics[key]
+    record.update(
+        wall_seconds=time.monotonic() - t0,
+        torch_version=torch.__version__,
+        torch_threads=1,
+        device=job["config"].get("device", "cpu") if job["row"] != "fp" else "cpu",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return record
+
+
+def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every run the arguments ask for, as job dicts (including those already done)."""
+    profile = dict(PROFILES[args.profile])
+    if args.iters is not None:
+        profile["iters"] = args.iters
+    base = {**profile, "model": args.model, "device": args.device}
+    jobs: list[dict[str, Any]] = []
+    folder = RESULTS / args.profile
+
+    def add(suite: str, task: str, row: str, method: str, seed: int, bits: int | None,
+            config: dict[str, Any], ris: dict[str, Any]) -> None:  # fmt: skip
+        wb = config.get("w_bits", bits)
+        tag = f"w{wb}a{wb}" if wb is not None else "fp32"
+        name = f"{suite}-{task}-{row}-{tag}-s{seed}.json"
+        cfg = {**base, "method": method, "seed": seed, "w_bits": bits, "a_bits": bits, **config}
+        jobs.append(
+            {
+                "path": str(folder / name),
+                "suite": suite,
+                "task": task,
+                "row": row,
+                "method": method,
+                "seed": seed,
+                "profile": args.profile,
+                "model": args.model,
+                "w_bits": cfg["w_bits"],
+                "a_bits": cfg["a_bits"],
+                "config": cfg,
+                "ris": ris,
+            }
+        )
+
+    for seed in args.seeds:
+        if args.suite == "quant":
+            for bits in args.bits:
+                for row in args.rows:
+                    if row == "fp":
+                        if bits == args.bits[0] and seed == args.seeds[0]:
+                            add("quant", "quantize", "fp", "none", seed, None, {}, {})
+                            jobs[-1]["path"] = str(folder / "quant-fp.json")
+                        continue
+                    method, ris = QUANT_ROWS[row]
+                    extra: dict[str, Any] = {"task": "quantize"}
+                    if row == "ptq-noise":
+                        extra.update(iters=profile["warmup"], warmup=profile["warmup"])
+                    add("quant", "quantize", row, method, seed, bits, extra, ris)
+        elif args.suite == "ablation":
+            for bits in args.bits:
+                for name in args.variants or ABLATION:
+                    add(
+                        "ablation",
+                        "quantize",
+                        name,
+                        "ris",
+                        seed,
+                        bits,
+                        {"task": "quantize"},
+                        ABLATION[name],
+                    )
+        else:
+            for task_name, extra in EXTENSION_TASKS.items():
+                for row in EXTENSION_ROWS:
+                    add("extension", task_name, row, row, seed, None, dict(extra), {})
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    p.add_argument("--suite", choices=["quant", "ablation", "extension"], default="quant")
+    p.add_argument("--rows", nargs="+", choices=ALL_QUANT_ROWS, default=list(ALL_QUANT_ROWS))
+    p.add_argument("--variants", nargs="+", choices=sorted(ABLATION), default=None)
+    p.add_argument("--bits", nargs="+", type=int, choices=range(2, 9), default=[4, 3])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--model", default="resnet20_fashion_mnist")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--iters", type=int, default=None, help="override the profile's iterations")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (each uses one thread)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
+    jobs = plan(args)
+    todo = [j for j in jobs if not Path(j["path"]).exists()]
+    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done, {len(todo)} to run", flush=True)
+    if args.dry_run:
+        for j in todo:
+            print(" ", Path(j["path"]).name)
+        return 0
+    if args.jobs == 1:
+        results = map(_run_one, todo)
+        for r in results:
+            _print(r)
+    else:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for r in pool.map(_run_one, todo):
+                _print(r)
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    top1 = r.get("quant_top1") if r.get("quant_top1") is not None else r["student_top1"]
+    print(
+        f"{r['suite']}/{r['task']}/{r['row']} w{r['w_bits']}a{r['a_bits']} seed {r['seed']}: "
+        f"top-1 {top1:.2f}% ({r['wall_seconds']:.0f}s)",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Turn the JSON results under benchmarks/results/ into the tables and plot of the docs.
+
+    python benchmarks/report.py            # rewrites docs/benchmarks.md and the README summary
+
+Only the text between the ``<!-- BEGIN GENERATED -->`` and ``<!-- END GENERATED -->`` markers is
+replaced; every number there comes from a committed JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
+QUANT_ORDER = (
+    "fp",
+    "ptq-noise",
+    "noise",
+    "gdfq",
+    "ris",
+    "ris-no-input",
+    "ris-no-weight",
+    "ris-no-div",
+    "real",
+)
+ROW_TEXT = {
+    "fp": "full-precision teacher",
+    "ptq-noise": "calibrated on Gaussian noise, no fine-tuning",
+    "noise": "QAT on Gaussian noise",
+    "gdfq": "generator: CE + BNS",
+    "ris": "full RIS objective",
+    "ris-no-input": "RIS without input perturbation",
+    "ris-no-weight": "RIS without weight perturbation",
+    "ris-no-div": "RIS without diversity penalty",
+    "real": "QAT on real training images (ceiling)",
+}
+
+
+def load(profile: str) -> list[dict[str, Any]]:
+    folder = RESULTS / profile
+    return (
+        [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        if folder.is_dir()
+        else []
+    )
+
+
+def _top1(r: dict[str, Any]) -> float:
+    return float(r["quant_top1"] if r.get("quant_top1") is not None else r["student_top1"])
+
+
+def summarize(values: list[float]) -> tuple[float, float, int]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std, len(values)
+
+
+def _cell(s: tuple[float, float, int] | None) -> str:
+    if s is None:
+        return "-"
+    mean, std, n = s
+    return f"{mean:.2f} ± {std:.2f} (n={n})"
+
+
+def quant_table(
+    records: list[dict[str, Any]],
+) -> tuple[str, dict[tuple[str, int], tuple[float, float, int]]]:
+    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
+    fp = None
+    for r in records:
+        if r["suite"] != "quant":
+            continue
+        if r["row"] == "fp":
+            fp = _top1(r)
+            continue
+        groups[(r["row"], int(r["w_bits"]))].append(_top1(r))
+    stats = {k: summarize(v) for k, v in groups.items()}
+    bits = sorted({b for _, b in stats}, reverse=True)
+    head = (
+        "| row | what it is | "
+        + " | ".join(f"W{b}A{b} top-1 % | gap to fp | gap to real" for b in bits)
+        + " |"
+    )
+    sep = "|---|---|" + "---|---|---|" * len(bits)
+    lines = [head, sep]
+    for row in QUANT_ORDER:
+        if row == "fp":
+            if fp is not None:
+                cells = " | ".join(f"{fp:.2f} | 0.00 | -" for _ in bits)
+                lines.append(f"| fp | {ROW_TEXT['fp']} | {cells} |")
+            continue
+        if not any((row, b) in stats for b in bits):
+            continue
+        cells = []
+        for b in bits:
+            s = stats.get((row, b))
+            real = stats.get(("real", b))
+            gap_fp = f"{s[0] - fp:+.2f}" if s and fp is not None else "-"
+            gap_real = f"{s[0] - real[0]:+.2f}" if s and real else "-"
+            cells.append(f"{_cell(s)} | {gap_fp} | {gap_real}")
+        lines.append(f"| {row} | {ROW_TEXT[row]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), stats
+
+
+def ablation_table(records: list[dict[str, Any]]) -> str:
+    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in records:
+        if r["suite"] == "ablation":
+            groups[(r["row"], int(r["w_bits"]))].append(_top1(r))
+    if not groups:
+        return ""
+    lines = ["| variant | bits | top-1 % | vs default |", "|---|---|---|---|"]
+    for (name, b), vals in sorted(
+        groups.items(), key=lambda kv: (-kv[0][1], kv[0][0] != "default", kv[0][0])
+    ):
+        s = summarize(vals)
+        base = groups.get(("default", b))
+        delta = f"{s[0] - summarize(base)[0]:+.2f}" if base else "-"
+        lines.append(f"| {name} | W{b}A{b} | {_cell(s)} | {delta} |")
+    return "\n".join(lines)
+
+
+def extension_table(records: list[dict[str, Any]]) -> str:
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in records:
+        if r["suite"] == "extension":
+            groups[(r["task"], r["row"])].append(_top1(r))
+    if not groups:
+        return ""
+    tasks = sorted({t for t, _ in groups})
+    rows = ("ris", "gdfq", "noise", "real")
+    lines = ["| task | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    for t in tasks:
+        cells = [_cell(summarize(groups[(t, r)])) if (t, r) in groups else "-" for r in rows]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost_table() -> str:
+    lines = []
+    for path in sorted(RESULTS.glob("cost_*.json")):
+        data = json.loads(path.read_text())
+        lines.append(
+            f"Device: {data.get('device')}, batch {data.get('batch_size')}, torch {data.get('torch_version')} ({path.name})\n"
+        )
+        lines.append(
+            "| draws | (CE + RIS) / CE time | ris / gdfq generator-step time | ris / gdfq saved-activation memory |"
+        )
+        lines.append("|---|---|---|---|")
+        for r in data.get("results", []):
+
+            def fmt(key: str, r: dict[str, Any] = r) -> str:
+                v = r.get(key)
+                return f"{v:.2f}" if isinstance(v, (int, float)) else "-"
+
+            lines.append(
+                f"| {r.get('draws')} | {fmt('ce_ratio')} | {fmt('gdfq_ratio')} | {fmt('memory_ratio')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(
+    stats: dict[tuple[str, int], tuple[float, float, int]], fp: float | None, path: Path
+) -> bool:
+    if not stats:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bits = sorted({b for _, b in stats}, reverse=True)
+    rows = [r for r in QUANT_ORDER if r != "fp" and any((r, b) in stats for b in bits)]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(bits)
+    for i, b in enumerate(bits):
+        xs = [j + i * width for j in range(len(rows))]
+        means = [stats.get((r, b), (0.0, 0.0, 0))[0] for r in rows]
+        errs = [stats.get((r, b), (0.0, 0.0, 0))[1] for r in rows]
+        ax.bar(xs, means, width, yerr=errs, label=f"W{b}A{b}", capsize=2)
+    if fp is not None:
+        ax.axhline(fp, color="k", linestyle="--", linewidth=0.8, label="full precision")
+    ax.set_xticks([j + width * (len(bits) - 1) / 2 for j in range(len(rows))])
+    ax.set_xticklabels(rows, rotation=20, fontsize=8)
+    ax.set_ylabel("final-iteration top-1 (%)")
+    lo = min(m for m, _, _ in stats.values())
+    ax.set_ylim(max(0.0, lo - 5), 100)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _replace(path: Path, body: str) -> None:
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{body.strip()}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--profile", default="full", help="which results folder to report (default: full)"
+    )
+    args = p.parse_args(argv)
+    records = load(args.profile)
+    table, stats = quant_table(records)
+    fp = next((_top1(r) for r in records if r["suite"] == "quant" and r["row"] == "fp"), None)
+    has_plot = plot(stats, fp, ROOT / "docs" / "assets" / "benchmark.png")
+    parts = [
+        f"Profile `{args.profile}`: {len(records)} runs, from `benchmarks/results/{args.profile}/`. "
+        "Mean ± standard deviation over seeds of the **final-iteration** test top-1 (%), "
+        "Fashion-MNIST test split (10,000 images), shipped ResNet-20 teacher.",
+        "### Data-free quantization",
+        table if stats else "No quantization results committed yet.",
+    ]
+    if has_plot:
+        parts.append("![final-iteration top-1 per row](assets/benchmark.png)")
+    abl = ablation_table(records)
+    if abl:
+        parts += ["### Ablation of the open choices", abl]
+    ext = extension_table(records)
+    if ext:
+        parts += ["### Distillation and pruning", ext]
+    cost = cost_table()
+    if cost:
+        parts += ["### Cost", cost]
+    body = "\n\n".join(parts)
+    _replace(ROOT / "docs" / "benchmarks.md", body)
+    readme_body = "\n\n".join(parts[:3]) + "\n\nFull tables: docs/benchmarks.md."
+    _replace(ROOT / "README.md", readme_body)
+    print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

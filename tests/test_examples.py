@@ -1,0 +1,61 @@
+"""The example scripts run end to end at a tiny size (they are documentation that must work)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._data import fashion_mnist_or_skip
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TINY = ["--teacher", "resnet8_fashion_mnist", "--iters", "3", "--batch-size", "8"]
+TINY += ["--eval-limit", "64"]
+
+
+def _run(script: str, *args: str) -> str:
+    fashion_mnist_or_skip("test")
+    res = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *TINY, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+@pytest.mark.parametrize("script", ["distill_custom_loop.py", "prune_custom_loop.py"])
+def test_examples_stay_short(script: str) -> None:
+    text = (EXAMPLES / script).read_text()
+    assert len(text.splitlines()) < 100
+    for piece in ("RobustnessLoss(", "capture_features(", "capture_bn_statistics(", "kd_loss("):
+        assert piece in text, piece
+
+
+def test_distill_example_runs() -> None:
+    out = _run("distill_custom_loop.py")
+    assert "iter 3:" in out
+    top1 = re.search(r"student top-1: ([\d.]+)%", out)
+    assert top1 is not None and 0.0 <= float(top1.group(1)) <= 100.0
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_prune_example_runs(structured: bool) -> None:
+    out = _run(
+        "prune_custom_loop.py", "--sparsity", "0.5", *(["--structured"] if structured else [])
+    )
+    assert "iter 3:" in out
+    teacher = re.search(r"teacher top-1: .*params (\d+)", out)
+    pruned = re.search(r"pruned top-1: .*params (\d+) \(non-zero (\d+)\).*sparsity ([\d.]+)", out)
+    assert teacher is not None and pruned is not None, out
+    if structured:
+        assert int(pruned.group(1)) < int(teacher.group(1))
+    else:
+        assert int(pruned.group(2)) < int(pruned.group(1)) == int(teacher.group(1))
+        assert float(pruned.group(3)) == pytest.approx(0.5, abs=1e-3)
