@@ -220,6 +220,12 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         default=None,
         help="evaluate on the first N test images only (default: all)",
     )
+    p.add_argument(
+        "--local-batch-statistics",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics (generator, distillation student, BNS loss) "
+        "over each process's batch instead of the global batch",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
 
 
@@ -267,6 +273,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
+        global_batch_statistics=not args.local_batch_statistics,
     )
 
 
@@ -312,45 +319,60 @@ def _summary(metrics: dict[str, Any], config: TrainConfig) -> list[str]:
     return lines
 
 
+def _main_process() -> bool:
+    """Whether this is rank 0 of a torchrun launch (or not launched by torchrun at all)."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from risloss.data import DataFileError
     from risloss.training import TrainingInterrupted, train
 
     task = args.command
+    main = _main_process()  # under torchrun only rank 0 prints; every rank gets the exit code
+
+    def say(message: str) -> None:
+        if main:
+            print(f"risloss {task}: {message}", file=sys.stderr)
+
     problem = _check_run_args(args)
     if problem is not None:
-        print(f"risloss {task}: error: {problem}", file=sys.stderr)
+        say(f"error: {problem}")
         return 2
     try:
         config = _config_from_args(args, task)
     except ValueError as exc:
-        print(f"risloss {task}: error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 2
     problem = _unknown_teacher(config.model)
     if problem is not None:
-        print(f"risloss {task}: error: {problem}", file=sys.stderr)
+        say(f"error: {problem}")
         return 2
-    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    quiet = args.quiet or not main
+    log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         metrics = train(
             config,
             args.out,
             resume=args.resume,
-            progress=False if args.quiet else None,
+            progress=False if quiet else None,
             log=log,
         )
     except TrainingInterrupted as exc:
-        print(f"risloss {task}: {exc}; continue with --resume", file=sys.stderr)
+        say(f"{exc}; continue with --resume")
         return 130
     except ValueError as exc:
-        print(f"risloss {task}: error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 2
     except DataFileError as exc:
-        print(f"risloss {task}: error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return 1
-    for line in _summary(metrics, config):
-        print(line)
-    print(f"outputs: {args.out}")
+    if main:
+        for line in _summary(metrics, config):
+            print(line)
+        print(f"outputs: {args.out}")
     return 0
 
 

@@ -41,6 +41,7 @@ PUBLIC_MODULES = {
     "risloss.models": "api/models.md",
     "risloss.data": "api/data.md",
     "risloss.training": "api/training.md",
+    "risloss.distributed": "api/distributed.md",
 }
 NEEDS_DATA = "<!-- docs-test: needs fashion-mnist -->"
 ALLOWED_FENCES = {"python", "bash", "text"}

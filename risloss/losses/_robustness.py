@@ -249,8 +249,11 @@ class RobustnessLoss(nn.Module):
         self.__dict__["model"] = model
         self.input_perturbation = input_perturbation
         self.weight_perturbation = weight_perturbation
+        # Names of the perturbed parameters, cached with the state they were computed from.
+        self._targets: tuple[str, ...] = ()
+        self._targets_key: tuple[Any, ...] | None = None
         if weight_perturbation is not None:
-            weight_perturbation.targets(model)  # fails now if it selects nothing
+            self._targets = weight_perturbation.targets(model)  # fails now if nothing selected
         self.generator = generator
         if self.config.feature_weight > 0:
             spec = "penultimate" if feature_layers is None else feature_layers
@@ -270,18 +273,29 @@ class RobustnessLoss(nn.Module):
             f"detach_clean={c.detach_clean}"
         )
 
-    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Detached parameters, and buffers (copied in train mode so BN cannot update them)."""
-        params = {n: p.detach() for n, p in self.model.named_parameters()}
-        training = self.model.training
-        buffers = {n: (b.clone() if training else b) for n, b in self.model.named_buffers()}
-        return params, buffers
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+        """Detached parameters; in train mode copies of the buffers (BN cannot update them).
+
+        In eval mode the model's own buffers are used (``None``: nothing is substituted).
+        Also refreshes the cached names of the perturbed parameters when the model's
+        parameters (names and objects) or the weight perturbation changed.
+        """
+        named = list(self.model.named_parameters())
+        if self.weight_perturbation is not None:
+            key = (id(self.weight_perturbation), *((n, id(p)) for n, p in named))
+            if key != self._targets_key:
+                self._targets = self.weight_perturbation.targets(self.model)
+                self._targets_key = key
+        params = {n: p.detach() for n, p in named}
+        if not self.model.training:
+            return params, None
+        return params, {n: b.clone() for n, b in self.model.named_buffers()}
 
     def _forward_features(
         self,
         x: torch.Tensor,
         params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if not self.feature_layers:
             return stateless_call(self.model, params, (x,), buffers=buffers), {}
@@ -377,7 +391,9 @@ class RobustnessLoss(nn.Module):
             params_d = params
             if use_weight:
                 assert self.weight_perturbation is not None
-                deltas = self.weight_perturbation.sample(self.model, generator=self.generator)
+                # The targets' tensors, in target order: the draw equals sample(model).
+                targets = {n: params[n] for n in self._targets}
+                deltas = self.weight_perturbation.sample(targets, generator=self.generator)
                 params_d = self.weight_perturbation.apply(params, deltas)
             logits_d, features_d = self._forward_features(x_d, params_d, buffers)
             d_p = prediction_divergence(

@@ -53,6 +53,11 @@ def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  #
         raise ValueError(f"{attribute.name} must be a number > 0, got {value!r}")
 
 
+def _boolean(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class RISConfig:
     """The generator objective ``CE + beta*BNS + alpha*L_rob + gamma*L_div`` and its options.
@@ -148,6 +153,10 @@ class TrainConfig:
         eval_limit: evaluate on the first ``eval_limit`` test images only (``None``: all).
         ris: options of the generator objective (used by ``method="ris"``; ``"gdfq"`` uses
             only its ``bns_weight``).
+        global_batch_statistics: in a distributed run (``torchrun``), compute the batch
+            statistics of the generator's BatchNorm layers, of a distillation student's and of
+            the BNS loss over the global batch of all processes (``False``: over each process's
+            own batch, less communication). No effect in a single process.
 
     Raises:
         ValueError: a value out of range (the message names the field and the allowed values),
@@ -191,6 +200,7 @@ class TrainConfig:
     eval_every: int = attrs.field(default=0, validator=_int_at_least(0))
     eval_limit: int | None = None
     ris: RISConfig = attrs.field(factory=RISConfig)
+    global_batch_statistics: bool = attrs.field(default=True, validator=_boolean)
 
     def __attrs_post_init__(self) -> None:
         if self.warmup > self.iters:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ _STUDENTS = {"resnet8": resnet8, "resnet20": resnet20}
 
 def _import_factory(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
+    # Like `python -m`, let a factory module in the working folder be found.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if not module_name or not attr:
         raise ValueError(f"model must be a shipped name or 'package.module:factory', got {spec!r}")
     try:

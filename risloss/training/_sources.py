@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from risloss.functional import label_correlation_penalty
+from risloss.functional import BNStatistics, label_correlation_penalty
 from risloss.hooks import capture_bn_statistics, capture_features
 from risloss.losses import BNStatisticsLoss, RobustnessLoss
 from risloss.models import Generator
 from risloss.perturb import GaussianWeightNoise, default_input_perturbation
 from risloss.training._config import RISConfig
+
+if TYPE_CHECKING:
+    from risloss.distributed import DistributedContext
 
 __all__ = ["Batch", "GeneratorSource", "ImageSource", "NoiseSource", "RealSource"]
 
@@ -105,6 +108,13 @@ class GeneratorSource(ImageSource):
     One generator step per batch: a single clean teacher pass (with feature and BatchNorm hooks)
     is shared by the cross-entropy, the BNS loss, the clean branch of the robustness loss and
     the diversity penalty, and its logits are returned for the student's distillation.
+
+    In a distributed run (``context.distributed``) the generator is wrapped in
+    DistributedDataParallel and each rank draws its own batch; the label-correlation penalty is
+    computed on the logits and labels of the global batch (differentiable all-gather), and with
+    ``global_batch_statistics`` the generator's BatchNorm layers and the BNS loss use the
+    moments of the global batch, so one step equals a single-process step on the concatenated
+    batch (with each rank's perturbation draws).
     """
 
     def __init__(
@@ -120,6 +130,8 @@ class GeneratorSource(ImageSource):
         rng: torch.Generator,
         perturbation_rng: torch.Generator,
         device: torch.device,
+        context: DistributedContext | None = None,
+        global_batch_statistics: bool = True,
     ) -> None:
         self.teacher = teacher
         self.ris = ris
@@ -135,6 +147,20 @@ class GeneratorSource(ImageSource):
             )
         self.generator = Generator(num_classes=num_classes, image_size=h, channels=c).to(device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.distributed = context is not None and context.distributed
+        self.global_batch_statistics = self.distributed and global_batch_statistics
+        self._trainable: nn.Module = self.generator
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            from risloss.distributed import convert_batchnorm
+
+            if self.global_batch_statistics:
+                convert_batchnorm(self.generator)
+            self._trainable = DistributedDataParallel(
+                self.generator,
+                device_ids=[device] if device.type == "cuda" else None,
+            )
         self.bns = BNStatisticsLoss()
         self.robustness: RobustnessLoss | None = None
         use_ris = method == "ris"
@@ -147,16 +173,21 @@ class GeneratorSource(ImageSource):
                     else None
                 ),
                 weight_perturbation=(
-                    GaussianWeightNoise(eps=ris.weight_noise_eps, mode=ris.weight_noise_mode)
+                    GaussianWeightNoise(
+                        eps=ris.weight_noise_eps, mode=cast(Any, ris.weight_noise_mode)
+                    )
                     if ris.weight_perturbation
                     else None
                 ),
-                mode=ris.mode
-                if (ris.input_perturbation and ris.weight_perturbation)
-                else ("input" if ris.input_perturbation else "weight"),
+                mode=cast(
+                    Any,
+                    ris.mode
+                    if (ris.input_perturbation and ris.weight_perturbation)
+                    else ("input" if ris.input_perturbation else "weight"),
+                ),
                 num_draws=ris.num_draws,
-                feature_distance=ris.feature_distance,
-                prediction_distance=ris.prediction_distance,
+                feature_distance=cast(Any, ris.feature_distance),
+                prediction_distance=cast(Any, ris.prediction_distance),
                 threshold=ris.threshold,
                 generator=perturbation_rng,
             )
@@ -187,32 +218,10 @@ class GeneratorSource(ImageSource):
     def next_batch(self, train: bool) -> Batch:
         labels = self._labels()
         z = torch.randn((self.batch_size, self.generator.latent_dim), generator=self.rng)
-        self.generator.train()
-        x = self.generator(z.to(self.device), labels)
-        layers = self.robustness.feature_layers if self.robustness is not None else {}
-        features = capture_features(self.teacher, layers) if layers else nullcontext({})
-        with features as feats, capture_bn_statistics(self.teacher) as bn:
-            logits = self.teacher(x)
-        parts: dict[str, torch.Tensor] = {"g_ce": soft_cross_entropy(logits, labels)}
-        loss = parts["g_ce"]
-        if self.ris.bns_weight > 0:
-            parts["g_bns"] = self.bns(bn.statistics())
-            loss = loss + self.ris.bns_weight * parts["g_bns"]
-        if self.robustness is not None:
-            rob = self.robustness(x, clean_logits=logits, clean_features=feats, return_parts=True)
-            parts["g_rob"] = rob["loss"]
-            parts["g_rob_feature"] = rob["feature"]
-            parts["g_rob_prediction"] = rob["prediction"]
-            loss = loss + self.ris.robustness_weight * rob["loss"]
-        if self.diversity_penalty:
-            parts["g_div"] = label_correlation_penalty(
-                logits, labels, pairs=self.ris.correlation_pairs
-            )
-            loss = loss + self.ris.diversity_weight * parts["g_div"]
-        parts["g_loss"] = loss
+        x, logits, parts = self.losses(z.to(self.device), labels, train=train)
         if train:
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            parts["g_loss"].backward()
             self.optimizer.step()
         return Batch(
             x.detach(),
@@ -221,9 +230,74 @@ class GeneratorSource(ImageSource):
             {k: float(v.detach()) for k, v in parts.items()},
         )
 
+    def losses(
+        self, z: torch.Tensor, labels: torch.Tensor, *, train: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Synthesize a batch and compute the generator objective and its parts (no step).
+
+        Args:
+            z: the noise, ``(B, latent_dim)`` on the source's device.
+            labels: hard ``(B,)`` or soft ``(B, C)`` labels on the source's device.
+            train: run the generator as trained (through DistributedDataParallel in a
+                distributed run, so that a backward averages its gradients over ranks).
+
+        Returns:
+            ``(images, teacher_logits, parts)`` with the named loss components as tensors
+            (``"g_loss"`` the total, with its graph).
+        """
+        self.generator.train()
+        x = (self._trainable if train else self.generator)(z, labels)
+        layers = self.robustness.feature_layers if self.robustness is not None else {}
+        features: AbstractContextManager[Any] = (
+            capture_features(self.teacher, layers) if layers else nullcontext({})
+        )
+        with features as feats, capture_bn_statistics(self.teacher) as bn:
+            logits = self.teacher(x)
+        parts: dict[str, torch.Tensor] = {"g_ce": soft_cross_entropy(logits, labels)}
+        loss = parts["g_ce"]
+        if self.ris.bns_weight > 0:
+            stats = bn.statistics()
+            if self.global_batch_statistics:
+                stats = _global_statistics(stats, x.shape[0])
+            parts["g_bns"] = self.bns(stats)
+            loss = loss + self.ris.bns_weight * parts["g_bns"]
+        if self.robustness is not None:
+            rob = self.robustness(x, clean_logits=logits, clean_features=feats, return_parts=True)
+            parts["g_rob"] = rob["loss"]
+            parts["g_rob_feature"] = rob["feature"]
+            parts["g_rob_prediction"] = rob["prediction"]
+            loss = loss + self.ris.robustness_weight * rob["loss"]
+        if self.diversity_penalty:
+            all_logits, all_labels = logits, labels
+            if self.distributed:
+                from risloss.distributed import all_gather_differentiable
+
+                all_logits = all_gather_differentiable(logits)
+                all_labels = all_gather_differentiable(labels)
+            parts["g_div"] = label_correlation_penalty(
+                all_logits, all_labels, pairs=cast(Any, self.ris.correlation_pairs)
+            )
+            loss = loss + self.ris.diversity_weight * parts["g_div"]
+        parts["g_loss"] = loss
+        return x, logits, parts
+
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _global_statistics(stats: BNStatistics, batch: int) -> BNStatistics:
+    """The same statistics with the batch moments of the global batch over all ranks."""
+    from risloss.distributed import all_reduce_moments
+
+    means, variances, _ = all_reduce_moments(stats.batch_means, stats.batch_vars, batch)
+    return BNStatistics(
+        names=stats.names,
+        batch_means=means,
+        batch_vars=variances,
+        running_means=stats.running_means,
+        running_vars=stats.running_vars,
+    )
