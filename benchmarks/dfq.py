@@ -34,7 +34,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # A smoke run of the whole protocol: tiny budgets, a subset of the test split.
     "quick": {"iters": 24, "warmup": 8, "batch_size": 32, "eval_limit": 1000},
     # The committed figures: the budget of the default `risloss quantize`.
-    "full": {"iters": 600, "warmup": 100, "batch_size": 64, "eval_limit": None},
+    "full": {"iters": 300, "warmup": 50, "batch_size": 32, "eval_limit": None},
 }
 
 # Quantization rows: (method, overrides of RISConfig); "fp" and "ptq-noise" are special.

@@ -543,3 +543,46 @@ def test_torchrun_quantize_writes_one_set_of_outputs_and_resume_matches(tmp_path
     student = torch.load(out / "student.pt", weights_only=True)
     for name, value in torch.load(resumed / "student.pt", weights_only=True).items():
         torch.testing.assert_close(value, student[name], rtol=0, atol=0, msg=name)
+
+
+def _distill_worker(ctx: DistributedContext, out: Path) -> None:
+    from risloss.training import TrainConfig, train
+
+    config = TrainConfig(
+        task="distill",
+        model=TEACHER,
+        iters=2,
+        warmup=1,
+        batch_size=4,
+        eval_limit=16,
+        w_bits=4,
+        a_bits=4,
+        checkpoint_every=2,
+    )
+    metrics = train(config, out, log=None)
+    (out / f"top1_{ctx.rank}.txt").write_text(str(metrics["student_top1"]))
+
+
+@pytest.mark.slow
+def test_distill_student_trains_with_global_batchnorm(tmp_path: Path) -> None:
+    """A train-mode student (global BatchNorm, quantized, calibrated on the gathered batch)."""
+    from tests._data import fashion_mnist_or_skip
+
+    fashion_mnist_or_skip("test")
+    _spawn(_distill_worker, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["world_size"] == WORLD and metrics["distill"]["arch"] == "resnet8"
+    # Every rank returns the same metrics (the evaluation is summed over ranks).
+    assert {(tmp_path / f"top1_{r}.txt").read_text() for r in range(WORLD)} == {
+        str(metrics["student_top1"])
+    }
+    # student.pt has the keys of a plain student: GlobalBatchNorm keeps BatchNorm's state.
+    from risloss.models import resnet8
+    from risloss.quant import quantize_model
+
+    plain = quantize_model(
+        resnet8(num_classes=10, in_channels=1, image_size=28), w_bits=4, a_bits=4
+    )
+    state = torch.load(tmp_path / "student.pt", weights_only=True)
+    plain.load_state_dict(state)
+    assert int(state["bn1.num_batches_tracked"]) == 2  # calibration batch and one student step

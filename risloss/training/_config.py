@@ -185,9 +185,9 @@ class TrainConfig:
     first_last_bits: int | None = attrs.field(default=None, validator=_bits)
     sparsity: float = attrs.field(default=0.5, validator=_non_negative)
     structured: bool = False
-    iters: int = attrs.field(default=600, validator=_int_at_least(1))
-    warmup: int = attrs.field(default=100, validator=_int_at_least(0))
-    batch_size: int = attrs.field(default=64, validator=_int_at_least(2))
+    iters: int = attrs.field(default=300, validator=_int_at_least(1))
+    warmup: int = attrs.field(default=50, validator=_int_at_least(0))
+    batch_size: int = attrs.field(default=32, validator=_int_at_least(2))
     seed: int = attrs.field(default=0, validator=_int_at_least(0))
     device: str = "cpu"
     lr_generator: float = attrs.field(default=1e-3, validator=_positive)

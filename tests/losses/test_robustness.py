@@ -20,7 +20,13 @@ from risloss.functional import DIVERGENCE_KINDS, FEATURE_KINDS, NonFiniteInputEr
 from risloss.hooks import capture_features
 from risloss.losses import RobustnessLoss, noise_threshold
 from risloss.models import resnet8
-from risloss.perturb import GaussianNoise, GaussianWeightNoise, InputPerturbation, NoiseParams
+from risloss.perturb import (
+    GaussianNoise,
+    GaussianWeightNoise,
+    InputPerturbation,
+    NoiseParams,
+    by_name,
+)
 from risloss.quant import calibration, freeze, quantize_model
 
 MODES = ("random", "joint", "input", "weight")
@@ -232,6 +238,22 @@ def test_feature_term_is_the_mean_over_layers() -> None:
 
     both = per_sample(["layer1", "layer3"])
     torch.testing.assert_close(both, (per_sample(["layer1"]) + per_sample(["layer3"])) / 2)
+
+
+def test_weight_perturbation_touches_only_its_targets() -> None:
+    teacher = make_teacher()
+    x = images()
+    rob = RobustnessLoss(
+        teacher,
+        weight_perturbation=GaussianWeightNoise(0.2, select=by_name("fc.weight")),
+        mode="weight",
+        generator=seeded(0),
+    )
+    parts = rob(x, return_parts=True)
+    # Only the classifier is perturbed: its input (the compared feature) does not move.
+    assert parts["feature"].item() == 0.0 and parts["prediction"].item() > 0
+    rob.weight_perturbation = GaussianWeightNoise(0.2, select=by_name("layer3.*"))
+    assert rob(x, return_parts=True)["feature"].item() > 0
 
 
 def test_random_mode_draws_both_kinds() -> None:
