@@ -195,7 +195,7 @@ class TrainConfig:
     weight_decay: float = attrs.field(default=1e-4, validator=_non_negative)
     kd_temperature: float = attrs.field(default=1.0, validator=_positive)
     kd_weight: float = attrs.field(default=1.0, validator=_non_negative)
-    ce_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    ce_weight: float = attrs.field(default=0.0, validator=_non_negative)
     checkpoint_every: int = attrs.field(default=100, validator=_int_at_least(1))
     eval_every: int = attrs.field(default=0, validator=_int_at_least(0))
     eval_limit: int | None = None
