@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -57,6 +60,7 @@ def evaluate(
     try:
         images = getattr(dataset, "images", None)
         labels = getattr(dataset, "labels", None)
+        batches: Iterator[Any]
         if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
             batches = (
                 (images[i : i + batch_size], labels[i : i + batch_size])

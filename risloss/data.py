@@ -224,7 +224,9 @@ def _load_fashion_mnist(split: str, root: str | os.PathLike[str] | None) -> Tens
     if not (folder / image_file).is_file() or not (folder / label_file).is_file():
         downloaded = _try_torchvision_download(folder, split)
         if downloaded is None:
-            raise DataFileError(f"Fashion-MNIST {split} files not found in {folder}. {_INSTALL_HINT}")
+            raise DataFileError(
+                f"Fashion-MNIST {split} files not found in {folder}. {_INSTALL_HINT}"
+            )
         return downloaded
     images = read_idx(folder / image_file, expected_ndim=3)
     labels = read_idx(folder / label_file, expected_ndim=1)
@@ -243,7 +245,11 @@ def _load_fashion_mnist(split: str, root: str | os.PathLike[str] | None) -> Tens
 def _normalized(images_u8: torch.Tensor, labels: torch.Tensor) -> TensorImageDataset:
     x = (images_u8.float() / 255.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
     return TensorImageDataset(
-        x, labels, classes=FASHION_MNIST_CLASSES, mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,)
+        x,
+        labels,
+        classes=FASHION_MNIST_CLASSES,
+        mean=(FASHION_MNIST_MEAN,),
+        std=(FASHION_MNIST_STD,),
     )
 
 

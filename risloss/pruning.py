@@ -87,7 +87,7 @@ def _prune_channels(net: nn.Module, amount: float) -> nn.Module:
                 continue
             pruned_any = True
             n = conv_a.out_channels
-            keep_n = max(1, n - int(round(amount * n)))
+            keep_n = max(1, n - round(amount * n))
             norms = conv_a.weight.abs().flatten(1).sum(1)
             keep = norms.topk(keep_n).indices.sort().values
             conv_a.weight = nn.Parameter(conv_a.weight[keep].clone())
@@ -96,8 +96,9 @@ def _prune_channels(net: nn.Module, amount: float) -> nn.Module:
             conv_a.out_channels = keep_n
             bn.weight = nn.Parameter(bn.weight[keep].clone())
             bn.bias = nn.Parameter(bn.bias[keep].clone())
-            bn.running_mean = bn.running_mean[keep].clone()
-            bn.running_var = bn.running_var[keep].clone()
+            if bn.running_mean is not None and bn.running_var is not None:
+                bn.running_mean = bn.running_mean[keep].clone()
+                bn.running_var = bn.running_var[keep].clone()
             bn.num_features = keep_n
             conv_b.weight = nn.Parameter(conv_b.weight[:, keep].clone())
             conv_b.in_channels = keep_n
@@ -197,6 +198,7 @@ def model_stats(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any
     def hook(m: nn.Module, inputs: Any, output: torch.Tensor) -> None:
         nonlocal macs, effective
         w = m.weight
+        assert isinstance(w, torch.Tensor)
         density = float((w != 0).sum()) / w.numel()
         if isinstance(m, nn.Linear):
             n = float(w.numel()) * (output.numel() / output.shape[-1])

@@ -1,12 +1,12 @@
 """Reference networks and the teachers shipped with risloss."""
 
+from risloss.models._generator import Generator
 from risloss.models._pretrained import (
     DEFAULT_TEACHER,
     list_pretrained,
     load_pretrained,
     pretrained_info,
 )
-from risloss.models._generator import Generator
 from risloss.models._resnet import CifarResNet, resnet8, resnet20
 
 __all__ = [

@@ -110,7 +110,8 @@ class Generator(nn.Module):
         if labels.dtype.is_floating_point:
             if labels.ndim != 2 or labels.shape[1] != self.num_classes:
                 raise ValueError(
-                    f"soft labels must have shape (B, {self.num_classes}), got {tuple(labels.shape)}"
+                    f"soft labels must have shape (B, {self.num_classes}), "
+                    f"got {tuple(labels.shape)}"
                 )
             return labels @ self.label_embedding.weight
         if labels.ndim != 1:
@@ -122,7 +123,8 @@ class Generator(nn.Module):
             raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
         if labels.shape[0] != z.shape[0]:
             raise ValueError(
-                f"z and labels must have the same batch size, got {z.shape[0]} and {labels.shape[0]}"
+                "z and labels must have the same batch size, "
+                f"got {z.shape[0]} and {labels.shape[0]}"
             )
         h = self.fc(self.embed(labels) * z)
         h = h.view(z.shape[0], -1, self.init_size, self.init_size)

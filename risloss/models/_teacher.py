@@ -114,7 +114,9 @@ def train_teacher(
             sched.step()
             running += loss.item()
         acc = evaluate(model, test)
-        history.append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "test_top1": acc})
+        history.append(
+            {"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "test_top1": acc}
+        )
         if log:
             print(
                 f"epoch {epoch + 1}/{epochs} loss {running / steps_per_epoch:.4f} "

@@ -21,7 +21,7 @@ CORRELATION_PAIRS = ("all", "same", "different")
 
 
 def _one_of(allowed: tuple[Any, ...]) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in allowed:
             raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
 
@@ -29,26 +29,26 @@ def _one_of(allowed: tuple[Any, ...]) -> Any:
 
 
 def _int_at_least(low: int) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{attribute.name} must be an integer >= {low}, got {value!r}")
 
     return check
 
 
-def _bits(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+def _bits(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
         raise ValueError(f"{attribute.name} must be an integer in 2..16 or None, got {value!r}")
 
 
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not (isinstance(value, int | float) and value >= 0):
         raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:  # type: ignore[type-arg]
+def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not (isinstance(value, int | float) and value > 0):
         raise ValueError(f"{attribute.name} must be a number > 0, got {value!r}")
 
