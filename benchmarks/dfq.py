@@ -208,7 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=None, help="override the profile's iterations")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each uses one thread)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument(
+        "--verify",
+        metavar="RESULT_JSON",
+        default=None,
+        help="rerun the run behind one committed result file and check its accuracy is identical",
+    )
     args = p.parse_args(argv)
+    if args.verify:
+        return verify(Path(args.verify))
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
     jobs = plan(args)
@@ -227,6 +235,34 @@ def main(argv: list[str] | None = None) -> int:
             for r in pool.map(_run_one, todo):
                 _print(r)
     return 0
+
+
+def verify(path: Path) -> int:
+    """Rerun the configuration recorded in ``path`` and compare the accuracy exactly."""
+    saved = json.loads(path.read_text())
+    if saved["row"] == "fp":
+        config: dict[str, Any] = {}
+        ris: dict[str, Any] = {}
+    else:
+        config = dict(saved["config"])
+        ris = config.pop("ris")
+    with tempfile.TemporaryDirectory() as tmp:
+        job = {k: saved[k] for k in ("suite", "task", "row", "method", "seed", "profile")}
+        job.update(
+            path=str(Path(tmp) / path.name),
+            model=saved["model"],
+            w_bits=saved["w_bits"],
+            a_bits=saved["a_bits"],
+            config=config,
+            ris=ris,
+        )
+        again = _run_one(job)
+    key = "quant_top1" if saved.get("quant_top1") is not None else "student_top1"
+    same = again[key] == saved[key]
+    print(
+        f"{path.name}: committed {saved[key]!r}, rerun {again[key]!r}: {'identical' if same else 'DIFFERENT'}"
+    )
+    return 0 if same else 1
 
 
 def _print(r: dict[str, Any]) -> None:

@@ -222,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     table, stats = quant_table(records)
     fp = next((_top1(r) for r in records if r["suite"] == "quant" and r["row"] == "fp"), None)
     has_plot = plot(stats, fp, ROOT / "docs" / "assets" / "benchmark.png")
+    findings = []
+    for b in sorted({b for _, b in stats}, reverse=True):
+        ris, gdfq, real = stats.get(("ris", b)), stats.get(("gdfq", b)), stats.get(("real", b))
+        if ris and gdfq:
+            line = f"- W{b}A{b}: `ris` minus `gdfq` = {ris[0] - gdfq[0]:+.2f} points"
+            if real and real[0] > gdfq[0]:
+                closed = (ris[0] - gdfq[0]) / (real[0] - gdfq[0])
+                line += f"; share of the `gdfq` to `real` gap closed by `ris`: {closed:+.0%}"
+            findings.append(line + ".")
     parts = [
         f"Profile `{args.profile}`: {len(records)} runs, from `benchmarks/results/{args.profile}/`. "
         "Mean ± standard deviation over seeds of the **final-iteration** test top-1 (%), "
@@ -229,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         "### Data-free quantization",
         table if stats else "No quantization results committed yet.",
     ]
+    if findings:
+        parts.append("\n".join(findings))
     if has_plot:
         parts.append("![final-iteration top-1 per row](assets/benchmark.png)")
     abl = ablation_table(records)
@@ -242,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         parts += ["### Cost", cost]
     body = "\n\n".join(parts)
     _replace(ROOT / "docs" / "benchmarks.md", body)
-    readme_body = "\n\n".join(parts[:3]) + "\n\nFull tables: docs/benchmarks.md."
+    readme_body = "\n\n".join(parts[:3] + ([parts[3]] if findings else []))
+    readme_body += "\n\nFull tables: docs/benchmarks.md."
     _replace(ROOT / "README.md", readme_body)
     print(body)
     return 0

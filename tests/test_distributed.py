@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 WORLD = 2
-TIMEOUT = 300  # seconds for one multi-process run (generous: CI machines can be busy)
+TIMEOUT = 900  # seconds for one multi-process run (generous: CI machines can be busy)
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
