@@ -148,20 +148,26 @@ def cost_table() -> str:
     for path in sorted(RESULTS.glob("cost_*.json")):
         data = json.loads(path.read_text())
         lines.append(
-            f"Device: {data.get('device')}, batch {data.get('batch_size')}, torch {data.get('torch_version')} ({path.name})\n"
+            f"`{path.name}`: device {data.get('device_name', data.get('device'))}, teacher "
+            f"{data.get('teacher')}, generator {data.get('generator')}, batch "
+            f"{data.get('batch_size')}, {data.get('steps')} interleaved steps, torch "
+            f"{data.get('torch_version')}, {data.get('threads')} thread(s).\n"
         )
         lines.append(
-            "| draws | (CE + RIS) / CE time | ris / gdfq generator-step time | ris / gdfq saved-activation memory |"
+            "| step | draws | over | median time ratio | paired time ratio | CPU-time ratio | memory ratio |"
         )
-        lines.append("|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|")
         for r in data.get("results", []):
+            if "baseline" not in r:
+                continue
 
             def fmt(key: str, r: dict[str, Any] = r) -> str:
                 v = r.get(key)
-                return f"{v:.2f}" if isinstance(v, (int, float)) else "-"
+                return f"{v:.2f}" if isinstance(v, int | float) else "-"
 
             lines.append(
-                f"| {r.get('draws')} | {fmt('ce_ratio')} | {fmt('gdfq_ratio')} | {fmt('memory_ratio')} |"
+                f"| {r['kind']} | {r['draws']} | {r['baseline']} | {fmt('time_ratio')} | "
+                f"{fmt('paired_time_ratio')} | {fmt('cpu_time_ratio')} | {fmt('memory_ratio')} |"
             )
         lines.append("")
     return "\n".join(lines)
