@@ -153,6 +153,16 @@ def cost_table() -> str:
             f"{data.get('batch_size')}, {data.get('steps')} interleaved steps, torch "
             f"{data.get('torch_version')}, {data.get('threads')} thread(s).\n"
         )
+        results = data.get("results", [])
+        if results and "kind" not in results[0]:  # one row of ratios per number of draws
+            keys = list(results[0])
+            lines.append("| " + " | ".join(keys) + " |")
+            lines.append("|" + "---|" * len(keys))
+            for r in results:
+                cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+            continue
         lines.append(
             "| step | draws | over | median time ratio | paired time ratio | CPU-time ratio | memory ratio |"
         )
