@@ -151,7 +151,9 @@ def cost_table() -> str:
             f"`{path.name}`: device {data.get('device_name', data.get('device'))}, teacher "
             f"{data.get('teacher')}, generator {data.get('generator')}, batch "
             f"{data.get('batch_size')}, {data.get('steps')} interleaved steps, torch "
-            f"{data.get('torch_version')}, {data.get('threads')} thread(s).\n"
+            f"{data.get('torch_version')}, {data.get('threads')} thread(s), freed memory kept "
+            f"in the process (glibc malloc thresholds raised): "
+            f"{'yes' if data.get('keep_freed_memory') else 'no'}.\n"
         )
         results = data.get("results", [])
         if results and "kind" not in results[0]:  # one row of ratios per number of draws
