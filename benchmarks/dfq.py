@@ -35,6 +35,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"iters": 24, "warmup": 8, "batch_size": 32, "eval_limit": 1000},
     # The committed figures: the budget of the default `risloss quantize`.
     "full": {"iters": 300, "warmup": 50, "batch_size": 32, "eval_limit": None},
+    # Four times the budget, with a longer generator warm-up: where do the methods separate?
+    "long": {"iters": 1200, "warmup": 200, "batch_size": 32, "eval_limit": None},
 }
 
 # Quantization rows: (method, overrides of RISConfig); "fp" and "ptq-noise" are special.
@@ -51,8 +53,12 @@ QUANT_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
 ALL_QUANT_ROWS = ("fp", *QUANT_ROWS)
 
 # Ablation of the open choices (all at W4A4 unless --bits says otherwise), relative to `ris`.
+# "default" is the `ris` row of the quantization suite and reuses its runs.
 ABLATION: dict[str, dict[str, Any]] = {
     "default": {},
+    "pool-noise": {"input_pool": "noise"},
+    "pool-geometric": {"input_pool": "geometric"},
+    "pool-photometric": {"input_pool": "photometric"},
     "wnoise-filter": {"weight_noise_mode": "filter"},
     "wnoise-absolute": {"weight_noise_mode": "absolute", "weight_noise_eps": 0.01},
     "wnoise-eps0.02": {"weight_noise_eps": 0.02},
@@ -176,6 +182,9 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         elif args.suite == "ablation":
             for bits in args.bits:
                 for name in args.variants or ABLATION:
+                    if name == "default":  # identical to the quantization suite's `ris` row
+                        add("quant", "quantize", "ris", "ris", seed, bits, {"task": "quantize"}, {})
+                        continue
                     add(
                         "ablation",
                         "quantize",

@@ -76,6 +76,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def _device(text: str) -> str:
     if text == "cpu" or text == "cuda" or text.startswith("cuda:") or text == "mps":
         return text
@@ -220,6 +230,7 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         default=None,
         help="evaluate on the first N test images only (default: all)",
     )
+    _add_objective_options(p)
     p.add_argument(
         "--local-batch-statistics",
         action="store_true",
@@ -227,6 +238,106 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         "over each process's batch instead of the global batch",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
+
+
+# Options of the generator objective (RISConfig field, option, help), in a group of their own.
+_RIS_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("bns_weight", "--bns-weight", "beta, weight of the BatchNorm-statistics loss"),
+    ("robustness_weight", "--robustness-weight", "alpha, weight of the robustness loss"),
+    ("diversity_weight", "--diversity-weight", "gamma, weight of the correlation penalty"),
+    ("input_perturbation", "--input-perturbation", "perturb the inputs"),
+    ("weight_perturbation", "--weight-perturbation", "perturb the teacher's weights"),
+    ("input_pool", "--input-pool", "operators the input perturbation draws from"),
+    ("input_noise_std", "--input-noise-std", "std of the additive noise in the input pool"),
+    ("weight_noise_mode", "--weight-noise-mode", "scale of the weight noise"),
+    ("weight_noise_eps", "--weight-noise-eps", "weight-noise scale"),
+    ("mode", "--robustness-mode", "how input and weight perturbations combine"),
+    ("num_draws", "--num-draws", "perturbation draws per step"),
+    ("feature_distance", "--feature-distance", "distance between clean and perturbed features"),
+    ("prediction_distance", "--prediction-distance", "divergence between predictions"),
+    ("threshold", "--threshold", "inconsistency below this costs nothing"),
+    ("diversity", "--diversity", "diversity reading"),
+    ("correlation_pairs", "--correlation-pairs", "pairs the correlation penalty covers"),
+    ("soft_label_classes", "--soft-label-classes", "classes mixed in a soft label"),
+)
+
+
+def _add_objective_options(p: argparse.ArgumentParser) -> None:
+    """One option per field of :class:`~risloss.training.RISConfig`, plus the loss weights."""
+    import attrs
+
+    from risloss.training import RISConfig, TrainConfig
+    from risloss.training import _config as c
+
+    choices = {
+        "input_pool": c.INPUT_POOLS,
+        "weight_noise_mode": c.WEIGHT_NOISE_MODES,
+        "mode": c.ROB_MODES,
+        "feature_distance": c.FEATURE_DISTANCES,
+        "prediction_distance": c.PREDICTION_DISTANCES,
+        "diversity": c.DIVERSITY,
+        "correlation_pairs": c.CORRELATION_PAIRS,
+    }
+    d = RISConfig()
+    g = p.add_argument_group(
+        "generator objective (CE + beta*BNS + alpha*robustness + gamma*diversity; "
+        "the RIS terms apply with --method ris)"
+    )
+    fields = {f.name for f in attrs.fields(RISConfig)}
+    for name, option, text in _RIS_OPTIONS:
+        if name not in fields:  # pragma: no cover - guards the table against renames
+            raise RuntimeError(f"RISConfig has no field {name!r}")
+        default = getattr(d, name)
+        dest = f"ris_{name}"
+        if isinstance(default, bool):
+            g.add_argument(
+                option,
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{text} (default: {'on' if default else 'off'})",
+            )
+        elif name in choices:
+            g.add_argument(
+                option,
+                dest=dest,
+                choices=choices[name],
+                default=default,
+                help=f"{text} (default: {default})",
+            )
+        else:
+            is_int = isinstance(default, int)
+            g.add_argument(
+                option,
+                dest=dest,
+                type=_positive_int if is_int else _non_negative_float,
+                metavar="N" if is_int else "X",
+                default=default,
+                help=f"{text} (default: {default})",
+            )
+    t = TrainConfig()
+    g2 = p.add_argument_group("student loss")
+    g2.add_argument(
+        "--kd-temperature",
+        metavar="X",
+        type=_positive_float,
+        default=t.kd_temperature,
+        help=f"distillation temperature (default: {t.kd_temperature})",
+    )
+    g2.add_argument(
+        "--kd-weight",
+        metavar="X",
+        type=_non_negative_float,
+        default=t.kd_weight,
+        help=f"weight of the distillation loss (default: {t.kd_weight})",
+    )
+    g2.add_argument(
+        "--ce-weight",
+        metavar="X",
+        type=_non_negative_float,
+        default=t.ce_weight,
+        help=f"weight of the cross-entropy on the generator's labels (default: {t.ce_weight})",
+    )
 
 
 def _check_run_args(args: argparse.Namespace) -> str | None:
@@ -239,6 +350,13 @@ def _check_run_args(args: argparse.Namespace) -> str | None:
         return f"--model {args.model!r} is a package.module:factory, so --weights FILE is required"
     if ":" not in args.model and args.weights is not None:
         return "--weights is only used with a package.module:factory --model"
+    if args.ris_robustness_weight > 0 and not (
+        args.ris_input_perturbation or args.ris_weight_perturbation
+    ):
+        return (
+            "--no-input-perturbation and --no-weight-perturbation together need "
+            "--robustness-weight 0"
+        )
     if args.weights is not None:
         from pathlib import Path
 
@@ -248,7 +366,7 @@ def _check_run_args(args: argparse.Namespace) -> str | None:
 
 
 def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
-    from risloss.training import TrainConfig
+    from risloss.training import RISConfig, TrainConfig
 
     d = TrainConfig()
     return TrainConfig(
@@ -273,6 +391,10 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
+        kd_temperature=args.kd_temperature,
+        kd_weight=args.kd_weight,
+        ce_weight=args.ce_weight,
+        ris=RISConfig(**{name: getattr(args, f"ris_{name}") for name, _, _ in _RIS_OPTIONS}),
         global_batch_statistics=not args.local_batch_statistics,
     )
 

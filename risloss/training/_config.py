@@ -14,6 +14,7 @@ TASKS = ("quantize", "distill", "prune")
 """Compression tasks: a quantized copy of the teacher, a distilled student, a pruned copy."""
 DIVERSITY = ("penalty", "soft", "both", "none")
 ROB_MODES = ("random", "joint", "input", "weight")
+INPUT_POOLS = ("all", "noise", "geometric", "photometric")
 WEIGHT_NOISE_MODES = ("relative", "filter", "absolute")
 FEATURE_DISTANCES = ("cosine", "mse", "l1", "nmse")
 PREDICTION_DISTANCES = ("l1", "kl", "skl", "js")
@@ -70,6 +71,9 @@ class RISConfig:
         weight_perturbation: perturb the teacher's conv and linear weights.
         weight_noise_eps, weight_noise_mode: scale and mode of the Gaussian weight noise.
         input_noise_std: standard deviation of the additive noise in the input pool.
+        input_pool: which operators the input pool draws from (``"all"``, ``"noise"``,
+            ``"geometric"``, ``"photometric"``; see
+            :func:`~risloss.perturb.default_input_perturbation`).
         mode, num_draws, feature_distance, prediction_distance, threshold: as in
             :class:`~risloss.RobustnessLoss`.
         diversity: ``"penalty"`` (label-correlation penalty on the teacher's predictions),
@@ -102,6 +106,7 @@ class RISConfig:
     weight_noise_eps: float = attrs.field(default=0.05, validator=_non_negative)
     weight_noise_mode: str = attrs.field(default="relative", validator=_one_of(WEIGHT_NOISE_MODES))
     input_noise_std: float = attrs.field(default=0.1, validator=_non_negative)
+    input_pool: str = attrs.field(default="all", validator=_one_of(INPUT_POOLS))
     mode: str = attrs.field(default="random", validator=_one_of(ROB_MODES))
     num_draws: int = attrs.field(default=1, validator=_int_at_least(1))
     feature_distance: str = attrs.field(default="cosine", validator=_one_of(FEATURE_DISTANCES))

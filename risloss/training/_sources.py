@@ -168,7 +168,7 @@ class GeneratorSource(ImageSource):
             self.robustness = RobustnessLoss(
                 teacher,
                 input_perturbation=(
-                    default_input_perturbation(noise_std=ris.input_noise_std)
+                    default_input_perturbation(noise_std=ris.input_noise_std, pool=ris.input_pool)
                     if ris.input_perturbation
                     else None
                 ),

@@ -155,3 +155,34 @@ def test_invalid_configuration(
 ) -> None:
     with pytest.raises(error, match=pattern):
         make()
+
+
+@pytest.mark.parametrize(
+    ("pool_name", "kinds"),
+    [
+        ("noise", {GaussianNoise}),
+        ("geometric", {RandomResizedCrop, RandomHorizontalFlip, RandomAffine, Cutout}),
+        ("photometric", {GaussianNoise, Brightness, Contrast}),
+    ],
+)
+def test_default_pool_subsets(pool_name: str, kinds: set[type]) -> None:
+    op = default_input_perturbation(pool=pool_name)
+    assert {type(m) for m in op.ops} == kinds
+    assert op(images(), seeded(0)).shape == images().shape
+
+
+def test_default_pool_all_is_the_union_in_order() -> None:
+    names = [type(m).__name__ for m in default_input_perturbation(pool="all").ops]
+    assert names == [
+        "GaussianNoise", "RandomResizedCrop", "RandomHorizontalFlip", "RandomAffine",
+        "Cutout", "Brightness", "Contrast",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"pool": "color"}, "pool must be one of"), ({"noise_std": -1.0}, "noise_std must be")],
+)
+def test_default_pool_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        default_input_perturbation(**kwargs)

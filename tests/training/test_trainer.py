@@ -142,6 +142,10 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
         (["--device", "tpu"], "--device"),
         (["--model", "nope"], "shipped teachers"),
         (["--iters", "3", "--warmup", "5"], "warmup must be <= iters"),
+        (["--input-pool", "color"], "--input-pool"),
+        (["--robustness-weight", "-1"], "--robustness-weight"),
+        (["--num-draws", "0"], "--num-draws"),
+        (["--no-input-perturbation", "--no-weight-perturbation"], "--robustness-weight 0"),
     ],
 )
 def test_cli_bad_options_fail_fast(args: list[str], match: str, tmp_path: Path) -> None:
@@ -151,6 +155,29 @@ def test_cli_bad_options_fail_fast(args: list[str], match: str, tmp_path: Path) 
     assert match in res.stderr
     assert not (tmp_path / "checkpoint.pt").exists()
     assert time.monotonic() - t0 < 60
+
+
+def test_cli_objective_options_reach_the_config() -> None:
+    from risloss.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(
+        ["quantize", "--robustness-weight", "2", "--no-weight-perturbation", "--input-pool",
+         "noise", "--robustness-mode", "input", "--num-draws", "3", "--prediction-distance",
+         "kl", "--diversity", "soft", "--ce-weight", "0.5", "--kd-temperature", "4"]
+    )  # fmt: skip
+    cfg = _config_from_args(args, "quantize")
+    assert cfg.ris == RISConfig(
+        robustness_weight=2.0,
+        weight_perturbation=False,
+        input_pool="noise",
+        mode="input",
+        num_draws=3,
+        prediction_distance="kl",
+        diversity="soft",
+    )
+    assert (cfg.ce_weight, cfg.kd_temperature) == (0.5, 4.0)
+    defaults = _config_from_args(build_parser().parse_args(["quantize"]), "quantize")
+    assert defaults == TrainConfig()
 
 
 def test_cli_sigint_leaves_loadable_checkpoint(tmp_path: Path) -> None:
