@@ -519,11 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
         "train-teacher",
         help="train a Fashion-MNIST teacher from a seed (reproduces the shipped weights)",
     )
-    p.add_argument("--arch", choices=["resnet20", "resnet8"], default="resnet20")
-    p.add_argument("--epochs", type=_positive_int, default=15)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--arch", choices=["resnet20", "resnet8"], default="resnet20", help="default: resnet20"
+    )
+    p.add_argument("--epochs", type=_positive_int, default=15, help="default: 15")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="default: 128")
+    p.add_argument(
+        "--lr", type=_positive_float, default=0.1, help="initial SGD learning rate (default: 0.1)"
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
     p.add_argument("--out", default="teacher", help="output path without suffix (.pt, .json)")
     p.set_defaults(func=_cmd_train_teacher)
 

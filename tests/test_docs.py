@@ -186,6 +186,17 @@ def test_every_public_module_has_a_stub_page() -> None:
         assert f": {page}" in nav, f"{page} is not in the nav of mkdocs.yml"
 
 
+def test_cli_page_is_current() -> None:
+    """docs/cli.md is the parser's own help text (rewrite it with docs/scripts/make_cli.py)."""
+    spec = importlib.util.spec_from_file_location("make_cli", DOCS / "scripts" / "make_cli.py")
+    assert spec is not None and spec.loader is not None
+    make_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_cli)
+    assert (DOCS / "cli.md").read_text() == make_cli.render(), (
+        "docs/cli.md is out of date: run python docs/scripts/make_cli.py"
+    )
+
+
 def test_benchmarks_page_has_generated_markers() -> None:
     text = (DOCS / "benchmarks.md").read_text()
     begin, end = text.find("<!-- BEGIN GENERATED -->"), text.find("<!-- END GENERATED -->")

@@ -1,0 +1,66 @@
+"""Write docs/cli.md, the command-line reference, from the parser itself.
+
+    python docs/scripts/make_cli.py            # rewrite docs/cli.md
+    python docs/scripts/make_cli.py --check    # exit 1 if docs/cli.md is out of date
+
+tests/test_docs.py runs the check, so the page never drifts from ``risloss --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+PAGE = Path(__file__).resolve().parents[1] / "cli.md"
+
+INTRO = """# Command line
+
+`risloss` (or `python -m risloss`) runs the whole data-free job. Every command below prints this
+text with `--help`; this page is generated from the same parser by
+`python docs/scripts/make_cli.py`.
+
+`quantize`, `distill` and `prune` share their options: the image source (`--method`), the
+budget, checkpointing (`--resume`), and the generator objective, one option per field of
+[`RISConfig`][risloss.training.RISConfig]. A run stopped with Ctrl-C saves a checkpoint and exits
+with status 130; bad options exit with status 2 before any work starts.
+"""
+
+
+def render() -> str:
+    from risloss.cli import build_parser
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps help text to the terminal width
+    try:
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parts = [INTRO, "```text", parser.format_help().rstrip(), "```", ""]
+        for name, p in sub.choices.items():
+            parts += [f"## risloss {name}", "", "```text", p.format_help().rstrip(), "```", ""]
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Write docs/cli.md from the risloss parser.")
+    p.add_argument("--check", action="store_true", help="only check the page is up to date")
+    check = p.parse_args(argv).check
+    text = render()
+    if check:
+        if not PAGE.exists() or PAGE.read_text() != text:
+            print(f"{PAGE.name} is out of date: run python docs/scripts/make_cli.py")
+            return 1
+        return 0
+    PAGE.write_text(text)
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
