@@ -317,27 +317,15 @@ def _add_objective_options(p: argparse.ArgumentParser) -> None:
             )
     t = TrainConfig()
     g2 = p.add_argument_group("student loss")
-    g2.add_argument(
-        "--kd-temperature",
-        metavar="X",
-        type=_positive_float,
-        default=t.kd_temperature,
-        help=f"distillation temperature (default: {t.kd_temperature})",
-    )
-    g2.add_argument(
-        "--kd-weight",
-        metavar="X",
-        type=_non_negative_float,
-        default=t.kd_weight,
-        help=f"weight of the distillation loss (default: {t.kd_weight})",
-    )
-    g2.add_argument(
-        "--ce-weight",
-        metavar="X",
-        type=_non_negative_float,
-        default=t.ce_weight,
-        help=f"weight of the cross-entropy on the generator's labels (default: {t.ce_weight})",
-    )
+    for option, kind, text in (
+        ("--kd-temperature", _positive_float, "distillation temperature"),
+        ("--kd-weight", _non_negative_float, "weight of the distillation loss"),
+        ("--ce-weight", _non_negative_float, "weight of the cross-entropy on generator labels"),
+    ):
+        default = getattr(t, option[2:].replace("-", "_"))
+        g2.add_argument(
+            option, metavar="X", type=kind, default=default, help=f"{text} (default: {default})"
+        )
 
 
 def _check_run_args(args: argparse.Namespace) -> str | None:
