@@ -109,38 +109,82 @@ def quant_table(
     return "\n".join(lines), stats
 
 
+def _ablation_changes() -> dict[str, str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from dfq import ABLATION
+
+    return {
+        name: ", ".join(f"`{k}={v!r}`" for k, v in over.items()) or "the defaults"
+        for name, over in ABLATION.items()
+    }
+
+
 def ablation_table(records: list[dict[str, Any]]) -> str:
+    """One row per variant; ``default`` is the quantization suite's ``ris`` row."""
     groups: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in records:
         if r["suite"] == "ablation":
             groups[(r["row"], int(r["w_bits"]))].append(_top1(r))
-    if not groups:
+    bits = {b for _, b in groups}
+    for r in records:
+        if r["suite"] == "quant" and r["row"] == "ris" and int(r["w_bits"]) in bits:
+            groups[("default", int(r["w_bits"]))].append(_top1(r))
+    if not bits:
         return ""
-    lines = ["| variant | bits | top-1 % | vs default |", "|---|---|---|---|"]
+    changes = _ablation_changes()
+    order = list(changes)
+    lines = [
+        "| variant | what changes | bits | top-1 % | vs default | difference / std of default |",
+        "|---|---|---|---|---|---|",
+    ]
     for (name, b), vals in sorted(
-        groups.items(), key=lambda kv: (-kv[0][1], kv[0][0] != "default", kv[0][0])
+        groups.items(),
+        key=lambda kv: (-kv[0][1], order.index(kv[0][0]) if kv[0][0] in order else len(order)),
     ):
         s = summarize(vals)
         base = groups.get(("default", b))
-        delta = f"{s[0] - summarize(base)[0]:+.2f}" if base else "-"
-        lines.append(f"| {name} | W{b}A{b} | {_cell(s)} | {delta} |")
+        if base and name != "default":
+            mean0, std0, _ = summarize(base)
+            delta = f"{s[0] - mean0:+.2f}"
+            ratio = f"{(s[0] - mean0) / std0:+.1f}" if std0 > 0 else "-"
+        else:
+            delta = ratio = "-"
+        what = changes.get(name, "?")
+        lines.append(f"| {name} | {what} | W{b}A{b} | {_cell(s)} | {delta} | {ratio} |")
     return "\n".join(lines)
 
 
-def extension_table(records: list[dict[str, Any]]) -> str:
+TASK_TEXT = {
+    "distill": "ResNet-20 into ResNet-8",
+    "prune50": "50% unstructured sparsity",
+    "prune80": "80% unstructured sparsity",
+}
+
+
+def extension_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """Distillation and pruning rows, and one finding line per task."""
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in records:
         if r["suite"] == "extension":
             groups[(r["task"], r["row"])].append(_top1(r))
     if not groups:
-        return ""
+        return "", []
     tasks = sorted({t for t, _ in groups})
     rows = ("ris", "gdfq", "noise", "real")
-    lines = ["| task | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    lines = [
+        "| task | what | " + " | ".join(rows) + " | ris - gdfq |",
+        "|---|---|" + "---|" * (len(rows) + 1),
+    ]
+    findings = []
     for t in tasks:
-        cells = [_cell(summarize(groups[(t, r)])) if (t, r) in groups else "-" for r in rows]
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        stats = {r: summarize(groups[(t, r)]) for r in rows if (t, r) in groups}
+        cells = [_cell(stats.get(r)) for r in rows]
+        diff = "-"
+        if "ris" in stats and "gdfq" in stats:
+            diff = f"{stats['ris'][0] - stats['gdfq'][0]:+.2f}"
+            findings.append(f"- {t}: `ris` minus `gdfq` = {diff} points.")
+        lines.append(f"| {t} | {TASK_TEXT.get(t, t)} | " + " | ".join(cells) + f" | {diff} |")
+    return "\n".join(lines), findings
 
 
 def cost_table() -> str:
@@ -228,19 +272,8 @@ def _replace(path: Path, body: str) -> None:
     path.write_text(f"{head}{BEGIN}\n{body.strip()}\n{END}{tail}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument(
-        "--profile", default="full", help="which results folder to report (default: full)"
-    )
-    args = p.parse_args(argv)
-    records = load(args.profile)
-    table, stats = quant_table(records)
-    fp = next((_top1(r) for r in records if r["suite"] == "quant" and r["row"] == "fp"), None)
-    has_plot = plot(stats, fp, ROOT / "docs" / "assets" / "benchmark.png")
-    findings = []
+def _findings(stats: dict[tuple[str, int], tuple[float, float, int]]) -> list[str]:
+    lines = []
     for b in sorted({b for _, b in stats}, reverse=True):
         ris, gdfq, real = stats.get(("ris", b)), stats.get(("gdfq", b)), stats.get(("real", b))
         if ris and gdfq:
@@ -248,33 +281,103 @@ def main(argv: list[str] | None = None) -> int:
             if real and real[0] > gdfq[0]:
                 closed = (ris[0] - gdfq[0]) / (real[0] - gdfq[0])
                 line += f"; share of the `gdfq` to `real` gap closed by `ris`: {closed:+.0%}"
-            findings.append(line + ".")
+            lines.append(line + ".")
+    return lines
+
+
+def _budget(records: list[dict[str, Any]]) -> str:
+    configs = [r["config"] for r in records if r.get("config") and r["row"] != "ptq-noise"]
+    if not configs:
+        return ""
+    c = configs[0]
+    return (
+        f"{c['iters']} iterations ({c['warmup']} generator-only warm-up), batch {c['batch_size']}"
+    )
+
+
+def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str, Any]]:
+    """The generated part of docs/benchmarks.md and of the README, and the plot's data."""
+    records = load(profile)
+    table, stats = quant_table(records)
+    fp = next((_top1(r) for r in records if r["suite"] == "quant" and r["row"] == "fp"), None)
+    findings = _findings(stats)
     parts = [
-        f"Profile `{args.profile}`: {len(records)} runs, from `benchmarks/results/{args.profile}/`. "
-        "Mean ± standard deviation over seeds of the **final-iteration** test top-1 (%), "
-        "Fashion-MNIST test split (10,000 images), shipped ResNet-20 teacher.",
+        f"Profile `{profile}` ({_budget(records)}): {len(records)} runs, from "
+        f"`benchmarks/results/{profile}/`. Mean ± standard deviation over seeds of the "
+        "**final-iteration** test top-1 (%), Fashion-MNIST test split (10,000 images), shipped "
+        "ResNet-20 teacher.",
         "### Data-free quantization",
         table if stats else "No quantization results committed yet.",
     ]
     if findings:
         parts.append("\n".join(findings))
-    if has_plot:
+    readme = list(parts)
+    if stats:
         parts.append("![final-iteration top-1 per row](assets/benchmark.png)")
+    long_records = load(long_profile)
+    long_table, long_stats = quant_table(long_records)
+    if long_stats:
+        long_findings = _findings(long_stats)
+        parts += [
+            "### A four times longer budget",
+            f"Profile `{long_profile}` ({_budget(long_records)}): {len(long_records)} runs, "
+            f"from `benchmarks/results/{long_profile}/`; same seeds, teacher and quantizer.",
+            long_table,
+            "\n".join(long_findings),
+        ]
+        readme.append(
+            f"With a four times longer budget (profile `{long_profile}`):\n\n"
+            + "\n".join(long_findings)
+        )
     abl = ablation_table(records)
     if abl:
         parts += ["### Ablation of the open choices", abl]
-    ext = extension_table(records)
+    ext, ext_findings = extension_table(records)
     if ext:
-        parts += ["### Distillation and pruning", ext]
+        parts += ["### Distillation and pruning", ext, "\n".join(ext_findings)]
+        readme.append("Distillation and pruning:\n\n" + "\n".join(ext_findings))
     cost = cost_table()
     if cost:
         parts += ["### Cost", cost]
-    body = "\n\n".join(parts)
-    _replace(ROOT / "docs" / "benchmarks.md", body)
-    readme_body = "\n\n".join(parts[:3] + ([parts[3]] if findings else []))
-    readme_body += "\n\nFull tables: docs/benchmarks.md."
-    _replace(ROOT / "README.md", readme_body)
-    print(body)
+    docs_body = "\n\n".join(p for p in parts if p)
+    readme_body = "\n\n".join(readme) + "\n\nFull tables: docs/benchmarks.md."
+    return docs_body, readme_body, {"stats": stats, "fp": fp}
+
+
+def _generated(path: Path) -> str:
+    text = path.read_text()
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip() if BEGIN in text else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--profile", default="full", help="which results folder to report (default: full)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the docs or README differ from the committed results",
+    )
+    args = p.parse_args(argv)
+    docs_body, readme_body, data = render(args.profile)
+    docs, readme = ROOT / "docs" / "benchmarks.md", ROOT / "README.md"
+    if args.check:
+        stale = [
+            str(path.relative_to(ROOT))
+            for path, body in ((docs, docs_body), (readme, readme_body))
+            if _generated(path) != body.strip()
+        ]
+        if stale:
+            print(f"out of date: {', '.join(stale)}; run python benchmarks/report.py")
+            return 1
+        return 0
+    plot(data["stats"], data["fp"], ROOT / "docs" / "assets" / "benchmark.png")
+    _replace(docs, docs_body)
+    _replace(readme, readme_body)
+    print(docs_body)
     return 0
 
 

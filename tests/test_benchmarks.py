@@ -1,0 +1,136 @@
+"""The benchmark scripts: what they plan, what they write, and that the docs match the results."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests._data import fashion_mnist_or_skip
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+REQUIRED = {"method", "w_bits", "a_bits", "seed", "profile", "quant_top1", "suite", "row"}
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def dfq() -> ModuleType:
+    return _script("dfq")
+
+
+def _plan(dfq: ModuleType, *args: str) -> list[dict]:
+    ns = argparse.Namespace(
+        profile="full", suite="quant", rows=None, variants=None, bits=None, seeds=[0, 1, 2],
+        model="resnet20_fashion_mnist", device="cpu", iters=None,
+    )  # fmt: skip
+    for pair in zip(args[::2], args[1::2], strict=True):
+        setattr(ns, pair[0], pair[1])
+    return dfq.plan(ns)
+
+
+def test_plan_quant_suite(dfq: ModuleType) -> None:
+    jobs = _plan(dfq)
+    names = [Path(j["path"]).name for j in jobs]
+    # one fp run, then 8 rows x 2 bit widths x 3 seeds
+    assert len(jobs) == 1 + 8 * 2 * 3 and len(set(names)) == len(names)
+    assert names.count("quant-fp.json") == 1
+    ptq = [j for j in jobs if j["row"] == "ptq-noise"]
+    assert all(j["config"]["iters"] == j["config"]["warmup"] == 50 for j in ptq)
+    ris = next(j for j in jobs if j["row"] == "ris")
+    assert ris["config"]["iters"] == 300 and ris["ris"] == {}
+
+
+def test_plan_ablation_reuses_the_ris_row(dfq: ModuleType) -> None:
+    jobs = _plan(dfq, "suite", "ablation")
+    assert {j["w_bits"] for j in jobs} == {3}  # the ablation runs at W3A3 unless told otherwise
+    default = [j for j in jobs if j["suite"] == "quant"]
+    assert {Path(j["path"]).name for j in default} == {
+        f"quant-quantize-ris-w3a3-s{s}.json" for s in range(3)
+    }
+    variants = {j["row"] for j in jobs if j["suite"] == "ablation"}
+    assert variants == set(dfq.ABLATION) - {"default"}
+    for j in jobs:
+        if j["suite"] == "ablation":
+            assert j["ris"] == dfq.ABLATION[j["row"]]
+
+
+def test_plan_all_has_no_duplicates(dfq: ModuleType) -> None:
+    jobs = _plan(dfq, "suite", "all")
+    paths = [j["path"] for j in jobs]
+    assert len(paths) == len(set(paths))
+    assert {j["suite"] for j in jobs} == {"quant", "ablation", "extension"}
+
+
+def test_plan_long_profile(dfq: ModuleType) -> None:
+    jobs = _plan(dfq, "profile", "long")
+    assert {(j["row"], j["w_bits"]) for j in jobs} == {("gdfq", 3), ("ris", 3), ("real", 3)}
+    assert all(j["config"]["iters"] == 1200 and "/long/" in j["path"] for j in jobs)
+
+
+def test_ablation_variants_are_valid_configs(dfq: ModuleType) -> None:
+    from risloss.training import RISConfig
+
+    for name, overrides in dfq.ABLATION.items():
+        RISConfig(**overrides)  # raises on a misspelt field or a bad value
+        assert name == "default" or overrides, name
+
+
+def _committed() -> list[Path]:
+    return sorted((BENCH / "results").glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path", _committed(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_results_have_the_schema(path: Path) -> None:
+    record = json.loads(path.read_text())
+    assert REQUIRED <= set(record), REQUIRED - set(record)
+    assert record["profile"] == path.parent.name
+    top1 = record["quant_top1"] if record["quant_top1"] is not None else record["student_top1"]
+    assert 0.0 <= top1 <= 100.0
+    if record["row"] != "fp":
+        assert record["config"]["seed"] == record["seed"]
+        assert record["config"]["method"] == record["method"]
+
+
+def test_docs_tables_match_the_committed_results() -> None:
+    """The generated parts of docs/benchmarks.md and the README are never edited by hand."""
+    assert _script("report").main(["--check"]) == 0, "run python benchmarks/report.py"
+
+
+@pytest.mark.slow
+def test_one_run_writes_its_json(dfq: ModuleType, tmp_path: Path) -> None:
+    fashion_mnist_or_skip("test")
+    config = {
+        "iters": 3, "warmup": 1, "batch_size": 8, "eval_limit": 64, "device": "cpu",
+        "model": "resnet8_fashion_mnist", "method": "ris", "seed": 0, "w_bits": 4, "a_bits": 4,
+        "task": "quantize",
+    }  # fmt: skip
+    job = {
+        "path": str(tmp_path / "quick" / "run.json"), "suite": "quant", "task": "quantize",
+        "row": "ris", "method": "ris", "seed": 0, "profile": "quick",
+        "model": "resnet8_fashion_mnist", "w_bits": 4, "a_bits": 4, "config": config,
+        "ris": {"input_pool": "noise"},
+    }  # fmt: skip
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        record = dfq._run_one(job)  # sets one thread, as every benchmark run does
+    finally:
+        torch.set_num_threads(threads)
+    saved = json.loads(Path(job["path"]).read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert REQUIRED <= set(saved)
+    assert saved["config"]["ris"]["input_pool"] == "noise"
+    assert 0.0 <= saved["quant_top1"] <= 100.0
+    assert not list((tmp_path / "quick").glob("*.tmp"))
