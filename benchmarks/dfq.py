@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    p.add_argument("--quick", action="store_true", help="the same as --profile quick")
     p.add_argument(
         "--suite",
         choices=["quant", "ablation", "extension", "all"],
@@ -259,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         help="rerun the run behind one committed result file and check its accuracy is identical",
     )
     args = p.parse_args(argv)
+    if args.quick:
+        args.profile = "quick"
     if args.verify:
         return verify(Path(args.verify))
     if args.jobs < 1:

@@ -119,8 +119,8 @@ def _ablation_changes() -> dict[str, str]:
     }
 
 
-def ablation_table(records: list[dict[str, Any]]) -> str:
-    """One row per variant; ``default`` is the quantization suite's ``ris`` row."""
+def ablation_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
+    """One row per variant (``default`` is the quantization suite's ``ris`` row), and findings."""
     groups: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in records:
         if r["suite"] == "ablation":
@@ -130,28 +130,43 @@ def ablation_table(records: list[dict[str, Any]]) -> str:
         if r["suite"] == "quant" and r["row"] == "ris" and int(r["w_bits"]) in bits:
             groups[("default", int(r["w_bits"]))].append(_top1(r))
     if not bits:
-        return ""
+        return "", []
     changes = _ablation_changes()
     order = list(changes)
     lines = [
         "| variant | what changes | bits | top-1 % | vs default | difference / std of default |",
         "|---|---|---|---|---|---|",
     ]
-    for (name, b), vals in sorted(
-        groups.items(),
-        key=lambda kv: (-kv[0][1], order.index(kv[0][0]) if kv[0][0] in order else len(order)),
-    ):
-        s = summarize(vals)
+    findings = []
+    for b in sorted(bits, reverse=True):
         base = groups.get(("default", b))
-        if base and name != "default":
-            mean0, std0, _ = summarize(base)
-            delta = f"{s[0] - mean0:+.2f}"
-            ratio = f"{(s[0] - mean0) / std0:+.1f}" if std0 > 0 else "-"
-        else:
+        names = sorted(
+            (n for n, bb in groups if bb == b),
+            key=lambda n: order.index(n) if n in order else len(order),
+        )
+        deltas: dict[str, float] = {}
+        for name in names:
+            s = summarize(groups[(name, b)])
             delta = ratio = "-"
-        what = changes.get(name, "?")
-        lines.append(f"| {name} | {what} | W{b}A{b} | {_cell(s)} | {delta} | {ratio} |")
-    return "\n".join(lines)
+            if base and name != "default":
+                mean0, std0, _ = summarize(base)
+                deltas[name] = s[0] - mean0
+                delta = f"{deltas[name]:+.2f}"
+                ratio = f"{deltas[name] / std0:+.1f}" if std0 > 0 else "-"
+            what = changes.get(name, "?")
+            lines.append(f"| {name} | {what} | W{b}A{b} | {_cell(s)} | {delta} | {ratio} |")
+        if base and deltas:
+            mean0, std0, n0 = summarize(base)
+            best = max(deltas, key=deltas.__getitem__)
+            worst = min(deltas, key=deltas.__getitem__)
+            within = sorted(n for n, d in deltas.items() if abs(d) <= std0)
+            findings.append(
+                f"- W{b}A{b}: default {mean0:.2f} ± {std0:.2f} (n={n0}); best variant "
+                f"`{best}` ({deltas[best]:+.2f} points), worst `{worst}` "
+                f"({deltas[worst]:+.2f}); {len(within)} of {len(deltas)} variants lie within one "
+                "standard deviation of the default."
+            )
+    return "\n".join(lines), findings
 
 
 TASK_TEXT = {
@@ -329,9 +344,9 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
             f"With a four times longer budget (profile `{long_profile}`):\n\n"
             + "\n".join(long_findings)
         )
-    abl = ablation_table(records)
+    abl, abl_findings = ablation_table(records)
     if abl:
-        parts += ["### Ablation of the open choices", abl]
+        parts += ["### Ablation of the open choices", abl, "\n".join(abl_findings)]
     ext, ext_findings = extension_table(records)
     if ext:
         parts += ["### Distillation and pruning", ext, "\n".join(ext_findings)]

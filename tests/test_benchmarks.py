@@ -134,3 +134,41 @@ def test_one_run_writes_its_json(dfq: ModuleType, tmp_path: Path) -> None:
     assert saved["config"]["ris"]["input_pool"] == "noise"
     assert 0.0 <= saved["quant_top1"] <= 100.0
     assert not list((tmp_path / "quick").glob("*.tmp"))
+
+
+def _record(suite: str, row: str, bits: int, top1: float, seed: int = 0) -> dict:
+    return {"suite": suite, "row": row, "w_bits": bits, "seed": seed, "quant_top1": top1}
+
+
+def test_report_ablation_uses_the_ris_row_as_default() -> None:
+    report = _script("report")
+    records = [_record("quant", "ris", 3, v, s) for s, v in enumerate((80.0, 82.0, 84.0))]
+    records += [_record("ablation", "alpha-2", 3, v, s) for s, v in enumerate((85.0, 86.0))]
+    records += [_record("ablation", "draws-2", 3, 81.0)]
+    records += [_record("quant", "ris", 4, 90.0)]  # no W4A4 ablation: not a default row
+    table, findings = report.ablation_table(records)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"default", "alpha-2", "draws-2"}
+    assert "82.00 ± 2.00 (n=3)" in rows["default"]
+    assert "| +3.50 | +1.8 |" in rows["alpha-2"]
+    assert "| -1.00 | -0.5 |" in rows["draws-2"]
+    assert findings == [
+        "- W3A3: default 82.00 ± 2.00 (n=3); best variant `alpha-2` (+3.50 points), worst "
+        "`draws-2` (-1.00); 1 of 2 variants lie within one standard deviation of the default."
+    ]
+
+
+def test_report_quant_table_gaps() -> None:
+    report = _script("report")
+    records = [{"suite": "quant", "row": "fp", "w_bits": None, "seed": 0, "quant_top1": 94.0}]
+    records += [_record("quant", "gdfq", 3, v, s) for s, v in enumerate((86.0, 88.0))]
+    records += [_record("quant", "ris", 3, v, s) for s, v in enumerate((88.0, 90.0))]
+    records += [_record("quant", "real", 3, 91.0)]
+    table, stats = report.quant_table(records)
+    assert stats[("ris", 3)] == (89.0, pytest.approx(2**0.5), 2)
+    ris_line = next(line for line in table.splitlines() if line.startswith("| ris |"))
+    assert "| -5.00 | -2.00 |" in ris_line
+    assert report._findings(stats) == [
+        "- W3A3: `ris` minus `gdfq` = +2.00 points; share of the `gdfq` to `real` gap closed by "
+        "`ris`: +50%."
+    ]
