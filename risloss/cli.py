@@ -205,7 +205,10 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         "--batch-size", type=_positive_int, default=d.batch_size, help=f"default: {d.batch_size}"
     )
     p.add_argument(
-        "--lr-student", type=_positive_float, default=d.lr_student, help=f"default: {d.lr_student}"
+        "--lr-student",
+        type=_positive_float,
+        default=None,
+        help=f"default: {TrainConfig(task=task).lr_student}",
     )
     p.add_argument(
         "--lr-generator",
@@ -375,7 +378,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
         seed=args.seed,
         device=args.device,
         lr_generator=args.lr_generator,
-        lr_student=args.lr_student,
+        **({} if args.lr_student is None else {"lr_student": args.lr_student}),
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,

@@ -148,7 +148,10 @@ class TrainConfig:
         seed: seed of every random draw of the run.
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         lr_generator: Adam learning rate of the generator (betas 0.5, 0.999).
-        lr_student: SGD (Nesterov, momentum 0.9) learning rate of the student, cosine-decayed.
+        lr_student: SGD (Nesterov, momentum 0.9) learning rate of the student, cosine-decayed;
+            by default 1e-3 for ``quantize`` and ``prune`` (fine-tuning the teacher's weights)
+            and 0.05 for ``distill`` (a student trained from scratch: with 1e-3 it learns too
+            slowly, see the benchmark docs).
         weight_decay: student weight decay.
         kd_temperature: distillation temperature ``T``.
         kd_weight: weight of the ``T^2 * KL`` distillation term.
@@ -196,7 +199,7 @@ class TrainConfig:
     seed: int = attrs.field(default=0, validator=_int_at_least(0))
     device: str = "cpu"
     lr_generator: float = attrs.field(default=1e-3, validator=_positive)
-    lr_student: float = attrs.field(default=1e-3, validator=_positive)
+    lr_student: float = attrs.field(validator=_positive)
     weight_decay: float = attrs.field(default=1e-4, validator=_non_negative)
     kd_temperature: float = attrs.field(default=1.0, validator=_positive)
     kd_weight: float = attrs.field(default=1.0, validator=_non_negative)
@@ -206,6 +209,10 @@ class TrainConfig:
     eval_limit: int | None = None
     ris: RISConfig = attrs.field(factory=RISConfig)
     global_batch_statistics: bool = attrs.field(default=True, validator=_boolean)
+
+    @lr_student.default
+    def _default_lr_student(self) -> float:
+        return 0.05 if self.task == "distill" else 1e-3
 
     def __attrs_post_init__(self) -> None:
         if self.warmup > self.iters:

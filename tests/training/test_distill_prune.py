@@ -287,3 +287,16 @@ def test_cli_bad_options_fail_before_any_work(
     assert code == 2
     assert match in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_student_learning_rate_depends_on_the_task() -> None:
+    from risloss.cli import _config_from_args, build_parser
+
+    assert TrainConfig(task="distill").lr_student == 0.05  # a student trained from scratch
+    assert TrainConfig(task="quantize").lr_student == TrainConfig(task="prune").lr_student == 1e-3
+    assert TrainConfig(task="distill", lr_student=0.2).lr_student == 0.2
+    for task, lr in (("distill", 0.05), ("prune", 1e-3), ("quantize", 1e-3)):
+        cfg = _config_from_args(build_parser().parse_args([task]), task)
+        assert cfg.lr_student == lr
+    args = build_parser().parse_args(["distill", "--lr-student", "0.3"])
+    assert _config_from_args(args, "distill").lr_student == 0.3
