@@ -160,7 +160,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
         profile["iters"] = args.iters
     base = {**profile, "model": args.model, "device": args.device}
     jobs: list[dict[str, Any]] = []
-    folder = RESULTS / args.profile
+    folder = Path(args.results) / args.profile
 
     def add(suite: str, task: str, row: str, method: str, seed: int, bits: int | None,
             config: dict[str, Any], ris: dict[str, Any]) -> None:  # fmt: skip
@@ -252,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--iters", type=int, default=None, help="override the profile's iterations")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each uses one thread)")
+    p.add_argument(
+        "--results",
+        default=str(RESULTS),
+        help="folder of the JSON results, one subfolder per profile (default: benchmarks/results)",
+    )
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     p.add_argument(
         "--verify",

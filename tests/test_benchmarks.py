@@ -32,7 +32,7 @@ def dfq() -> ModuleType:
 def _plan(dfq: ModuleType, *args: str) -> list[dict]:
     ns = argparse.Namespace(
         profile="full", suite="quant", rows=None, variants=None, bits=None, seeds=[0, 1, 2],
-        model="resnet20_fashion_mnist", device="cpu", iters=None,
+        model="resnet20_fashion_mnist", device="cpu", iters=None, results=str(BENCH / "results"),
     )  # fmt: skip
     for pair in zip(args[::2], args[1::2], strict=True):
         setattr(ns, pair[0], pair[1])
