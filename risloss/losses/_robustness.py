@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from risloss._stateless import stateless_call
+from risloss._validators import int_at_least, non_negative, one_of, positive
 from risloss.functional import (
     DIVERGENCE_KINDS,
     FEATURE_KINDS,
@@ -38,33 +38,6 @@ class _Default:
 
 
 DEFAULT: Any = _Default()
-
-
-def _one_of(allowed: tuple[str, ...]) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value not in allowed:
-            raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
-
-    return check
-
-
-def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (math.isfinite(value) and value >= 0.0):  # also rejects NaN
-        raise ValueError(
-            f"{attribute.name} must be finite and >= 0 (allowed range [0, inf)), got {value!r}"
-        )
-
-
-def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(
-            f"{attribute.name} must be finite and > 0 (allowed range (0, inf)), got {value!r}"
-        )
-
-
-def _at_least_one(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{attribute.name} must be an integer >= 1, got {value!r}")
 
 
 @attrs.frozen
@@ -99,16 +72,16 @@ class RobustnessConfig:
         ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'both'
     """
 
-    mode: Mode = attrs.field(default="random", validator=_one_of(_MODES))
-    num_draws: int = attrs.field(default=1, validator=_at_least_one)
-    feature_distance: FeatureKind = attrs.field(default="cosine", validator=_one_of(FEATURE_KINDS))
+    mode: Mode = attrs.field(default="random", validator=one_of(_MODES))
+    num_draws: int = attrs.field(default=1, validator=int_at_least(1))
+    feature_distance: FeatureKind = attrs.field(default="cosine", validator=one_of(FEATURE_KINDS))
     prediction_distance: DivergenceKind = attrs.field(
-        default="l1", validator=_one_of(DIVERGENCE_KINDS)
+        default="l1", validator=one_of(DIVERGENCE_KINDS)
     )
-    feature_weight: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
-    prediction_weight: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
-    threshold: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
-    temperature: float = attrs.field(default=1.0, converter=float, validator=_positive)
+    feature_weight: float = attrs.field(default=1.0, converter=float, validator=non_negative)
+    prediction_weight: float = attrs.field(default=1.0, converter=float, validator=non_negative)
+    threshold: float = attrs.field(default=0.0, converter=float, validator=non_negative)
+    temperature: float = attrs.field(default=1.0, converter=float, validator=positive)
     detach_clean: bool = attrs.field(default=False, converter=bool)
 
     def __attrs_post_init__(self) -> None:

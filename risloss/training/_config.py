@@ -6,6 +6,15 @@ from typing import Any
 
 import attrs
 
+from risloss._validators import (
+    boolean,
+    int_at_least,
+    non_negative,
+    one_of,
+    optional_bits,
+    positive,
+)
+
 __all__ = ["METHODS", "TASKS", "RISConfig", "TrainConfig"]
 
 METHODS = ("ris", "gdfq", "noise", "real")
@@ -19,44 +28,6 @@ WEIGHT_NOISE_MODES = ("relative", "filter", "absolute")
 FEATURE_DISTANCES = ("cosine", "mse", "l1", "nmse")
 PREDICTION_DISTANCES = ("l1", "kl", "skl", "js")
 CORRELATION_PAIRS = ("all", "same", "different")
-
-
-def _one_of(allowed: tuple[Any, ...]) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in allowed:
-            raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
-
-    return check
-
-
-def _int_at_least(low: int) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{attribute.name} must be an integer >= {low}, got {value!r}")
-
-    return check
-
-
-def _bits(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
-        raise ValueError(f"{attribute.name} must be an integer in 2..16 or None, got {value!r}")
-
-
-def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not (isinstance(value, int | float) and value >= 0):
-        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
-
-
-def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not (isinstance(value, int | float) and value > 0):
-        raise ValueError(f"{attribute.name} must be a number > 0, got {value!r}")
-
-
-def _boolean(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -98,23 +69,23 @@ class RISConfig:
         ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'sequential'
     """
 
-    bns_weight: float = attrs.field(default=0.1, validator=_non_negative)
-    robustness_weight: float = attrs.field(default=1.0, validator=_non_negative)
-    diversity_weight: float = attrs.field(default=0.1, validator=_non_negative)
+    bns_weight: float = attrs.field(default=0.1, validator=non_negative)
+    robustness_weight: float = attrs.field(default=1.0, validator=non_negative)
+    diversity_weight: float = attrs.field(default=0.1, validator=non_negative)
     input_perturbation: bool = True
     weight_perturbation: bool = True
-    weight_noise_eps: float = attrs.field(default=0.05, validator=_non_negative)
-    weight_noise_mode: str = attrs.field(default="relative", validator=_one_of(WEIGHT_NOISE_MODES))
-    input_noise_std: float = attrs.field(default=0.1, validator=_non_negative)
-    input_pool: str = attrs.field(default="all", validator=_one_of(INPUT_POOLS))
-    mode: str = attrs.field(default="random", validator=_one_of(ROB_MODES))
-    num_draws: int = attrs.field(default=1, validator=_int_at_least(1))
-    feature_distance: str = attrs.field(default="cosine", validator=_one_of(FEATURE_DISTANCES))
-    prediction_distance: str = attrs.field(default="l1", validator=_one_of(PREDICTION_DISTANCES))
-    threshold: float = attrs.field(default=0.0, validator=_non_negative)
-    diversity: str = attrs.field(default="penalty", validator=_one_of(DIVERSITY))
-    correlation_pairs: str = attrs.field(default="all", validator=_one_of(CORRELATION_PAIRS))
-    soft_label_classes: int = attrs.field(default=2, validator=_int_at_least(1))
+    weight_noise_eps: float = attrs.field(default=0.05, validator=non_negative)
+    weight_noise_mode: str = attrs.field(default="relative", validator=one_of(WEIGHT_NOISE_MODES))
+    input_noise_std: float = attrs.field(default=0.1, validator=non_negative)
+    input_pool: str = attrs.field(default="all", validator=one_of(INPUT_POOLS))
+    mode: str = attrs.field(default="random", validator=one_of(ROB_MODES))
+    num_draws: int = attrs.field(default=1, validator=int_at_least(1))
+    feature_distance: str = attrs.field(default="cosine", validator=one_of(FEATURE_DISTANCES))
+    prediction_distance: str = attrs.field(default="l1", validator=one_of(PREDICTION_DISTANCES))
+    threshold: float = attrs.field(default=0.0, validator=non_negative)
+    diversity: str = attrs.field(default="penalty", validator=one_of(DIVERSITY))
+    correlation_pairs: str = attrs.field(default="all", validator=one_of(CORRELATION_PAIRS))
+    soft_label_classes: int = attrs.field(default=2, validator=int_at_least(1))
 
     def __attrs_post_init__(self) -> None:
         if self.robustness_weight > 0 and not (self.input_perturbation or self.weight_perturbation):
@@ -182,33 +153,33 @@ class TrainConfig:
         ValueError: warmup must be <= iters (10), got 20
     """
 
-    task: str = attrs.field(default="quantize", validator=_one_of(TASKS))
-    method: str = attrs.field(default="ris", validator=_one_of(METHODS))
+    task: str = attrs.field(default="quantize", validator=one_of(TASKS))
+    method: str = attrs.field(default="ris", validator=one_of(METHODS))
     model: str = "resnet20_fashion_mnist"
     weights: str | None = None
     data: str = "fashion-mnist"
-    student: str = attrs.field(default="resnet8", validator=_one_of(("resnet8", "resnet20")))
-    w_bits: int | None = attrs.field(default=4, validator=_bits)
-    a_bits: int | None = attrs.field(default=4, validator=_bits)
-    first_last_bits: int | None = attrs.field(default=None, validator=_bits)
-    sparsity: float = attrs.field(default=0.5, validator=_non_negative)
+    student: str = attrs.field(default="resnet8", validator=one_of(("resnet8", "resnet20")))
+    w_bits: int | None = attrs.field(default=4, validator=optional_bits)
+    a_bits: int | None = attrs.field(default=4, validator=optional_bits)
+    first_last_bits: int | None = attrs.field(default=None, validator=optional_bits)
+    sparsity: float = attrs.field(default=0.5, validator=non_negative)
     structured: bool = False
-    iters: int = attrs.field(default=300, validator=_int_at_least(1))
-    warmup: int = attrs.field(default=50, validator=_int_at_least(0))
-    batch_size: int = attrs.field(default=32, validator=_int_at_least(2))
-    seed: int = attrs.field(default=0, validator=_int_at_least(0))
+    iters: int = attrs.field(default=300, validator=int_at_least(1))
+    warmup: int = attrs.field(default=50, validator=int_at_least(0))
+    batch_size: int = attrs.field(default=32, validator=int_at_least(2))
+    seed: int = attrs.field(default=0, validator=int_at_least(0))
     device: str = "cpu"
-    lr_generator: float = attrs.field(default=1e-3, validator=_positive)
-    lr_student: float = attrs.field(validator=_positive)
-    weight_decay: float = attrs.field(default=1e-4, validator=_non_negative)
-    kd_temperature: float = attrs.field(default=1.0, validator=_positive)
-    kd_weight: float = attrs.field(default=1.0, validator=_non_negative)
-    ce_weight: float = attrs.field(default=0.0, validator=_non_negative)
-    checkpoint_every: int = attrs.field(default=100, validator=_int_at_least(1))
-    eval_every: int = attrs.field(default=0, validator=_int_at_least(0))
+    lr_generator: float = attrs.field(default=1e-3, validator=positive)
+    lr_student: float = attrs.field(validator=positive)
+    weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
+    kd_temperature: float = attrs.field(default=1.0, validator=positive)
+    kd_weight: float = attrs.field(default=1.0, validator=non_negative)
+    ce_weight: float = attrs.field(default=0.0, validator=non_negative)
+    checkpoint_every: int = attrs.field(default=100, validator=int_at_least(1))
+    eval_every: int = attrs.field(default=0, validator=int_at_least(0))
     eval_limit: int | None = None
     ris: RISConfig = attrs.field(factory=RISConfig)
-    global_batch_statistics: bool = attrs.field(default=True, validator=_boolean)
+    global_batch_statistics: bool = attrs.field(default=True, validator=boolean)
 
     @lr_student.default
     def _default_lr_student(self) -> float:

@@ -185,7 +185,7 @@ def test_resume_rejects_other_pruning(tmp_path: Path) -> None:
     [
         ({"task": "shrink"}, "task must be one of"),
         ({"task": "prune", "sparsity": 1.0}, r"sparsity must be in \[0, 1\)"),
-        ({"task": "prune", "sparsity": -0.1}, "sparsity must be a number >= 0"),
+        ({"task": "prune", "sparsity": -0.1}, "sparsity must be a finite number >= 0"),
         ({"task": "distill", "student": "vgg"}, "student must be one of"),
         ({"task": "distill", "w_bits": 4, "a_bits": None}, "w_bits and a_bits"),
         ({"task": "prune", "w_bits": None, "a_bits": 3}, "w_bits and a_bits"),
