@@ -65,25 +65,31 @@ ALL_QUANT_ROWS = ("fp", *QUANT_ROWS)
 # "default" is the `ris` row of the quantization suite and reuses its runs.
 ABLATION: dict[str, dict[str, Any]] = {
     "default": {},
-    "pool-noise": {"input_pool": "noise"},
-    "pool-geometric": {"input_pool": "geometric"},
-    "pool-photometric": {"input_pool": "photometric"},
-    "wnoise-filter": {"weight_noise_mode": "filter"},
-    "wnoise-absolute": {"weight_noise_mode": "absolute", "weight_noise_eps": 0.01},
-    "wnoise-eps0.02": {"weight_noise_eps": 0.02},
-    "wnoise-eps0.1": {"weight_noise_eps": 0.1},
-    "feature-mse": {"feature_distance": "mse"},
-    "prediction-kl": {"prediction_distance": "kl"},
-    "prediction-js": {"prediction_distance": "js"},
-    "mode-joint": {"mode": "joint"},
-    "draws-2": {"num_draws": 2},
-    "threshold-0.05": {"threshold": 0.05},
-    "diversity-soft": {"diversity": "soft"},
-    "diversity-both": {"diversity": "both"},
-    "pairs-same": {"correlation_pairs": "same"},
+    # loss weights alpha (robustness) and gamma (diversity)
     "alpha-0.5": {"robustness_weight": 0.5},
     "alpha-2": {"robustness_weight": 2.0},
     "gamma-0.5": {"diversity_weight": 0.5},
+    # weight-noise scale and mode
+    "wnoise-eps0.02": {"weight_noise_eps": 0.02},
+    "wnoise-eps0.1": {"weight_noise_eps": 0.1},
+    # perturbation pool
+    "pool-noise": {"input_pool": "noise"},
+    "pool-geometric": {"input_pool": "geometric"},
+    # combination mode and number of draws
+    "mode-joint": {"mode": "joint"},
+    "draws-2": {"num_draws": 2},
+    # the other diversity reading: soft-label conditioning instead of the penalty
+    "diversity-soft": {"diversity": "soft"},
+    # feature and prediction distances
+    "feature-mse": {"feature_distance": "mse"},
+    "prediction-kl": {"prediction_distance": "kl"},
+    "wnoise-filter": {"weight_noise_mode": "filter"},
+    "wnoise-absolute": {"weight_noise_mode": "absolute", "weight_noise_eps": 0.01},
+    "threshold-0.05": {"threshold": 0.05},
+    "pool-photometric": {"input_pool": "photometric"},
+    "prediction-js": {"prediction_distance": "js"},
+    "diversity-both": {"diversity": "both"},
+    "pairs-same": {"correlation_pairs": "same"},
 }
 
 EXTENSION_ROWS = ("ris", "gdfq", "noise", "real")
