@@ -287,6 +287,36 @@ def _replace(path: Path, body: str) -> None:
     path.write_text(f"{head}{BEGIN}\n{body.strip()}\n{END}{tail}")
 
 
+def generator_table(records: list[dict[str, Any]], bits: int) -> str:
+    """Final-iteration generator losses of the generator rows (mean over seeds)."""
+    keys = ("g_ce", "g_bns", "g_rob", "g_div")
+    groups: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for r in records:
+        if r["suite"] in ("quant", "ablation") and r.get("w_bits") == bits:
+            if r["method"] in ("gdfq", "ris") and r.get("final_losses"):
+                groups[r["row"]].append(r["final_losses"])
+    if not groups:
+        return ""
+    lines = [
+        "| row | top-1 % | " + " | ".join(f"`{k}`" for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    top1 = defaultdict(list)
+    for r in records:
+        if r["row"] in groups and r.get("w_bits") == bits and r["suite"] in ("quant", "ablation"):
+            top1[r["row"]].append(_top1(r))
+    order = [r for r in QUANT_ORDER if r in groups] + sorted(
+        r for r in groups if r not in QUANT_ORDER
+    )
+    for row in order:
+        cells = []
+        for k in keys:
+            vals = [h[k] for h in groups[row] if k in h]
+            cells.append(f"{statistics.fmean(vals):.3f}" if vals else "-")
+        lines.append(f"| {row} | {statistics.fmean(top1[row]):.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _findings(stats: dict[tuple[str, int], tuple[float, float, int]]) -> list[str]:
     lines = []
     for b in sorted({b for _, b in stats}, reverse=True):
@@ -344,6 +374,19 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
             f"With a four times longer budget (profile `{long_profile}`):\n\n"
             + "\n".join(long_findings)
         )
+    gen = generator_table(records, 3)
+    if gen:
+        parts += [
+            "### What the generator reached (W3A3)",
+            "Final-iteration generator losses, mean over seeds: the teacher's cross-entropy on "
+            "the generator's labels (`g_ce`; ln 10 = 2.30 is chance), the BatchNorm-statistics "
+            "loss, the robustness loss and the correlation penalty. Profile "
+            f"`{profile}`; next to it the longer budget.",
+            gen,
+        ]
+        long_gen = generator_table(long_records, 3)
+        if long_gen:
+            parts += [f"Profile `{long_profile}`:", long_gen]
     abl, abl_findings = ablation_table(records)
     if abl:
         parts += ["### Ablation of the open choices", abl, "\n".join(abl_findings)]
