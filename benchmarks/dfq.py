@@ -129,6 +129,19 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
         teacher, _ = load_teacher(job["model"])
         top1 = evaluate(teacher, load_dataset("fashion-mnist", "test"))
         record.update(fp_top1=top1, quant_top1=top1, student_top1=top1)
+    elif job["row"] == "no-recovery":  # the pruned copy as it is, before any training
+        from risloss.pruning import prune_model
+
+        teacher, _ = load_teacher(job["model"])
+        test = load_dataset("fashion-mnist", "test")
+        pruned = prune_model(teacher, sparsity=job["config"]["sparsity"])
+        top1 = evaluate(pruned, test)
+        record.update(
+            fp_top1=evaluate(teacher, test),
+            quant_top1=None,
+            student_top1=top1,
+            config=job["config"],
+        )
     else:
         cfg = TrainConfig(ris=RISConfig(**job["ris"]), **job["config"])
         with tempfile.TemporaryDirectory() as out:
@@ -144,11 +157,12 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
         for key in ("prune", "student_params"):
             if key in metrics:
                 record[key] = metrics[key]
+    special = job["row"] in ("fp", "no-recovery")
     record.update(
         wall_seconds=time.monotonic() - t0,
         torch_version=torch.__version__,
         torch_threads=1,
-        device=job["config"].get("device", "cpu") if job["row"] != "fp" else "cpu",
+        device="cpu" if special else job["config"].get("device", "cpu"),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -208,6 +222,8 @@ def _plan_suite(suite: str, seed: int, bit_widths: list[int], rows: list[str],
         for task_name, extra in EXTENSION_TASKS.items():
             for row in EXTENSION_ROWS:
                 add("extension", task_name, row, row, seed, None, dict(extra), {})
+            if extra["task"] == "prune" and seed == args.seeds[0]:  # deterministic: one run
+                add("extension", task_name, "no-recovery", "none", seed, None, dict(extra), {})
         return
     for bits in bit_widths:
         if suite == "ablation":
@@ -303,7 +319,7 @@ def verify(path: Path) -> int:
         ris: dict[str, Any] = {}
     else:
         config = dict(saved["config"])
-        ris = config.pop("ris")
+        ris = config.pop("ris", {})
     with tempfile.TemporaryDirectory() as tmp:
         job = {k: saved[k] for k in ("suite", "task", "row", "method", "seed", "profile")}
         job.update(

@@ -185,7 +185,7 @@ def extension_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
     if not groups:
         return "", []
     tasks = sorted({t for t, _ in groups})
-    rows = ("ris", "gdfq", "noise", "real")
+    rows = ("no-recovery", "ris", "gdfq", "noise", "real")
     lines = [
         "| task | what | " + " | ".join(rows) + " | ris - gdfq |",
         "|---|---|" + "---|" * (len(rows) + 1),
