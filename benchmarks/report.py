@@ -360,7 +360,8 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     if stats:
         parts.append("![final-iteration top-1 per row](assets/benchmark.png)")
     long_records = load(long_profile)
-    long_table, long_stats = quant_table(long_records)
+    fp_records = [r for r in records if r["suite"] == "quant" and r["row"] == "fp"]
+    long_table, long_stats = quant_table(long_records + fp_records)
     if long_stats:
         long_findings = _findings(long_stats)
         parts += [
