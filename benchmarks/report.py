@@ -66,7 +66,7 @@ def _cell(s: tuple[float, float, int] | None) -> str:
     if s is None:
         return "-"
     mean, std, n = s
-    return f"{mean:.2f} ± {std:.2f} (n={n})"
+    return f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"
 
 
 def quant_table(
