@@ -120,51 +120,72 @@ def _ablation_changes() -> dict[str, str]:
 
 
 def ablation_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
-    """One row per variant (``default`` is the quantization suite's ``ris`` row), and findings."""
-    groups: dict[tuple[str, int], list[float]] = defaultdict(list)
+    """One row per variant (``default`` is the quantization suite's ``ris`` row), and findings.
+
+    Besides the difference of the means, each variant is compared with the default run of the
+    same seed (same labels, noise and perturbation draws up to the changed choice): the mean of
+    those paired differences and on how many seeds the variant came out ahead.
+    """
+    runs: dict[tuple[str, int], dict[int, float]] = defaultdict(dict)
     for r in records:
         if r["suite"] == "ablation":
-            groups[(r["row"], int(r["w_bits"]))].append(_top1(r))
-    bits = {b for _, b in groups}
+            runs[(r["row"], int(r["w_bits"]))][int(r["seed"])] = _top1(r)
+    bits = {b for _, b in runs}
     for r in records:
         if r["suite"] == "quant" and r["row"] == "ris" and int(r["w_bits"]) in bits:
-            groups[("default", int(r["w_bits"]))].append(_top1(r))
+            runs[("default", int(r["w_bits"]))][int(r["seed"])] = _top1(r)
     if not bits:
         return "", []
     changes = _ablation_changes()
     order = list(changes)
     lines = [
-        "| variant | what changes | bits | top-1 % | vs default | difference / std of default |",
-        "|---|---|---|---|---|---|",
+        "| variant | what changes | bits | top-1 % | vs default | / std of default "
+        "| paired difference | seeds ahead |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     findings = []
     for b in sorted(bits, reverse=True):
-        base = groups.get(("default", b))
+        base = runs.get(("default", b), {})
         names = sorted(
-            (n for n, bb in groups if bb == b),
+            (n for n, bb in runs if bb == b),
             key=lambda n: order.index(n) if n in order else len(order),
         )
         deltas: dict[str, float] = {}
+        paired: dict[str, float] = {}
         for name in names:
-            s = summarize(groups[(name, b)])
-            delta = ratio = "-"
+            vals = runs[(name, b)]
+            s = summarize(list(vals.values()))
+            cells = ["-"] * 4
             if base and name != "default":
-                mean0, std0, _ = summarize(base)
+                mean0, std0, _ = summarize(list(base.values()))
                 deltas[name] = s[0] - mean0
-                delta = f"{deltas[name]:+.2f}"
-                ratio = f"{deltas[name] / std0:+.1f}" if std0 > 0 else "-"
+                cells[0] = f"{deltas[name]:+.2f}"
+                cells[1] = f"{deltas[name] / std0:+.1f}" if std0 > 0 else "-"
+                common = sorted(set(vals) & set(base))
+                if common:
+                    diffs = [vals[k] - base[k] for k in common]
+                    paired[name] = statistics.fmean(diffs)
+                    cells[2] = f"{paired[name]:+.2f}"
+                    cells[3] = f"{sum(d > 0 for d in diffs)} of {len(diffs)}"
             what = changes.get(name, "?")
-            lines.append(f"| {name} | {what} | W{b}A{b} | {_cell(s)} | {delta} | {ratio} |")
+            lines.append(f"| {name} | {what} | W{b}A{b} | {_cell(s)} | " + " | ".join(cells) + " |")
         if base and deltas:
-            mean0, std0, n0 = summarize(base)
+            mean0, std0, n0 = summarize(list(base.values()))
             best = max(deltas, key=deltas.__getitem__)
             worst = min(deltas, key=deltas.__getitem__)
             within = sorted(n for n, d in deltas.items() if abs(d) <= std0)
+            ahead = sorted(
+                n
+                for n in paired
+                if all(runs[(n, b)][k] > base[k] for k in set(runs[(n, b)]) & set(base))
+                and len(set(runs[(n, b)]) & set(base)) >= 2
+            )
             findings.append(
                 f"- W{b}A{b}: default {mean0:.2f} ± {std0:.2f} (n={n0}); best variant "
                 f"`{best}` ({deltas[best]:+.2f} points), worst `{worst}` "
                 f"({deltas[worst]:+.2f}); {len(within)} of {len(deltas)} variants lie within one "
-                "standard deviation of the default."
+                "standard deviation of the default; ahead of the default on every seed (2 or "
+                f"more): {', '.join(f'`{n}`' for n in ahead) or 'none'}."
             )
     return "\n".join(lines), findings
 
