@@ -136,6 +136,10 @@ def ablation_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
             runs[("default", int(r["w_bits"]))][int(r["seed"])] = _top1(r)
     if not bits:
         return "", []
+    gdfq: dict[int, dict[int, float]] = defaultdict(dict)
+    for r in records:
+        if r["suite"] == "quant" and r["row"] == "gdfq" and int(r["w_bits"]) in bits:
+            gdfq[int(r["w_bits"])][int(r["seed"])] = _top1(r)
     changes = _ablation_changes()
     order = list(changes)
     lines = [
@@ -187,6 +191,23 @@ def ablation_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
                 "standard deviation of the default; ahead of the default on every seed (2 or "
                 f"more): {', '.join(f'`{n}`' for n in ahead) or 'none'}."
             )
+            if gdfq.get(b):
+                g = gdfq[b]
+                vs_gdfq = {
+                    n: statistics.fmean(runs[(n, b)][k] - g[k] for k in common)
+                    for n in [*deltas, "default"]
+                    if (common := sorted(set(runs[(n, b)]) & set(g)))
+                }
+                best_g = max(vs_gdfq, key=vs_gdfq.__getitem__)
+                beat = sorted(n for n, d in vs_gdfq.items() if d >= 1.0)
+                seeds = {n: len(set(runs[(n, b)]) & set(g)) for n in vs_gdfq}
+                findings.append(
+                    f"- W{b}A{b}: against `gdfq` run with the same seed, the default is "
+                    f"{vs_gdfq.get('default', float('nan')):+.2f} points and the best variant "
+                    f"`{best_g}` {vs_gdfq[best_g]:+.2f} ({seeds[best_g]} seeds); variants 1 point "
+                    "or more ahead of `gdfq`: "
+                    f"{', '.join(f'`{n}` ({seeds[n]} seeds)' for n in beat) or 'none'}."
+                )
     return "\n".join(lines), findings
 
 
