@@ -174,3 +174,17 @@ def test_report_quant_table_gaps() -> None:
         "- W3A3: `ris` minus `gdfq` = +2.00 points; share of the `gdfq` to `real` gap closed by "
         "`ris`: +50%."
     ]
+
+
+def test_report_ablation_compares_with_gdfq_seed_by_seed() -> None:
+    report = _script("report")
+    records = [_record("quant", "ris", 3, v, s) for s, v in enumerate((80.0, 84.0))]
+    records += [_record("quant", "gdfq", 3, v, s) for s, v in enumerate((81.0, 83.0))]
+    records += [_record("ablation", "alpha-2", 3, 83.0, 1)]  # seed 1 only: +0.0 vs gdfq
+    records += [_record("ablation", "draws-2", 3, v, s) for s, v in enumerate((83.0, 85.0))]
+    _, findings = report.ablation_table(records)
+    assert findings[1] == (
+        "- W3A3: against `gdfq` run with the same seed, the default is +0.00 points and the best "
+        "variant `draws-2` +2.00 (2 seeds); variants 1 point or more ahead of `gdfq`: "
+        "`draws-2` (2 seeds)."
+    )
