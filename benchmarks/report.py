@@ -110,7 +110,9 @@ def quant_table(
 
 
 def _ablation_changes() -> dict[str, str]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     from dfq import ABLATION
 
     return {
