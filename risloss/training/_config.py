@@ -14,6 +14,7 @@ from risloss._validators import (
     optional_bits,
     positive,
 )
+from risloss.perturb._compose import INPUT_POOLS
 
 __all__ = ["METHODS", "TASKS", "RISConfig", "TrainConfig"]
 
@@ -23,7 +24,6 @@ TASKS = ("quantize", "distill", "prune")
 """Compression tasks: a quantized copy of the teacher, a distilled student, a pruned copy."""
 DIVERSITY = ("penalty", "soft", "both", "none")
 ROB_MODES = ("random", "joint", "input", "weight")
-INPUT_POOLS = ("all", "noise", "geometric", "photometric")
 WEIGHT_NOISE_MODES = ("relative", "filter", "absolute")
 FEATURE_DISTANCES = ("cosine", "mse", "l1", "nmse")
 PREDICTION_DISTANCES = ("l1", "kl", "skl", "js")
