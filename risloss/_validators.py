@@ -7,21 +7,37 @@ from typing import Any
 
 import attrs
 
-__all__ = ["boolean", "int_at_least", "non_negative", "one_of", "optional_bits", "positive"]
+__all__ = [
+    "boolean",
+    "choices_of",
+    "int_at_least",
+    "non_negative",
+    "one_of",
+    "optional_bits",
+    "positive",
+]
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def one_of(allowed: tuple[Any, ...]) -> Any:
-    """The value must be one of ``allowed``."""
+@attrs.frozen
+class one_of:
+    """The value must be one of ``allowed`` (kept as ``.allowed`` for command-line choices)."""
 
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value not in allowed:
-            raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
+    allowed: tuple[Any, ...]
 
-    return check
+    def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in self.allowed:
+            raise ValueError(f"{attribute.name} must be one of {self.allowed}, got {value!r}")
+
+
+def choices_of(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The allowed values of every field of an attrs class validated by :class:`one_of`."""
+    return {
+        f.name: f.validator.allowed for f in attrs.fields(cls) if isinstance(f.validator, one_of)
+    }
 
 
 def int_at_least(low: int) -> Any:

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from risloss.training import TrainConfig
@@ -208,7 +208,7 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         "--lr-student",
         type=_positive_float,
         default=None,
-        help=f"default: {TrainConfig(task=task).lr_student}",
+        help=f"default: {TrainConfig(task=cast(Any, task)).lr_student}",
     )
     p.add_argument(
         "--lr-generator",
@@ -269,18 +269,10 @@ def _add_objective_options(p: argparse.ArgumentParser) -> None:
     """One option per field of :class:`~risloss.training.RISConfig`, plus the loss weights."""
     import attrs
 
+    from risloss._validators import choices_of
     from risloss.training import RISConfig, TrainConfig
-    from risloss.training import _config as c
 
-    choices = {
-        "input_pool": c.INPUT_POOLS,
-        "weight_noise_mode": c.WEIGHT_NOISE_MODES,
-        "mode": c.ROB_MODES,
-        "feature_distance": c.FEATURE_DISTANCES,
-        "prediction_distance": c.PREDICTION_DISTANCES,
-        "diversity": c.DIVERSITY,
-        "correlation_pairs": c.CORRELATION_PAIRS,
-    }
+    choices = choices_of(RISConfig)
     d = RISConfig()
     g = p.add_argument_group(
         "generator objective (CE + beta*BNS + alpha*robustness + gamma*diversity; "
@@ -361,7 +353,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
 
     d = TrainConfig()
     return TrainConfig(
-        task=task,
+        task=cast(Any, task),
         method=args.method,
         model=args.model,
         weights=args.weights,

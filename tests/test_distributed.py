@@ -33,7 +33,6 @@ from risloss.distributed import (
     convert_batchnorm,
     init_from_env,
     is_distributed,
-    is_main,
     local_batch_statistics,
     rank_seed,
 )
@@ -236,7 +235,7 @@ def _reference_bn() -> nn.BatchNorm2d:
 def _collectives_worker(ctx: DistributedContext, out: Path) -> None:
     rank = ctx.rank
     assert ctx.distributed and ctx.backend == "gloo" and is_distributed()
-    assert is_main() == (rank == 0)
+    assert ctx.is_main() == (rank == 0)
     result: dict[str, Any] = {}
     # A differentiable all-gather of equal-shape tensors.
     x = torch.full((2, 3), float(rank + 1), requires_grad=True)

@@ -8,9 +8,11 @@ perturbed copies of a model's parameters for a stateless call; the model is neve
 
 from risloss.perturb._base import InputPerturbation
 from risloss.perturb._compose import (
+    INPUT_POOLS,
     ChoiceParams,
     Compose,
     ComposeParams,
+    InputPool,
     RandomChoice,
     default_input_perturbation,
 )
@@ -31,14 +33,20 @@ from risloss.perturb._input import (
     RandomResizedCrop,
 )
 from risloss.perturb._weight import (
+    WEIGHT_NOISE_MODES,
     GaussianWeightNoise,
     Selector,
+    WeightNoiseMode,
     WeightPerturbation,
     by_name,
     conv_linear_weights,
 )
 
 __all__ = [
+    "INPUT_POOLS",
+    "WEIGHT_NOISE_MODES",
+    "InputPool",
+    "WeightNoiseMode",
     "AffineParams",
     "Brightness",
     "BrightnessParams",

@@ -6,16 +6,20 @@ import abc
 import fnmatch
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from risloss._util import listing
+
 __all__ = [
+    "WEIGHT_NOISE_MODES",
     "GaussianWeightNoise",
     "Selector",
+    "WeightNoiseMode",
     "WeightPerturbation",
     "by_name",
     "conv_linear_weights",
@@ -29,8 +33,8 @@ and ``param_name`` the parameter's local name (``"weight"``).
 """
 
 WeightNoiseMode = Literal["relative", "filter", "absolute"]
-_MODES = ("relative", "filter", "absolute")
-_MAX_LISTED = 40
+"""How :class:`GaussianWeightNoise` scales its noise."""
+WEIGHT_NOISE_MODES: tuple[str, ...] = get_args(WeightNoiseMode)
 
 
 def conv_linear_weights(
@@ -100,13 +104,6 @@ def by_name(patterns: str | Sequence[str]) -> Selector:
     if not items or any(not isinstance(p, str) or not p for p in items):
         raise ValueError(f"patterns must be one or more non-empty strings, got {patterns!r}")
     return _ByName(items)
-
-
-def _listing(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED])
-    if len(names) > _MAX_LISTED:
-        shown += f", ... ({len(names) - _MAX_LISTED} more)"
-    return shown or "(none)"
 
 
 class WeightPerturbation(abc.ABC):
@@ -187,7 +184,7 @@ class WeightPerturbation(abc.ABC):
         if unknown:
             raise ValueError(
                 f"deltas has entries {unknown} that are not in params; params has: "
-                f"{_listing(list(params))}"
+                f"{listing(list(params), limit=40)}"
             )
         out = dict(params)
         for name, delta in deltas.items():
@@ -235,8 +232,8 @@ def _eps(instance: object, attribute: attrs.Attribute[float], value: float) -> N
 
 
 def _mode(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {value!r}")
+    if value not in WEIGHT_NOISE_MODES:
+        raise ValueError(f"mode must be one of {WEIGHT_NOISE_MODES}, got {value!r}")
 
 
 def _select(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -327,7 +324,7 @@ class GaussianWeightNoise(WeightPerturbation):
             raise ValueError(
                 f"select={self.select!r} selects no parameter of {type(model).__name__} "
                 f"(BatchNorm parameters are never selected); its parameters are: "
-                f"{_listing(list(canonical.values()))}"
+                f"{listing(list(canonical.values()), limit=40)}"
             )
         return names
 

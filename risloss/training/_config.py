@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 
@@ -14,85 +14,18 @@ from risloss._validators import (
     optional_bits,
     positive,
 )
-from risloss.perturb._compose import INPUT_POOLS
+from risloss.objective import RISConfig
 
-__all__ = ["METHODS", "TASKS", "RISConfig", "TrainConfig"]
+__all__ = ["METHODS", "STUDENTS", "TASKS", "Method", "RISConfig", "Task", "TrainConfig"]
 
-METHODS = ("ris", "gdfq", "noise", "real")
+Method = Literal["ris", "gdfq", "noise", "real"]
 """Image sources: the full RIS objective, GDFQ's CE + BNS generator, Gaussian noise, real data."""
-TASKS = ("quantize", "distill", "prune")
+METHODS: tuple[str, ...] = get_args(Method)
+Task = Literal["quantize", "distill", "prune"]
 """Compression tasks: a quantized copy of the teacher, a distilled student, a pruned copy."""
-DIVERSITY = ("penalty", "soft", "both", "none")
-ROB_MODES = ("random", "joint", "input", "weight")
-WEIGHT_NOISE_MODES = ("relative", "filter", "absolute")
-FEATURE_DISTANCES = ("cosine", "mse", "l1", "nmse")
-PREDICTION_DISTANCES = ("l1", "kl", "skl", "js")
-CORRELATION_PAIRS = ("all", "same", "different")
-
-
-@attrs.frozen(kw_only=True)
-class RISConfig:
-    """The generator objective ``CE + beta*BNS + alpha*L_rob + gamma*L_div`` and its options.
-
-    Attributes:
-        bns_weight: ``beta``, weight of the BatchNorm-statistics loss.
-        robustness_weight: ``alpha``, weight of :class:`~risloss.RobustnessLoss`.
-        diversity_weight: ``gamma``, weight of the label-correlation penalty.
-        input_perturbation: perturb inputs (the default augmentation pool).
-        weight_perturbation: perturb the teacher's conv and linear weights.
-        weight_noise_eps, weight_noise_mode: scale and mode of the Gaussian weight noise.
-        input_noise_std: standard deviation of the additive noise in the input pool.
-        input_pool: which operators the input pool draws from (``"all"``, ``"noise"``,
-            ``"geometric"``, ``"photometric"``; see
-            :func:`~risloss.perturb.default_input_perturbation`).
-        mode, num_draws, feature_distance, prediction_distance, threshold: as in
-            :class:`~risloss.RobustnessLoss`.
-        diversity: ``"penalty"`` (label-correlation penalty on the teacher's predictions),
-            ``"soft"`` (soft-label conditioning with soft-target cross-entropy), ``"both"`` or
-            ``"none"``.
-        correlation_pairs: which pairs the penalty covers (``"all"``, ``"same"``,
-            ``"different"``).
-        soft_label_classes: classes mixed in each soft label.
-
-    Raises:
-        ValueError: a value out of range (the message names the field and the allowed values),
-            or both perturbations off while ``robustness_weight > 0``.
-
-    Example:
-        >>> from risloss.training import RISConfig
-        >>> RISConfig().mode, RISConfig().prediction_distance
-        ('random', 'l1')
-        >>> no_weight_noise = RISConfig(weight_perturbation=False)
-        >>> RISConfig(mode="sequential")
-        Traceback (most recent call last):
-        ...
-        ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'sequential'
-    """
-
-    bns_weight: float = attrs.field(default=0.1, validator=non_negative)
-    robustness_weight: float = attrs.field(default=1.0, validator=non_negative)
-    diversity_weight: float = attrs.field(default=0.1, validator=non_negative)
-    input_perturbation: bool = True
-    weight_perturbation: bool = True
-    weight_noise_eps: float = attrs.field(default=0.05, validator=non_negative)
-    weight_noise_mode: str = attrs.field(default="relative", validator=one_of(WEIGHT_NOISE_MODES))
-    input_noise_std: float = attrs.field(default=0.1, validator=non_negative)
-    input_pool: str = attrs.field(default="all", validator=one_of(INPUT_POOLS))
-    mode: str = attrs.field(default="random", validator=one_of(ROB_MODES))
-    num_draws: int = attrs.field(default=1, validator=int_at_least(1))
-    feature_distance: str = attrs.field(default="cosine", validator=one_of(FEATURE_DISTANCES))
-    prediction_distance: str = attrs.field(default="l1", validator=one_of(PREDICTION_DISTANCES))
-    threshold: float = attrs.field(default=0.0, validator=non_negative)
-    diversity: str = attrs.field(default="penalty", validator=one_of(DIVERSITY))
-    correlation_pairs: str = attrs.field(default="all", validator=one_of(CORRELATION_PAIRS))
-    soft_label_classes: int = attrs.field(default=2, validator=int_at_least(1))
-
-    def __attrs_post_init__(self) -> None:
-        if self.robustness_weight > 0 and not (self.input_perturbation or self.weight_perturbation):
-            raise ValueError(
-                "input_perturbation and weight_perturbation cannot both be False while "
-                "robustness_weight > 0; set robustness_weight=0 to drop the robustness term"
-            )
+TASKS: tuple[str, ...] = get_args(Task)
+Student = Literal["resnet8", "resnet20"]
+STUDENTS: tuple[str, ...] = get_args(Student)
 
 
 @attrs.frozen(kw_only=True)
@@ -153,12 +86,12 @@ class TrainConfig:
         ValueError: warmup must be <= iters (10), got 20
     """
 
-    task: str = attrs.field(default="quantize", validator=one_of(TASKS))
-    method: str = attrs.field(default="ris", validator=one_of(METHODS))
+    task: Task = attrs.field(default="quantize", validator=one_of(TASKS))
+    method: Method = attrs.field(default="ris", validator=one_of(METHODS))
     model: str = "resnet20_fashion_mnist"
     weights: str | None = None
     data: str = "fashion-mnist"
-    student: str = attrs.field(default="resnet8", validator=one_of(("resnet8", "resnet20")))
+    student: Student = attrs.field(default="resnet8", validator=one_of(STUDENTS))
     w_bits: int | None = attrs.field(default=4, validator=optional_bits)
     a_bits: int | None = attrs.field(default=4, validator=optional_bits)
     first_last_bits: int | None = attrs.field(default=None, validator=optional_bits)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from risloss._checkpoint import load_checkpoint
@@ -124,8 +123,3 @@ def build_student(
         net = prune_model(net, sparsity=sparsity, structured=structured, inplace=True)
     net.requires_grad_(True)
     return net
-
-
-def model_device(model: nn.Module) -> torch.device:
-    first = next(iter(model.parameters()), None)
-    return first.device if first is not None else torch.device("cpu")
