@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -451,27 +450,14 @@ CLI_ARGS = [
 
 def _interrupted_then_resumed_worker(ctx: DistributedContext, out: Path) -> None:
     """SIGINT on rank 0 only after iteration 2: both ranks stop at 3; then resume."""
-    import risloss.training._trainer as trainer_mod
     from risloss.cli import _config_from_args, build_parser
     from risloss.training import TrainingInterrupted, train
+    from tests._resume import sigint_after
 
     config = _config_from_args(build_parser().parse_args(CLI_ARGS), "quantize")
-    original = trainer_mod.Progress.update
-
-    def update(self: Any, n: int, values: Any = None) -> None:
-        original(self, n, values)
-        if n == 2 and ctx.rank == 0:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    trainer_mod.Progress.update = update  # type: ignore[method-assign]
-    try:
+    with sigint_after(2, when=lambda: ctx.rank == 0), pytest.raises(TrainingInterrupted) as info:
         train(config, out, log=None)
-        raise AssertionError("the run was not interrupted")
-    except TrainingInterrupted as exc:
-        stopped = exc.iteration
-    finally:
-        trainer_mod.Progress.update = original  # type: ignore[method-assign]
-    (out / f"stopped{ctx.rank}.txt").write_text(str(stopped))
+    (out / f"stopped{ctx.rank}.txt").write_text(str(info.value.iteration))
     train(config, out, resume=True, log=None)
 
 
