@@ -22,7 +22,12 @@ from risloss.functional import (
 from risloss.functional._checks import check_finite
 from risloss.hooks import FeatureKind as CaptureKind
 from risloss.hooks import LayerSpec, capture_features, resolve_layers
-from risloss.perturb import GaussianWeightNoise, InputPerturbation, default_input_perturbation
+from risloss.perturb import (
+    GaussianWeightNoise,
+    InputPerturbation,
+    WeightPerturbation,
+    default_input_perturbation,
+)
 
 __all__ = ["RobustnessConfig", "RobustnessLoss", "noise_threshold"]
 
@@ -125,9 +130,11 @@ class RobustnessLoss(nn.Module):
         input_perturbation: an :class:`~risloss.perturb.InputPerturbation`;
             the default is :func:`~risloss.perturb.default_input_perturbation`; ``None`` disables
             input perturbation.
-        weight_perturbation: a :class:`~risloss.perturb.GaussianWeightNoise`; the default is
-            relative Gaussian noise with ``eps=0.05`` on conv and linear weights; ``None``
-            disables weight perturbation.
+        weight_perturbation: a :class:`~risloss.perturb.WeightPerturbation` (for instance
+            :class:`~risloss.perturb.GaussianWeightNoise` or
+            :class:`~risloss.perturb.QuantizationWeightNoise`); the default is relative
+            Gaussian noise with ``eps=0.05`` on conv and linear weights; ``None`` disables
+            weight perturbation.
         mode: how each draw combines the perturbations: ``"random"`` (input or weights, chosen
             per draw with probability 1/2), ``"joint"`` (both), ``"input"`` or ``"weight"``.
         num_draws: perturbed passes per call (``N``).
@@ -176,7 +183,7 @@ class RobustnessLoss(nn.Module):
         model: nn.Module,
         *,
         input_perturbation: InputPerturbation | None = DEFAULT,
-        weight_perturbation: GaussianWeightNoise | None = DEFAULT,
+        weight_perturbation: WeightPerturbation | None = DEFAULT,
         mode: Mode = "random",
         num_draws: int = 1,
         feature_layers: LayerSpec | None = None,

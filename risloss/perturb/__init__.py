@@ -32,6 +32,7 @@ from risloss.perturb._input import (
 )
 from risloss.perturb._weight import (
     GaussianWeightNoise,
+    QuantizationWeightNoise,
     Selector,
     WeightPerturbation,
     by_name,
@@ -55,6 +56,7 @@ __all__ = [
     "GaussianWeightNoise",
     "InputPerturbation",
     "NoiseParams",
+    "QuantizationWeightNoise",
     "RandomAffine",
     "RandomChoice",
     "RandomHorizontalFlip",
