@@ -16,7 +16,7 @@ feature similarity within a class).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal, get_args
 
 import attrs
@@ -36,7 +36,12 @@ from risloss.functional import (
     label_correlation_penalty,
     soft_cross_entropy,
 )
-from risloss.hooks import capture_bn_statistics, capture_features, resolve_layers
+from risloss.hooks import (
+    BNStatisticsCollector,
+    capture_bn_statistics,
+    capture_features,
+    resolve_layers,
+)
 from risloss.losses import BNStatisticsLoss, RobustnessLoss
 from risloss.losses._robustness import MODES, Mode
 from risloss.perturb import (
@@ -468,13 +473,15 @@ class SynthesisObjective(nn.Module):
                 f"got {tuple(labels.shape)}"
             )
         w = self.weights
-        statistics = capture_bn_statistics(self.teacher) if w.bns_weight > 0 else nullcontext()
+        statistics: AbstractContextManager[BNStatisticsCollector | None] = (
+            capture_bn_statistics(self.teacher) if w.bns_weight > 0 else nullcontext()
+        )
         with capture_features(self.teacher, self._layers) as feats, statistics as bn:
             logits = self.teacher(images)
         ce = soft_cross_entropy(logits, labels)
         loss = ce
         bns = None
-        if w.bns_weight > 0:
+        if bn is not None:
             bns = self.bns(self.batch_statistics(bn.statistics(), images.shape[0]))
             loss = loss + w.bns_weight * bns
         rob = None

@@ -106,7 +106,7 @@ def test_single_process_helpers_are_identities(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.delenv(name, raising=False)
     ctx = init_from_env("cpu")
     assert ctx == DistributedContext()
-    assert not ctx.distributed and ctx.is_main() and is_main() and not is_distributed()
+    assert not ctx.distributed and ctx.is_main() and not is_distributed()
     x = torch.randn(3, 2)
     assert all_gather_differentiable(x) is x
     m, v = [torch.randn(4)], [torch.rand(4)]

@@ -140,9 +140,11 @@ class RobustnessLoss(nn.Module):
         input_perturbation: an :class:`~risloss.perturb.InputPerturbation`;
             the default is :func:`~risloss.perturb.default_input_perturbation`; ``None`` disables
             input perturbation.
-        weight_perturbation: any :class:`~risloss.perturb.WeightPerturbation`; the default is
-            relative Gaussian noise (:class:`~risloss.perturb.GaussianWeightNoise`,
-            ``eps=0.05``) on conv and linear weights; ``None`` disables weight perturbation.
+        weight_perturbation: a :class:`~risloss.perturb.WeightPerturbation` (for instance
+            :class:`~risloss.perturb.GaussianWeightNoise` or
+            :class:`~risloss.perturb.QuantizationWeightNoise`); the default is relative
+            Gaussian noise with ``eps=0.05`` on conv and linear weights; ``None`` disables
+            weight perturbation.
         mode: how each draw combines the perturbations: ``"random"`` (input or weights, chosen
             per draw with probability 1/2), ``"joint"`` (both), ``"input"`` or ``"weight"``.
         num_draws: perturbed passes per call (``N``).

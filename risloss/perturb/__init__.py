@@ -3,7 +3,9 @@
 Input perturbations (:class:`InputPerturbation`) are differentiable image transforms whose random
 parameters are drawn by ``sample`` (from an explicit ``torch.Generator``) and used by ``apply``,
 so that a draw can be replayed. Weight perturbations (:class:`WeightPerturbation`) return
-perturbed copies of a model's parameters for a stateless call; the model is never modified.
+perturbed copies of a model's parameters for a stateless call; the model is never modified:
+Gaussian noise (:class:`GaussianWeightNoise`) or the rounding error of the quantized student's
+weights (:class:`QuantizationWeightNoise`).
 """
 
 from risloss.perturb._base import InputPerturbation
@@ -35,6 +37,7 @@ from risloss.perturb._input import (
 from risloss.perturb._weight import (
     WEIGHT_NOISE_MODES,
     GaussianWeightNoise,
+    QuantizationWeightNoise,
     Selector,
     WeightNoiseMode,
     WeightPerturbation,
@@ -63,6 +66,7 @@ __all__ = [
     "GaussianWeightNoise",
     "InputPerturbation",
     "NoiseParams",
+    "QuantizationWeightNoise",
     "RandomAffine",
     "RandomChoice",
     "RandomHorizontalFlip",
