@@ -66,6 +66,12 @@ def positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None
         )
 
 
+def bits(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """An integer bit width in 2..16."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
+        raise ValueError(f"{attribute.name} must be an integer in 2..16, got {value!r}")
+
+
 def optional_bits(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     """``None`` or an integer bit width in 2..16."""
     if value is None:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from risloss._validators import int_at_least, non_negative, one_of
+from risloss._validators import bits, int_at_least, non_negative, one_of
 from risloss.functional import (
     DIVERGENCE_KINDS,
     FEATURE_KINDS,
@@ -42,13 +42,12 @@ from risloss.hooks import (
     capture_features,
     resolve_layers,
 )
-from risloss.losses import BNStatisticsLoss, RobustnessLoss
-from risloss.losses._robustness import MODES, Mode
+from risloss.losses import MODES, BNStatisticsLoss, Mode, RobustnessLoss
 from risloss.perturb import (
     INPUT_POOLS,
-    WEIGHT_NOISE_MODES,
     GaussianWeightNoise,
     InputPool,
+    QuantizationWeightNoise,
     WeightNoiseMode,
     WeightPerturbation,
     default_input_perturbation,
@@ -56,14 +55,20 @@ from risloss.perturb import (
 
 __all__ = [
     "DIVERSITY_MODES",
+    "RIS_WEIGHT_NOISE",
     "DiversityMode",
     "RISConfig",
+    "RISWeightNoise",
     "SynthesisObjective",
     "SynthesisParts",
     "label_agreement",
     "within_class_similarity",
 ]
 
+RISWeightNoise = Literal[WeightNoiseMode, "quant"]
+"""Weight noise of the RIS objective: a :class:`~risloss.perturb.GaussianWeightNoise` mode, or
+``"quant"`` (:class:`~risloss.perturb.QuantizationWeightNoise`, the student's rounding error)."""
+RIS_WEIGHT_NOISE: tuple[str, ...] = get_args(RISWeightNoise)
 DiversityMode = Literal["penalty", "soft", "both", "none"]
 """How the objective asks for diversity in label space (see :class:`RISConfig`)."""
 DIVERSITY_MODES: tuple[str, ...] = get_args(DiversityMode)
@@ -79,7 +84,11 @@ class RISConfig:
         diversity_weight: ``gamma``, weight of the label-correlation penalty.
         input_perturbation: perturb inputs (the default augmentation pool).
         weight_perturbation: perturb the teacher's conv and linear weights.
-        weight_noise_eps, weight_noise_mode: scale and mode of the Gaussian weight noise.
+        weight_noise_eps, weight_noise_mode: scale and mode of the Gaussian weight noise;
+            ``weight_noise_mode="quant"`` replaces it by the rounding error of quantizing the
+            weights to ``weight_noise_bits`` bits with stochastic rounding
+            (:class:`~risloss.perturb.QuantizationWeightNoise`; ``weight_noise_eps`` unused).
+        weight_noise_bits: bit width of the ``"quant"`` weight noise (2..16).
         input_noise_std: standard deviation of the additive noise in the input pool.
         input_pool: which operators the input pool draws from (``"all"``, ``"noise"``,
             ``"geometric"``, ``"photometric"``; see
@@ -114,9 +123,10 @@ class RISConfig:
     input_perturbation: bool = True
     weight_perturbation: bool = True
     weight_noise_eps: float = attrs.field(default=0.05, validator=non_negative)
-    weight_noise_mode: WeightNoiseMode = attrs.field(
-        default="relative", validator=one_of(WEIGHT_NOISE_MODES)
+    weight_noise_mode: RISWeightNoise = attrs.field(
+        default="relative", validator=one_of(RIS_WEIGHT_NOISE)
     )
+    weight_noise_bits: int = attrs.field(default=4, validator=bits)
     input_noise_std: float = attrs.field(default=0.1, validator=non_negative)
     input_pool: InputPool = attrs.field(default="all", validator=one_of(INPUT_POOLS))
     mode: Mode = attrs.field(default="random", validator=one_of(MODES))
@@ -165,9 +175,13 @@ class RISConfig:
         """The weight perturbation these options describe.
 
         Returns:
-            A :class:`~risloss.perturb.GaussianWeightNoise` with ``weight_noise_eps`` and
+            A :class:`~risloss.perturb.QuantizationWeightNoise` of ``weight_noise_bits`` bits
+            for ``weight_noise_mode="quant"``, else a
+            :class:`~risloss.perturb.GaussianWeightNoise` with ``weight_noise_eps`` and
             ``weight_noise_mode``.
         """
+        if self.weight_noise_mode == "quant":
+            return QuantizationWeightNoise(bits=self.weight_noise_bits)
         return GaussianWeightNoise(eps=self.weight_noise_eps, mode=self.weight_noise_mode)
 
     def robustness_loss(
