@@ -23,7 +23,7 @@ text with `--help`; this page is generated from the same parser by
 
 `quantize`, `distill` and `prune` share their options: the image source (`--method`), the
 budget, checkpointing (`--resume`), and the generator objective, one option per field of
-[`RISConfig`][risloss.training.RISConfig]. A run stopped with Ctrl-C saves a checkpoint and exits
+[`RISConfig`][risloss.objective.RISConfig]. A run stopped with Ctrl-C saves a checkpoint and exits
 with status 130; bad options exit with status 2 before any work starts.
 """
 

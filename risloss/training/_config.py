@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, get_args
 
 import attrs
@@ -14,6 +15,7 @@ from risloss._validators import (
     optional_bits,
     positive,
 )
+from risloss.models import CONDITIONINGS, Conditioning
 from risloss.objective import RISConfig
 
 __all__ = ["METHODS", "STUDENTS", "TASKS", "Method", "RISConfig", "Task", "TrainConfig"]
@@ -26,6 +28,29 @@ Task = Literal["quantize", "distill", "prune"]
 TASKS: tuple[str, ...] = get_args(Task)
 Student = Literal["resnet8", "resnet20"]
 STUDENTS: tuple[str, ...] = get_args(Student)
+
+
+def _optional_floats(value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (float(value),)
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number or a sequence of numbers, got {value!r}") from None
+
+
+def _optional_finite(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not value or not all(math.isfinite(v) for v in value)):
+        raise ValueError(f"{attribute.name} must be finite numbers (one per channel), got {value}")
+
+
+def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not value or not all(math.isfinite(v) and v > 0 for v in value)):
+        raise ValueError(
+            f"{attribute.name} must be finite numbers > 0 (one per channel), got {value}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +90,16 @@ class TrainConfig:
         eval_limit: evaluate on the first ``eval_limit`` test images only (``None``: all).
         ris: options of the generator objective (used by ``method="ris"``; ``"gdfq"`` uses
             only its ``bns_weight``).
+        generator_conditioning: how the generator takes its label: ``"concat"`` (the
+            embedding concatenated to the noise; the default, it learns the classes many times
+            faster) or ``"multiply"`` (GDFQ's; see :class:`~risloss.models.Generator`).
+        generator_output_lr_scale: learning-rate multiple of the generator's output scale and
+            shift (0 keeps them at their initial values).
+        input_mean, input_std: per-channel mean and standard deviation of the images the
+            teacher expects, if known (for a teacher that takes ``[0, 1]`` images and normalizes
+            them itself, roughly ``0.5`` and ``0.25``): the generator's output statistics start
+            there. ``None``: zero mean and unit variance, the statistics of standardized data,
+            which the generator then adapts to the teacher during training.
         global_batch_statistics: in a distributed run (``torchrun``), compute the batch
             statistics of the generator's BatchNorm layers, of a distillation student's and of
             the BNS loss over the global batch of all processes (``False``: over each process's
@@ -113,6 +148,16 @@ class TrainConfig:
     eval_limit: int | None = None
     ris: RISConfig = attrs.field(factory=RISConfig)
     global_batch_statistics: bool = attrs.field(default=True, validator=boolean)
+    generator_conditioning: Conditioning = attrs.field(
+        default="multiply", validator=one_of(CONDITIONINGS)
+    )
+    generator_output_lr_scale: float = attrs.field(default=0.0, validator=non_negative)
+    input_mean: tuple[float, ...] | None = attrs.field(
+        default=None, converter=_optional_floats, validator=_optional_finite
+    )
+    input_std: tuple[float, ...] | None = attrs.field(
+        default=None, converter=_optional_floats, validator=_optional_positive
+    )
 
     @lr_student.default
     def _default_lr_student(self) -> float:
@@ -132,6 +177,8 @@ class TrainConfig:
                 f"model {self.model!r} is given as package.module:factory, so weights= "
                 "(a state-dict file) is required"
             )
+        if (self.input_mean is None) != (self.input_std is None):
+            raise ValueError("input_mean and input_std must both be given or both be None")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
         dev = self.device

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from risloss.distributed import DistributedContext, convert_batchnorm
-from risloss.models import Generator
+from risloss.models import Conditioning, Generator
 from risloss.objective import RISConfig, SynthesisObjective
 
 __all__ = ["Batch", "GeneratorSource", "ImageSource", "NoiseSource", "RealSource"]
@@ -113,6 +114,10 @@ class GeneratorSource(ImageSource):
         batch_size: int,
         lr: float,
         rng: torch.Generator,
+        conditioning: Conditioning = "concat",
+        output_lr_scale: float = 10.0,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
         perturbation_rng: torch.Generator,
         device: torch.device,
         context: DistributedContext | None = None,
@@ -129,8 +134,22 @@ class GeneratorSource(ImageSource):
             raise ValueError(
                 f"the generator makes square images with a side divisible by 4, got {h}x{w}"
             )
-        self.generator = Generator(num_classes=num_classes, image_size=h, channels=c).to(device)
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        for name, stats in (("input_mean", input_mean), ("input_std", input_std)):
+            if stats is not None and len(stats) not in (1, c):
+                raise ValueError(
+                    f"{name} must have 1 or {c} values (one per image channel), got {len(stats)}"
+                )
+        self.generator = Generator(
+            num_classes=num_classes,
+            image_size=h,
+            channels=c,
+            conditioning=conditioning,
+            output_mean=0.0 if input_mean is None else input_mean,
+            output_std=1.0 if input_std is None else input_std,
+        ).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.generator.param_groups(lr, output_lr_scale=output_lr_scale), betas=(0.5, 0.999)
+        )
         ctx = context or DistributedContext(device=device)
         global_stats = ctx.distributed and global_batch_statistics
         if global_stats:
