@@ -14,6 +14,7 @@ from risloss._validators import (
     optional_bits,
     positive,
 )
+from risloss.data import _image_size_option, _normalize_option
 from risloss.perturb._compose import INPUT_POOLS
 
 __all__ = ["METHODS", "TASKS", "RISConfig", "TrainConfig"]
@@ -136,6 +137,13 @@ class TrainConfig:
             statistics of the generator's BatchNorm layers, of a distillation student's and of
             the BNS loss over the global batch of all processes (``False``: over each process's
             own batch, less communication). No effect in a single process.
+        image_size: size the evaluation (and ``method="real"``) images are resized and
+            center-cropped to, ``None`` to keep their size, or ``"default"``: a shipped
+            teacher's input size, else the data set's own convention (see
+            :func:`risloss.data.load_dataset`).
+        normalize: ``(mean, std)`` per channel, ``None`` or ``"none"`` for images in
+            ``[0, 1]``, or ``"default"``: a shipped teacher's recorded normalization, else the
+            data set's own.
 
     Raises:
         ValueError: a value out of range (the message names the field and the allowed values),
@@ -180,6 +188,13 @@ class TrainConfig:
     eval_limit: int | None = None
     ris: RISConfig = attrs.field(factory=RISConfig)
     global_batch_statistics: bool = attrs.field(default=True, validator=boolean)
+    # Data options, passed to risloss.data.load_dataset (validated by it, named as fields here).
+    image_size: int | str | None = attrs.field(
+        default="default", converter=lambda v: _image_size_option(v, "image_size")
+    )
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | str | None = attrs.field(
+        default="default", converter=lambda v: _normalize_option(v, "normalize")
+    )
 
     @lr_student.default
     def _default_lr_student(self) -> float:

@@ -20,10 +20,10 @@ from torch.utils.data import Subset
 
 from risloss._checkpoint import atomic_save, load_checkpoint
 from risloss._eval import evaluate
-from risloss.data import load_dataset
+from risloss.data import check_compatible, load_dataset
 from risloss.distributed import DistributedContext, init_from_env, rank_seed
 from risloss.training._config import TrainConfig
-from risloss.training._models import build_student, load_teacher
+from risloss.training._models import build_student, data_options, load_teacher
 from risloss.training._progress import Progress
 from risloss.training._sources import (
     GeneratorSource,
@@ -121,8 +121,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float
     )
 
 
-def _eval_set(config: TrainConfig) -> Any:
-    test = load_dataset(config.data, "test")
+def _eval_set(config: TrainConfig, meta: dict[str, Any]) -> Any:
+    size, norm = data_options(config.data, config.image_size, config.normalize, meta)
+    test = load_dataset(config.data, "test", image_size=size, normalize=norm)
     if config.eval_limit is not None and config.eval_limit < len(test):  # type: ignore[arg-type]
         test = Subset(test, range(config.eval_limit))
     return test
@@ -354,7 +355,8 @@ def _train(
 
     teacher, meta = load_teacher(config.model, config.weights)
     teacher = teacher.to(device)
-    test = _eval_set(config)
+    test = _eval_set(config, meta)
+    check_compatible(teacher, test, input_shape=meta.get("input_shape"))
     shape = _image_shape(test)
     num_classes = int(
         meta.get("num_classes") or teacher(torch.zeros(1, *shape, device=device)).shape[1]
@@ -403,9 +405,9 @@ def _train(
     elif config.method == "noise":
         source = NoiseSource(teacher, shape, config.batch_size, data_rng, device)
     else:
-        source = RealSource(
-            teacher, load_dataset(config.data, "train"), config.batch_size, data_rng, device
-        )
+        size, norm = data_options(config.data, config.image_size, config.normalize, meta)
+        train_set = load_dataset(config.data, "train", image_size=size, normalize=norm)
+        source = RealSource(teacher, train_set, config.batch_size, data_rng, device)
     optimizer = torch.optim.SGD(
         [p for p in student.parameters() if p.requires_grad],
         lr=config.lr_student,
