@@ -199,7 +199,7 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument(
         "--image-size",
         type=_image_size,
-        default="default",
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
         metavar="N",
         help="resize the data's images (shorter side) and center-crop them to NxN; 'none' keeps "
         "their size (default: a shipped teacher's input size, else 256 then crop 224 for "
@@ -211,7 +211,7 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         nargs=2,
         type=_numbers,
         action=_Normalize,
-        default="default",
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
         metavar=("MEAN", "STD"),
         help="normalize the data's [0, 1] pixels with this mean and std, comma-separated, one "
         "value per channel, e.g. --normalize 0.5,0.5,0.5 0.25,0.25,0.25 (default: a shipped "
@@ -222,7 +222,7 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         dest="normalize",
         action="store_const",
         const=None,
-        default="default",
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
         help="keep the data's pixels in [0, 1] (for models that take such images)",
     )
     p.add_argument("--method", choices=METHODS, default="ris", help="image source (default: ris)")
@@ -468,8 +468,8 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
         ce_weight=args.ce_weight,
         ris=RISConfig(**{name: getattr(args, f"ris_{name}") for name, _, _ in _RIS_OPTIONS}),
         global_batch_statistics=not args.local_batch_statistics,
-        image_size=args.image_size,
-        normalize=args.normalize,
+        image_size=getattr(args, "image_size", d.image_size),
+        normalize=getattr(args, "normalize", d.normalize),
     )
 
 
