@@ -2,6 +2,23 @@
 
 Data-free compression never trains on these images; they are used to measure the teacher and the
 compressed model (and, for the ``real`` reference row, as the ceiling a data-free method chases).
+
+:func:`load_dataset` reads Fashion-MNIST, CIFAR-10/100, any ``ImageFolder`` and data sets built
+by code (``package.module:factory``), and fits the images to the model with two options:
+``image_size`` (resize the shorter side and center-crop to a square, or ``None`` to keep the
+files' size) and ``normalize`` (a per-channel ``(mean, std)``, or ``None`` for models that take
+pixels in ``[0, 1]``). Their defaults are each data set's convention: ImageNet-style
+(resize to 256, crop 224, ImageNet mean and std) for ``imagefolder:``, the native size and the
+training split's statistics for the others. On the command line they are ``--image-size N``
+(``none`` to keep the size), ``--normalize MEAN STD`` (comma-separated, one value per channel)
+and ``--no-normalize``; with a shipped teacher and data read from image files, the defaults are
+the teacher's recorded input size and normalization (see
+:func:`risloss.models.pretrained_info`).
+
+:func:`check_compatible` runs one forward pass of the model on one image before any work and
+turns a mismatch (channels, an image size the model does not accept, more classes in the data
+than outputs in the model) into a one-line error that names both shapes and the options that
+fix it; the trainers call it before their output folder is created.
 """
 
 from __future__ import annotations
