@@ -93,13 +93,64 @@ def _device(text: str) -> str:
 
 
 def _data_name(text: str) -> str:
-    if text in ("fashion-mnist", "cifar10") or (
+    if text in ("fashion-mnist", "cifar10", "cifar100") or (
         text.startswith("imagefolder:") and len(text) > len("imagefolder:")
     ):
         return text
+    module, _, factory = text.partition(":")
+    if module and factory and not text.startswith("imagefolder:"):
+        return text
     raise argparse.ArgumentTypeError(
-        f"expected 'fashion-mnist', 'cifar10' or 'imagefolder:PATH', got {text!r}"
+        "expected 'fashion-mnist', 'cifar10', 'cifar100', 'imagefolder:PATH' or "
+        f"'package.module:factory', got {text!r}"
     )
+
+
+def _image_size(text: str) -> int | None:
+    if text == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
+    return value
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    """``"0.5,0.5,0.5"`` -> ``(0.5, 0.5, 0.5)``: comma-separated finite numbers."""
+    import math
+
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.5,0.5,0.5, got {text!r}"
+        )
+    return values
+
+
+class _Normalize(argparse.Action):
+    """``--normalize MEAN STD``: one number per channel in each, as many in both, std > 0."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        mean, std = values
+        if len(mean) != len(std):
+            raise argparse.ArgumentError(
+                self, f"MEAN and STD need as many values, got {len(mean)} and {len(std)}"
+            )
+        if min(std) <= 0:
+            raise argparse.ArgumentError(self, f"STD values must be > 0, got {std}")
+        setattr(namespace, self.dest, (mean, std))
 
 
 def _model_name(text: str) -> str:
@@ -142,7 +193,37 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         "--data",
         type=_data_name,
         default="fashion-mnist",
-        help="evaluation data: fashion-mnist, cifar10, imagefolder:PATH",
+        help="evaluation data: fashion-mnist, cifar10, cifar100, imagefolder:PATH or "
+        "package.module:factory (called with the split, returns a Dataset of (image, label))",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
+        metavar="N",
+        help="resize the data's images (shorter side) and center-crop them to NxN; 'none' keeps "
+        "their size (default: a shipped teacher's input size, else 256 then crop 224 for "
+        "imagefolder:, unchanged for the others)",
+    )
+    norm = p.add_mutually_exclusive_group()
+    norm.add_argument(
+        "--normalize",
+        nargs=2,
+        type=_numbers,
+        action=_Normalize,
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
+        metavar=("MEAN", "STD"),
+        help="normalize the data's [0, 1] pixels with this mean and std, comma-separated, one "
+        "value per channel, e.g. --normalize 0.5,0.5,0.5 0.25,0.25,0.25 (default: a shipped "
+        "teacher's own, else ImageNet's for imagefolder: and the data set's for the others)",
+    )
+    norm.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_const",
+        const=None,
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
+        help="keep the data's pixels in [0, 1] (for models that take such images)",
     )
     p.add_argument("--method", choices=METHODS, default="ris", help="image source (default: ris)")
     if task == "distill":
@@ -380,6 +461,8 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
         ce_weight=args.ce_weight,
         ris=RISConfig(**{name: getattr(args, f"ris_{name}") for name, _, _ in _RIS_OPTIONS}),
         global_batch_statistics=not args.local_batch_statistics,
+        image_size=getattr(args, "image_size", d.image_size),
+        normalize=getattr(args, "normalize", d.normalize),
     )
 
 

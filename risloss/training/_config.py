@@ -15,6 +15,7 @@ from risloss._validators import (
     optional_bits,
     positive,
 )
+from risloss.data import _image_size_option, _normalize_option
 from risloss.models import CONDITIONINGS, Conditioning
 from risloss.objective import RISConfig
 
@@ -100,6 +101,13 @@ class TrainConfig:
             them itself, roughly ``0.5`` and ``0.25``): the generator's output statistics start
             there. ``None``: zero mean and unit variance, the statistics of standardized data,
             which the generator then adapts to the teacher during training.
+        image_size: size the evaluation (and ``method="real"``) images are resized and
+            center-cropped to, ``None`` to keep their size, or ``"default"``: a shipped
+            teacher's input size, else the data set's own convention (see
+            :func:`risloss.data.load_dataset`).
+        normalize: ``(mean, std)`` per channel, ``None`` or ``"none"`` for images in
+            ``[0, 1]``, or ``"default"``: a shipped teacher's recorded normalization, else the
+            data set's own.
         global_batch_statistics: in a distributed run (``torchrun``), compute the batch
             statistics of the generator's BatchNorm layers, of a distillation student's and of
             the BNS loss over the global batch of all processes (``False``: over each process's
@@ -157,6 +165,13 @@ class TrainConfig:
     )
     input_std: tuple[float, ...] | None = attrs.field(
         default=None, converter=_optional_floats, validator=_optional_positive
+    )
+    # Data options, passed to risloss.data.load_dataset (validated by it, named as fields here).
+    image_size: int | str | None = attrs.field(
+        default="default", converter=lambda v: _image_size_option(v, "image_size")
+    )
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | str | None = attrs.field(
+        default="default", converter=lambda v: _normalize_option(v, "normalize")
     )
 
     @lr_student.default

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from risloss._checkpoint import atomic_save, load_checkpoint
-from risloss.data import load_dataset
+from risloss.data import check_compatible, load_dataset
 from risloss.distributed import (
     DistributedContext,
     convert_batchnorm,
@@ -39,7 +39,7 @@ from risloss.functional import kd_loss, soft_cross_entropy
 from risloss.pruning import finalize_pruning, model_stats
 from risloss.quant import calibration, freeze, quantized_layers
 from risloss.training._config import TrainConfig
-from risloss.training._models import build_student, load_teacher
+from risloss.training._models import build_student, data_options, load_teacher
 from risloss.training._plots import save_loss_plot, save_samples
 from risloss.training._progress import Progress
 from risloss.training._sources import (
@@ -190,8 +190,9 @@ def train(
         ctx.close()
 
 
-def _eval_set(config: TrainConfig) -> Any:
-    test = load_dataset(config.data, "test")
+def _eval_set(config: TrainConfig, meta: dict[str, Any]) -> Any:
+    size, norm = data_options(config.data, config.image_size, config.normalize, meta)
+    test = load_dataset(config.data, "test", image_size=size, normalize=norm)
     if config.eval_limit is not None and config.eval_limit < len(test):  # type: ignore[arg-type]
         test = Subset(test, range(config.eval_limit))
     return test
@@ -383,7 +384,8 @@ def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Ru
         raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
     teacher, meta = load_teacher(config.model, config.weights)
     teacher = teacher.to(device)
-    test = _eval_set(config)
+    test = _eval_set(config, meta)
+    check_compatible(teacher, test, input_shape=meta.get("input_shape"))
     shape = _image_shape(test)
     num_classes = int(
         meta.get("num_classes") or teacher(torch.zeros(1, *shape, device=device)).shape[1]
@@ -433,7 +435,8 @@ def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Ru
     elif config.method == "noise":
         source = NoiseSource(teacher, shape, config.batch_size, data_rng, device)
     else:
-        train_set = load_dataset(config.data, "train")
+        size, norm = data_options(config.data, config.image_size, config.normalize, meta)
+        train_set = load_dataset(config.data, "train", image_size=size, normalize=norm)
         source = RealSource(teacher, train_set, config.batch_size, data_rng, device)
     optimizer = torch.optim.SGD(
         [p for p in student.parameters() if p.requires_grad],
