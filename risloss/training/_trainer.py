@@ -499,8 +499,7 @@ def _train(
         for it in range(run.start, config.iters):
             record = run.step(it)
             record["iter"] = it + 1
-            # In a distributed run: the global batch's losses; all ranks stop together.
-            stop = ctx.average(record, interrupted(), skip=("iter", "lr"))
+            ctx.average(record, skip=("iter", "lr"))  # distributed: the global batch's losses
             run.history.append(record)
             done = it + 1
             if config.eval_every and done % config.eval_every == 0 and done < config.iters:
@@ -508,7 +507,7 @@ def _train(
             bar.update(done, {k: v for k, v in record.items() if k in _SHOWN})
             if done % config.checkpoint_every == 0 or done == config.iters:
                 run.save(done)
-            if stop and done < config.iters:
+            if ctx.any(interrupted()) and done < config.iters:  # all ranks stop together
                 run.save(done)
                 bar.close()
                 ctx.barrier()  # the checkpoint is on disk before any rank reports it
