@@ -8,11 +8,14 @@ import attrs
 
 from risloss._validators import (
     boolean,
+    device_name,
     int_at_least,
+    int_in,
     non_negative,
+    number_in,
     one_of,
     optional_bits,
-    positive,
+    teacher_name,
 )
 from risloss.perturb._compose import INPUT_POOLS
 
@@ -28,6 +31,11 @@ WEIGHT_NOISE_MODES = ("relative", "filter", "absolute")
 FEATURE_DISTANCES = ("cosine", "mse", "l1", "nmse")
 PREDICTION_DISTANCES = ("l1", "kl", "skl", "js")
 CORRELATION_PAIRS = ("all", "same", "different")
+
+# Ranges of the numeric fields: wide enough for any sensible run, narrow enough that a typo
+# (1e30) fails here rather than as NaN in the middle of a run.
+_LOSS_WEIGHT = number_in(0.0, 1000.0)
+_LR = number_in(0.0, 10.0, open_low=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -69,17 +77,17 @@ class RISConfig:
         ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'sequential'
     """
 
-    bns_weight: float = attrs.field(default=0.1, validator=non_negative)
-    robustness_weight: float = attrs.field(default=1.0, validator=non_negative)
-    diversity_weight: float = attrs.field(default=0.1, validator=non_negative)
+    bns_weight: float = attrs.field(default=0.1, validator=_LOSS_WEIGHT)
+    robustness_weight: float = attrs.field(default=1.0, validator=_LOSS_WEIGHT)
+    diversity_weight: float = attrs.field(default=0.1, validator=_LOSS_WEIGHT)
     input_perturbation: bool = True
     weight_perturbation: bool = True
-    weight_noise_eps: float = attrs.field(default=0.05, validator=non_negative)
+    weight_noise_eps: float = attrs.field(default=0.05, validator=number_in(0.0, 1.0))
     weight_noise_mode: str = attrs.field(default="relative", validator=one_of(WEIGHT_NOISE_MODES))
-    input_noise_std: float = attrs.field(default=0.1, validator=non_negative)
+    input_noise_std: float = attrs.field(default=0.1, validator=number_in(0.0, 10.0))
     input_pool: str = attrs.field(default="all", validator=one_of(INPUT_POOLS))
     mode: str = attrs.field(default="random", validator=one_of(ROB_MODES))
-    num_draws: int = attrs.field(default=1, validator=int_at_least(1))
+    num_draws: int = attrs.field(default=1, validator=int_in(1, 64))
     feature_distance: str = attrs.field(default="cosine", validator=one_of(FEATURE_DISTANCES))
     prediction_distance: str = attrs.field(default="l1", validator=one_of(PREDICTION_DISTANCES))
     threshold: float = attrs.field(default=0.0, validator=non_negative)
@@ -155,7 +163,7 @@ class TrainConfig:
 
     task: str = attrs.field(default="quantize", validator=one_of(TASKS))
     method: str = attrs.field(default="ris", validator=one_of(METHODS))
-    model: str = "resnet20_fashion_mnist"
+    model: str = attrs.field(default="resnet20_fashion_mnist", validator=teacher_name)
     weights: str | None = None
     data: str = "fashion-mnist"
     student: str = attrs.field(default="resnet8", validator=one_of(("resnet8", "resnet20")))
@@ -167,14 +175,14 @@ class TrainConfig:
     iters: int = attrs.field(default=300, validator=int_at_least(1))
     warmup: int = attrs.field(default=50, validator=int_at_least(0))
     batch_size: int = attrs.field(default=32, validator=int_at_least(2))
-    seed: int = attrs.field(default=0, validator=int_at_least(0))
-    device: str = "cpu"
-    lr_generator: float = attrs.field(default=1e-3, validator=positive)
-    lr_student: float = attrs.field(validator=positive)
-    weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
-    kd_temperature: float = attrs.field(default=1.0, validator=positive)
-    kd_weight: float = attrs.field(default=1.0, validator=non_negative)
-    ce_weight: float = attrs.field(default=0.0, validator=non_negative)
+    seed: int = attrs.field(default=0, validator=int_in(0, 2**32 - 1))
+    device: str = attrs.field(default="cpu", validator=device_name)
+    lr_generator: float = attrs.field(default=1e-3, validator=_LR)
+    lr_student: float = attrs.field(validator=_LR)
+    weight_decay: float = attrs.field(default=1e-4, validator=number_in(0.0, 1.0))
+    kd_temperature: float = attrs.field(default=1.0, validator=number_in(0.0, 100.0, open_low=True))
+    kd_weight: float = attrs.field(default=1.0, validator=_LOSS_WEIGHT)
+    ce_weight: float = attrs.field(default=0.0, validator=_LOSS_WEIGHT)
     checkpoint_every: int = attrs.field(default=100, validator=int_at_least(1))
     eval_every: int = attrs.field(default=0, validator=int_at_least(0))
     eval_limit: int | None = None
@@ -201,9 +209,6 @@ class TrainConfig:
             )
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
-        dev = self.device
-        if not (dev == "cpu" or dev == "cuda" or dev.startswith("cuda:") or dev == "mps"):
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {dev!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (nested ``ris`` included).

@@ -6,13 +6,11 @@ import copy
 import importlib
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from risloss._checkpoint import load_checkpoint
+from risloss._checkpoint import load_state_dict_into
 from risloss.models import list_pretrained, load_pretrained, resnet8, resnet20
 
 __all__ = ["build_student", "load_teacher"]
@@ -67,20 +65,7 @@ def load_teacher(model: str, weights: str | None = None) -> tuple[nn.Module, dic
             raise ValueError(f"model {model!r}: the factory returned {type(teacher).__name__}")
         if weights is None:
             raise ValueError(f"model {model!r} needs weights= (a state-dict file)")
-        path = Path(weights)
-        if not path.is_file():
-            raise ValueError(f"weights file {weights!r} does not exist")
-        state = load_checkpoint(path)
-        if (
-            isinstance(state, dict)
-            and "state_dict" in state
-            and isinstance(state["state_dict"], dict)
-        ):
-            state = state["state_dict"]
-        try:
-            teacher.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ValueError(f"weights {weights!r} do not fit model {model!r}: {exc}") from exc
+        load_state_dict_into(teacher, weights, f"model {model!r}")
         meta = {}
     return teacher.eval().requires_grad_(False), meta
 
@@ -124,8 +109,3 @@ def build_student(
         net = prune_model(net, sparsity=sparsity, structured=structured, inplace=True)
     net.requires_grad_(True)
     return net
-
-
-def model_device(model: nn.Module) -> torch.device:
-    first = next(iter(model.parameters()), None)
-    return first.device if first is not None else torch.device("cpu")

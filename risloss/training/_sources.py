@@ -195,6 +195,11 @@ class GeneratorSource(ImageSource):
             use_ris and ris.diversity in ("penalty", "both") and (ris.diversity_weight > 0)
         )
         self.soft_labels = use_ris and ris.diversity in ("soft", "both")
+        if self.soft_labels and ris.soft_label_classes > num_classes:
+            raise ValueError(
+                f"soft_label_classes must be at most the teacher's number of classes "
+                f"({num_classes}), got {ris.soft_label_classes}"
+            )
 
     def _labels(self) -> torch.Tensor:
         b, c = self.batch_size, self.num_classes
