@@ -28,9 +28,6 @@ __all__ = [
     "state_dict_mismatch",
 ]
 
-STATE_DICT = "a state dict (a mapping of parameter names to tensors, saved with torch.save)"
-"""How the messages describe a state-dict file."""
-
 
 class FileContentError(ValueError):
     """A file that is missing, unreadable, or does not hold what it should.
@@ -101,8 +98,8 @@ def _reason(exc: BaseException) -> str:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
         if found:
             return (
-                f"it holds pickled Python objects ({found.group(1)}), not only tensors; "
-                "save model.state_dict() rather than the model itself"
+                f"it holds pickled Python objects ({found.group(1)}): save model.state_dict(), "
+                "not the model"
             )
         return "it is not a file written by torch.save"
     if isinstance(exc, EOFError):
@@ -244,7 +241,7 @@ def load_state_dict_into(model: nn.Module, path: str | os.PathLike[str], what: s
         ...     print(str(err).split(": ", 1)[1])
         it holds a single tensor of shape (3,)
     """
-    expected = f"{STATE_DICT} for {what}"
+    expected = f"the state dict of {what}, as torch.save(model.state_dict(), file) writes it"
     state = load_checkpoint(path, expected=expected)
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]

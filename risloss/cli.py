@@ -627,7 +627,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if problem is not None:
         raise _Exit(problem)
     config = _config_from_args(args, task)
-    out = _check_out(args) if main else Path(args.out)
+    out = _check_out(args)  # on every rank: they must all stop, or none
     _check_device(config.device)
     say(_start_line(config, args.out, args.resume))
     plot = have_matplotlib()

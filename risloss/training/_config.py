@@ -60,7 +60,8 @@ class RISConfig:
             ``"none"``.
         correlation_pairs: which pairs the penalty covers (``"all"``, ``"same"``,
             ``"different"``).
-        soft_label_classes: classes mixed in each soft label.
+        soft_label_classes: classes mixed in each soft label; at most the teacher's number of
+            classes (checked when a run starts, once the teacher is known).
 
     Raises:
         ValueError: a value out of range (the message names the field and the allowed values),

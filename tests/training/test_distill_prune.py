@@ -270,7 +270,7 @@ def _main_exit_code(args: list[str]) -> int:
         ("distill", ["--model", "pkg.mod:fn"], "--weights"),
         ("distill", ["--model", "nope"], "shipped teachers"),
         ("distill", ["--model", "pkg.mod:"], "--model"),
-        ("distill", ["--iters", "2", "--warmup", "5"], "warmup must be <= iters"),
+        ("distill", ["--iters", "2", "--warmup", "5"], "--warmup must be <= --iters"),
         ("distill", ["--method", "magic"], "--method"),
     ],
 )

@@ -141,7 +141,7 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
         (["--iters", "0"], "--iters"),
         (["--device", "tpu"], "--device"),
         (["--model", "nope"], "shipped teachers"),
-        (["--iters", "3", "--warmup", "5"], "warmup must be <= iters"),
+        (["--iters", "3", "--warmup", "5"], "--warmup must be <= --iters"),
         (["--input-pool", "color"], "--input-pool"),
         (["--robustness-weight", "-1"], "--robustness-weight"),
         (["--num-draws", "0"], "--num-draws"),
