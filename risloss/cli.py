@@ -645,15 +645,17 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise _Exit(f"{exc}; continue with --resume", 130) from exc
     except KeyboardInterrupt as exc:
         if _stamp(ckpt) not in (None, before):
-            detail = f"the last checkpoint is {ckpt}; continue with --resume"
+            detail = f"; the last checkpoint is {ckpt}: continue with --resume"
         elif before is not None:
-            detail = f"before the first checkpoint; {out} is as it was"
+            detail = f" before the first checkpoint; {out} is as it was"
         else:
-            detail = "before the first checkpoint; nothing was saved"
-        raise _Exit(f"interrupted {detail}", 130) from exc
+            detail = " before the first checkpoint; nothing was saved"
+        raise _Exit(f"interrupted{detail}", 130) from exc
     except (ValueError, DataFileError) as exc:
         options = _option_names(args.parser) if "parser" in args else {}
         raise _Exit(_in_option_terms(str(exc), options, everywhere=False)) from exc
+    except OSError as exc:  # the disk filled up, the folder went away, ...: not a bug of ours
+        raise _Exit(str(exc), 1) from exc
     if main:
         for line in _summary(metrics, config):
             print(line)
@@ -698,12 +700,14 @@ def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
         ) from exc
     except KeyboardInterrupt as exc:
         if _stamp(ckpt) not in (None, before):
-            detail = f"the last finished epoch is in {ckpt}; run the same command to continue"
+            detail = f"; the last finished epoch is in {ckpt}: run the same command to continue"
         else:
-            detail = "before the end of the first epoch; nothing was saved"
-        raise _Exit(f"interrupted {detail}", 130) from exc
+            detail = " before the end of the first epoch; nothing new was saved"
+        raise _Exit(f"interrupted{detail}", 130) from exc
     except (ValueError, DataFileError) as exc:
         raise _Exit(str(exc)) from exc
+    except OSError as exc:
+        raise _Exit(str(exc), 1) from exc
     return 0
 
 
@@ -802,7 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 on success, 2 for a mistake the user can fix (one line on standard
-        error, no traceback unless ``--debug`` or ``RISLOSS_DEBUG=1``), 130 after Ctrl-C.
+        error, no traceback unless ``--debug`` or ``RISLOSS_DEBUG=1``), 1 when the system fails
+        a write or read (a full disk: one line too), 130 after Ctrl-C.
 
     Example:
         >>> from risloss.cli import main
