@@ -1,10 +1,11 @@
 """Data-free knowledge distillation with RIS images, in a hand-written training loop.
 
-A conditional generator learns images that the teacher classifies as their label (cross-entropy),
-whose BatchNorm statistics match the teacher's (BNS), on which the teacher is robust to input
-and weight perturbations (RobustnessLoss) and whose predictions are diverse (label-correlation
-penalty). Every batch then trains a smaller student by knowledge distillation. One clean teacher
-pass per batch feeds all the generator's terms and the student's targets.
+A conditional generator learns images with the RIS objective (SynthesisObjective): the teacher
+classifies them as their label (cross-entropy), their BatchNorm statistics match the teacher's
+(BNS), the teacher is robust to input and weight perturbations on them (RobustnessLoss) and its
+predictions are diverse (label-correlation penalty). Every batch then trains a smaller student by
+knowledge distillation. One clean teacher pass per batch feeds all the generator's terms and the
+student's targets.
 
     python examples/distill_custom_loop.py --iters 2000 --batch-size 64
 """
@@ -14,15 +15,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from risloss import RobustnessLoss, capture_bn_statistics, capture_features, evaluate
+from risloss import RISConfig, SynthesisObjective, evaluate
 from risloss.data import load_dataset
-from risloss.functional import label_correlation_penalty
-from risloss.losses import BNStatisticsLoss
+from risloss.functional import kd_loss
 from risloss.models import DEFAULT_TEACHER, Generator, load_pretrained, pretrained_info, resnet8
-from risloss.training import kd_loss
 
 
 def main() -> None:
@@ -42,8 +40,8 @@ def main() -> None:
     student = resnet8(num_classes=classes, in_channels=channels, image_size=size).train()
     generator = Generator(num_classes=classes, image_size=size, channels=channels).train()
 
-    robustness = RobustnessLoss(teacher, generator=rng)  # default input and weight perturbations
-    bns = BNStatisticsLoss()
+    # CE + 0.1 BNS + 1.0 robustness (default perturbations) + 0.1 diversity, one clean pass.
+    objective = SynthesisObjective.from_config(teacher, RISConfig(), generator=rng)
     g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
     s_opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     s_sched = torch.optim.lr_scheduler.CosineAnnealingLR(s_opt, T_max=args.iters)
@@ -52,33 +50,20 @@ def main() -> None:
         labels = torch.randint(0, classes, (args.batch_size,), generator=rng)
         z = torch.randn(args.batch_size, generator.latent_dim, generator=rng)
         images = generator(z, labels)
-
-        # One clean teacher pass, with its features and BatchNorm batch statistics captured.
-        with (
-            capture_features(teacher, robustness.feature_layers) as features,
-            capture_bn_statistics(teacher) as bn,
-        ):
-            logits = teacher(images)
-        ce = F.cross_entropy(logits, labels)
-        bns_loss = bns(bn.statistics())
-        rob = robustness(images, clean_logits=logits, clean_features=features)
-        div = label_correlation_penalty(logits, labels)
-        g_loss = ce + 0.1 * bns_loss + 1.0 * rob + 0.1 * div
+        parts = objective(images, labels)
         g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
+        parts.loss.backward()
         g_opt.step()
 
         # Student step on the same images, towards the teacher's predictions (both detached).
-        s_loss = kd_loss(student(images.detach()), logits.detach(), t=1.0)
+        s_loss = kd_loss(student(images.detach()), parts.logits.detach(), t=1.0)
         s_opt.zero_grad(set_to_none=True)
         s_loss.backward()
         s_opt.step()
         s_sched.step()
         if it % 100 == 0 or it == args.iters:
-            print(
-                f"iter {it}: ce {ce:.3f} bns {bns_loss:.3f} rob {rob:.3f} div {div:.3f} "
-                f"kd {s_loss:.3f}"
-            )
+            figures = " ".join(f"{k} {v:.3f}" for k, v in parts.scalars(prefix="").items())
+            print(f"iter {it}: {figures} kd {s_loss:.3f}")
 
     test = load_dataset(info["dataset"], "test")
     if args.eval_limit is not None:

@@ -2,9 +2,10 @@
 
 Prune a copy of the teacher (global magnitude pruning through torch.nn.utils.prune, or channel
 pruning by L1 norm with --structured), then recover its accuracy by distillation on images from
-a generator trained with the RIS objective: cross-entropy + BNS + RobustnessLoss +
-label-correlation penalty, all fed by one clean teacher pass per batch. The pruning masks stay
-in place while the pruned model trains; finalize_pruning makes them permanent at the end.
+a generator trained with the RIS objective (SynthesisObjective: cross-entropy + BNS +
+RobustnessLoss + label-correlation penalty, all fed by one clean teacher pass per batch). The
+pruning masks stay in place while the pruned model trains; finalize_pruning makes them
+permanent at the end.
 
     python examples/prune_custom_loop.py --sparsity 0.7 --iters 1000
 """
@@ -14,16 +15,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from risloss import RobustnessLoss, capture_bn_statistics, capture_features, evaluate
+from risloss import RISConfig, SynthesisObjective, evaluate
 from risloss.data import load_dataset
-from risloss.functional import label_correlation_penalty
-from risloss.losses import BNStatisticsLoss
+from risloss.functional import kd_loss
 from risloss.models import DEFAULT_TEACHER, Generator, load_pretrained, pretrained_info
 from risloss.pruning import finalize_pruning, model_stats, prune_model
-from risloss.training import kd_loss
 
 
 def main() -> None:
@@ -47,8 +45,7 @@ def main() -> None:
     pruned.requires_grad_(True)
     generator = Generator(num_classes=classes, image_size=size, channels=channels).train()
 
-    robustness = RobustnessLoss(teacher, generator=rng)  # default input and weight perturbations
-    bns = BNStatisticsLoss()
+    objective = SynthesisObjective.from_config(teacher, RISConfig(), generator=rng)
     g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
     s_opt = torch.optim.SGD(pruned.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
 
@@ -56,27 +53,20 @@ def main() -> None:
         labels = torch.randint(0, classes, (args.batch_size,), generator=rng)
         z = torch.randn(args.batch_size, generator.latent_dim, generator=rng)
         images = generator(z, labels)
-
-        # One clean teacher pass, with its features and BatchNorm batch statistics captured.
-        with (
-            capture_features(teacher, robustness.feature_layers) as features,
-            capture_bn_statistics(teacher) as bn,
-        ):
-            logits = teacher(images)
-        rob = robustness(images, clean_logits=logits, clean_features=features)
-        div = label_correlation_penalty(logits, labels)
-        g_loss = F.cross_entropy(logits, labels) + 0.1 * bns(bn.statistics()) + rob + 0.1 * div
+        parts = objective(images, labels)  # one clean teacher pass feeds every term
         g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
+        parts.loss.backward()
         g_opt.step()
 
         # Recovery step: distill the teacher into the pruned model (masked weights stay zero).
-        s_loss = kd_loss(pruned(images.detach()), logits.detach(), t=1.0)
+        s_loss = kd_loss(pruned(images.detach()), parts.logits.detach(), t=1.0)
         s_opt.zero_grad(set_to_none=True)
         s_loss.backward()
         s_opt.step()
         if it % 100 == 0 or it == args.iters:
-            print(f"iter {it}: generator {g_loss:.3f} rob {rob:.3f} kd {s_loss:.3f}")
+            print(
+                f"iter {it}: generator {parts.loss:.3f} agree {parts.agreement:.2f} kd {s_loss:.3f}"
+            )
 
     finalize_pruning(pruned)  # weight_orig * weight_mask -> weight; no hooks left
     test = load_dataset(info["dataset"], "test")

@@ -3,6 +3,7 @@
 The top-level namespace holds the pieces most users reach for; the subpackages hold the rest:
 :mod:`risloss.functional` (pure loss functions), :mod:`risloss.losses` (their module twins),
 :mod:`risloss.perturb` (input and weight perturbations), :mod:`risloss.hooks` (feature capture),
+:mod:`risloss.objective` (the generator objective built from the losses),
 :mod:`risloss.quant` (fake quantization), :mod:`risloss.pruning`, :mod:`risloss.models`
 (reference networks, the generator, shipped teachers), :mod:`risloss.data` and
 :mod:`risloss.training` (the data-free trainers).
@@ -19,7 +20,8 @@ from risloss.losses import (
     RobustnessLoss,
     noise_threshold,
 )
-from risloss.training import RISConfig, TrainConfig, train
+from risloss.objective import RISConfig, SynthesisObjective, SynthesisParts
+from risloss.training import TrainConfig, train
 
 __version__ = "0.1.0"
 """The version of the installed risloss package."""
@@ -32,6 +34,8 @@ __all__ = [
     "RISConfig",
     "RobustnessConfig",
     "RobustnessLoss",
+    "SynthesisObjective",
+    "SynthesisParts",
     "TrainConfig",
     "__version__",
     "capture_bn_statistics",

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from risloss._util import model_device
+
 __all__ = ["evaluate"]
 
 
@@ -52,8 +54,7 @@ def evaluate(
     if n == 0:
         raise ValueError("dataset is empty")
     if device is None:
-        first = next(iter(model.parameters()), None)
-        device = first.device if first is not None else torch.device("cpu")
+        device = model_device(model)
     was_training = model.training
     model.eval()
     correct = 0

@@ -9,16 +9,9 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from risloss._util import listing
+
 __all__ = ["ModuleState", "module_state_snapshot", "stateless_call"]
-
-_MAX_LISTED = 40
-
-
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED])
-    if len(names) > _MAX_LISTED:
-        shown += f", ... ({len(names) - _MAX_LISTED} more)"
-    return shown or "(none)"
 
 
 def stateless_call(
@@ -68,7 +61,7 @@ def stateless_call(
         if unknown:
             raise ValueError(
                 f"params has names that are not parameters of {type(model).__name__}: {unknown}; "
-                f"its parameters are: {_listing(list(state))}"
+                f"its parameters are: {listing(list(state), limit=40)}"
             )
         state.update(params)
     own_buffers = dict(model.named_buffers())
@@ -77,7 +70,7 @@ def stateless_call(
         if unknown:
             raise ValueError(
                 f"buffers has names that are not buffers of {type(model).__name__}: {unknown}; "
-                f"its buffers are: {_listing(list(own_buffers))}"
+                f"its buffers are: {listing(list(own_buffers), limit=40)}"
             )
         own_buffers.update(buffers)
     state.update(own_buffers)

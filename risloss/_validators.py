@@ -12,7 +12,9 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "bits",
     "boolean",
+    "choices_of",
     "device_name",
     "int_at_least",
     "int_in",
@@ -29,14 +31,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def one_of(allowed: tuple[Any, ...]) -> Any:
-    """The value must be one of ``allowed``."""
+@attrs.frozen
+class one_of:
+    """The value must be one of ``allowed`` (kept as ``.allowed`` for command-line choices)."""
 
-    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value not in allowed:
-            raise ValueError(f"{attribute.name} must be one of {allowed}, got {value!r}")
+    allowed: tuple[Any, ...]
 
-    return check
+    def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in self.allowed:
+            raise ValueError(f"{attribute.name} must be one of {self.allowed}, got {value!r}")
+
+
+def choices_of(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The allowed values of every field of an attrs class validated by :class:`one_of`."""
+    return {
+        f.name: f.validator.allowed for f in attrs.fields(cls) if isinstance(f.validator, one_of)
+    }
 
 
 @attrs.frozen
@@ -121,6 +131,12 @@ non_negative = number_in(0.0)
 
 positive = number_in(0.0, open_low=True)
 """A finite number ``> 0``."""
+
+
+def bits(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """An integer bit width in 2..16."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
+        raise ValueError(f"{attribute.name} must be an integer in 2..16, got {value!r}")
 
 
 def optional_bits(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 if TYPE_CHECKING:
     from risloss.training import TrainConfig
@@ -94,12 +94,16 @@ def _learning_rate(text: str) -> float:
 
 
 def _data_name(text: str) -> str:
-    if text in ("fashion-mnist", "cifar10") or (
+    if text in ("fashion-mnist", "cifar10", "cifar100") or (
         text.startswith("imagefolder:") and len(text) > len("imagefolder:")
     ):
         return text
+    module, _, factory = text.partition(":")
+    if module and factory and not text.startswith("imagefolder:"):
+        return text
     raise argparse.ArgumentTypeError(
-        f"expected 'fashion-mnist', 'cifar10' or 'imagefolder:PATH', got {text!r}"
+        "expected 'fashion-mnist', 'cifar10', 'cifar100', 'imagefolder:PATH' or "
+        f"'package.module:factory', got {text!r}"
     )
 
 
@@ -119,6 +123,51 @@ def _range(cls: type, name: str) -> str:
     return ""
 
 
+def _image_size(text: str) -> int | None:
+    if text == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
+    return value
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    """``"0.5,0.5,0.5"`` -> ``(0.5, 0.5, 0.5)``: comma-separated finite numbers."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.5,0.5,0.5, got {text!r}"
+        )
+    return values
+
+
+class _Normalize(argparse.Action):
+    """``--normalize MEAN STD``: one number per channel in each, as many in both, std > 0."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        mean, std = values
+        if len(mean) != len(std):
+            raise argparse.ArgumentError(
+                self, f"MEAN and STD need as many values, got {len(mean)} and {len(std)}"
+            )
+        if min(std) <= 0:
+            raise argparse.ArgumentError(self, f"STD values must be > 0, got {std}")
+        setattr(namespace, self.dest, (mean, std))
+
+
 def _help(text: str, allowed: str, default: Any) -> str:
     return f"{text}{', ' + allowed if allowed else ''} (default: {default})"
 
@@ -134,9 +183,9 @@ def _add_debug(p: argparse.ArgumentParser) -> None:
 def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     from risloss.models import DEFAULT_TEACHER
     from risloss.training import METHODS, TrainConfig
-    from risloss.training._models import _STUDENTS
+    from risloss.training._config import STUDENTS
 
-    d = TrainConfig(task=task)
+    d = TrainConfig(task=cast(Any, task))
 
     def rng(name: str) -> str:
         return _range(TrainConfig, name)
@@ -154,15 +203,44 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         "--data",
         type=_data_name,
         default="fashion-mnist",
-        help="evaluation data: fashion-mnist, cifar10, imagefolder:PATH",
+        help="evaluation data: fashion-mnist, cifar10, cifar100, imagefolder:PATH or "
+        "package.module:factory (called with the split, returns a Dataset of (image, label))",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
+        metavar="N",
+        help="resize the data's images (shorter side) and center-crop them to NxN; 'none' keeps "
+        "their size (default: a shipped teacher's input size, else 256 then crop 224 for "
+        "imagefolder:, unchanged for the others)",
+    )
+    norm = p.add_mutually_exclusive_group()
+    norm.add_argument(
+        "--normalize",
+        nargs=2,
+        type=_numbers,
+        action=_Normalize,
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
+        metavar=("MEAN", "STD"),
+        help="normalize the data's [0, 1] pixels with this mean and std, comma-separated, one "
+        "value per channel, e.g. --normalize 0.5,0.5,0.5 0.25,0.25,0.25 (default: a shipped "
+        "teacher's own, else ImageNet's for imagefolder: and the data set's for the others)",
+    )
+    norm.add_argument(
+        "--no-normalize",
+        dest="normalize",
+        action="store_const",
+        const=None,
+        default=argparse.SUPPRESS,  # TrainConfig's "default"
+        help="keep the data's pixels in [0, 1] (for models that take such images)",
     )
     p.add_argument("--method", choices=METHODS, default="ris", help="image source (default: ris)")
     if task == "distill":
         p.add_argument(
             "--student",
             default=d.student,
-            help=f"architecture of the student: {' or '.join(sorted(_STUDENTS))} "
-            f"(default: {d.student})",
+            help=f"architecture of the student: {' or '.join(STUDENTS)} (default: {d.student})",
         )
     if task == "prune":
         p.add_argument(
@@ -275,7 +353,8 @@ _RIS_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("weight_perturbation", "--weight-perturbation", "perturb the teacher's weights"),
     ("input_pool", "--input-pool", "operators the input perturbation draws from"),
     ("input_noise_std", "--input-noise-std", "std of the additive noise in the input pool"),
-    ("weight_noise_mode", "--weight-noise-mode", "scale of the weight noise"),
+    ("weight_noise_mode", "--weight-noise-mode", "weight noise ('quant': rounding error)"),
+    ("weight_noise_bits", "--weight-noise-bits", "bits of the 'quant' weight noise"),
     ("weight_noise_eps", "--weight-noise-eps", "weight-noise scale"),
     ("mode", "--robustness-mode", "how input and weight perturbations combine"),
     ("num_draws", "--num-draws", "perturbation draws per step"),
@@ -303,18 +382,10 @@ def _add_objective_options(p: argparse.ArgumentParser) -> None:
     """One option per field of :class:`~risloss.training.RISConfig`, plus the loss weights."""
     import attrs
 
+    from risloss._validators import choices_of
     from risloss.training import RISConfig, TrainConfig
-    from risloss.training import _config as c
 
-    choices = {
-        "input_pool": c.INPUT_POOLS,
-        "weight_noise_mode": c.WEIGHT_NOISE_MODES,
-        "mode": c.ROB_MODES,
-        "feature_distance": c.FEATURE_DISTANCES,
-        "prediction_distance": c.PREDICTION_DISTANCES,
-        "diversity": c.DIVERSITY,
-        "correlation_pairs": c.CORRELATION_PAIRS,
-    }
+    choices = choices_of(RISConfig)
     d = RISConfig()
     g = p.add_argument_group(
         "generator objective (CE + beta*BNS + alpha*robustness + gamma*diversity; "
@@ -431,7 +502,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
     d = TrainConfig()
     try:
         return TrainConfig(
-            task=task,
+            task=cast(Any, task),
             method=args.method,
             model=args.model,
             weights=args.weights,
@@ -457,6 +528,8 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
             ce_weight=args.ce_weight,
             ris=ris,
             global_batch_statistics=not args.local_batch_statistics,
+            image_size=getattr(args, "image_size", d.image_size),
+            normalize=getattr(args, "normalize", d.normalize),
         )
     except ValueError as exc:
         raise _Exit(_in_option_terms(str(exc), options, everywhere=True)) from exc
@@ -651,9 +724,11 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         else:
             detail = " before the first checkpoint; nothing was saved"
         raise _Exit(f"interrupted{detail}", 130) from exc
-    except (ValueError, DataFileError) as exc:
+    except ValueError as exc:
         options = _option_names(args.parser) if "parser" in args else {}
         raise _Exit(_in_option_terms(str(exc), options, everywhere=False)) from exc
+    except DataFileError as exc:  # missing or unreadable data set files: status 1, as before
+        raise _Exit(str(exc), 1) from exc
     except OSError as exc:  # the disk filled up, the folder went away, ...: not a bug of ours
         raise _Exit(str(exc), 1) from exc
     if main:
@@ -704,8 +779,10 @@ def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
         else:
             detail = " before the end of the first epoch; nothing new was saved"
         raise _Exit(f"interrupted{detail}", 130) from exc
-    except (ValueError, DataFileError) as exc:
+    except ValueError as exc:
         raise _Exit(str(exc)) from exc
+    except DataFileError as exc:
+        raise _Exit(str(exc), 1) from exc
     except OSError as exc:
         raise _Exit(str(exc), 1) from exc
     return 0

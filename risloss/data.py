@@ -2,26 +2,54 @@
 
 Data-free compression never trains on these images; they are used to measure the teacher and the
 compressed model (and, for the ``real`` reference row, as the ceiling a data-free method chases).
+
+:func:`load_dataset` reads Fashion-MNIST, CIFAR-10/100, any ``ImageFolder`` and data sets built
+by code (``package.module:factory``), and fits the images to the model with two options:
+``image_size`` (resize the shorter side and center-crop to a square, or ``None`` to keep the
+files' size) and ``normalize`` (a per-channel ``(mean, std)``, or ``None`` for models that take
+pixels in ``[0, 1]``). Their defaults are each data set's convention: ImageNet-style
+(resize to 256, crop 224, ImageNet mean and std) for ``imagefolder:``, the native size and the
+training split's statistics for the others. On the command line they are ``--image-size N``
+(``none`` to keep the size), ``--normalize MEAN STD`` (comma-separated, one value per channel)
+and ``--no-normalize``; with a shipped teacher and data read from image files, the defaults are
+the teacher's recorded input size and normalization (see
+:func:`risloss.models.pretrained_info`).
+
+:func:`check_compatible` runs one forward pass of the model on one image before any work and
+turns a mismatch (channels, an image size the model does not accept, more classes in the data
+than outputs in the model) into a one-line error that names both shapes and the options that
+fix it; the trainers call it before their output folder is created.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import inspect
+import io
+import math
 import os
+import shutil
 import struct
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import torch
-from torch.utils.data import Dataset
+from torch import nn
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 __all__ = [
     "FASHION_MNIST_ENV",
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "DataFileError",
+    "ImageSize",
+    "Normalization",
     "TensorImageDataset",
     "available_datasets",
+    "check_compatible",
     "load_dataset",
     "read_idx",
 ]
@@ -209,6 +237,93 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 
 
+ImageSize = int | Literal["default"] | None
+"""An image size option: a side ``S`` (resize the shorter side to ``S``, then center-crop to
+``S x S``), ``None`` (keep the images' own size) or ``"default"`` (the data set's convention)."""
+
+Normalization = tuple[Sequence[float], Sequence[float]] | Literal["default", "none"] | None
+"""A normalization option: ``(mean, std)`` per channel (applied to pixels in ``[0, 1]``),
+``None`` or ``"none"`` (images stay in ``[0, 1]``) or ``"default"`` (the data set's convention)."""
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+# name -> (torchvision class, display name, environment variable, torchvision's folder, mean, std)
+_CIFAR = {
+    "cifar10": (
+        "CIFAR10", "CIFAR-10", "RISLOSS_CIFAR10", "cifar-10-batches-py",
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+    ),
+    "cifar100": (
+        "CIFAR100", "CIFAR-100", "RISLOSS_CIFAR100", "cifar-100-python",
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+    ),
+}  # fmt: skip
+
+
+def _image_size_option(value: Any, name: str = "image_size") -> ImageSize:
+    """``value`` checked as an :data:`ImageSize` (``ValueError`` naming ``name`` otherwise)."""
+    if value is None or value == "default":
+        return cast(ImageSize, value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{name} must be a positive integer, None (keep the images' size) or 'default', "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _normalize_option(
+    value: Any, name: str = "normalize"
+) -> tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None:
+    """``value`` checked as a :data:`Normalization`; ``"none"`` becomes ``None``, lists tuples."""
+    if isinstance(value, str) and value in ("default", "none"):
+        return "default" if value == "default" else None
+    if value is None:
+        return None
+    problem = (
+        f"{name} must be (mean, std) with one value per channel each (std > 0), None or 'none' "
+        f"(images in [0, 1]) or 'default', got {value!r}"
+    )
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(problem)
+    try:
+        mean = tuple(float(v) for v in value[0])
+        std = tuple(float(v) for v in value[1])
+    except (TypeError, ValueError):
+        raise ValueError(problem) from None
+    if (
+        not mean
+        or len(mean) != len(std)
+        or not all(math.isfinite(v) for v in mean + std)
+        or min(std) <= 0
+    ):
+        raise ValueError(problem)
+    return mean, std
+
+
+def _channel_stats(
+    mean: Sequence[float], std: Sequence[float], channels: int, name: str
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel statistics for ``channels`` channels (one value stands for every channel)."""
+    if len(mean) not in (1, channels):
+        raise ValueError(
+            f"{name}: {len(mean)} mean and std values for images with {channels} channel(s); "
+            f"give {'1' if channels == 1 else f'1 or {channels}'}"
+        )
+    if len(mean) == channels:
+        return tuple(mean), tuple(std)
+    return tuple(mean) * channels, tuple(std) * channels
+
+
+def _resize_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``(..., H, W)`` so the shorter side is ``size``, then center-crop ``size x size``."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    from torchvision.transforms import functional as TF
+
+    return TF.center_crop(TF.resize(images, [size], antialias=True), [size, size])
+
+
 def _fashion_mnist_dir(root: str | os.PathLike[str] | None) -> Path:
     if root is not None:
         return Path(root)
@@ -218,16 +333,21 @@ def _fashion_mnist_dir(root: str | os.PathLike[str] | None) -> Path:
     return _FASHION_MNIST_SYSTEM_DIR
 
 
-def _load_fashion_mnist(split: str, root: str | os.PathLike[str] | None) -> TensorImageDataset:
+def _load_fashion_mnist(
+    split: str,
+    root: str | os.PathLike[str] | None,
+    size: ImageSize,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
+) -> TensorImageDataset:
     folder = _fashion_mnist_dir(root)
     image_file, label_file, count = _FASHION_MNIST_FILES[split]
     if not (folder / image_file).is_file() or not (folder / label_file).is_file():
-        downloaded = _try_torchvision_download(folder, split)
+        downloaded, attempt = _from_torchvision(folder, split)
         if downloaded is None:
             raise DataFileError(
-                f"Fashion-MNIST {split} files not found in {folder}. {_INSTALL_HINT}"
+                f"Fashion-MNIST {split} files not found in {folder}; {attempt}. {_INSTALL_HINT}"
             )
-        return downloaded
+        return _prepared(*downloaded, size, norm)
     images = read_idx(folder / image_file, expected_ndim=3)
     labels = read_idx(folder / label_file, expected_ndim=1)
     if images.dtype != torch.uint8 or labels.dtype != torch.uint8:
@@ -239,105 +359,297 @@ def _load_fashion_mnist(split: str, root: str | os.PathLike[str] | None) -> Tens
         )
     if int(labels.max()) > 9:
         raise DataFileError(f"Fashion-MNIST labels in {folder} are outside 0..9 (corrupt file)")
-    return _normalized(images.unsqueeze(1), labels)
+    return _prepared(images.unsqueeze(1), labels, size, norm)
 
 
-def _normalized(images_u8: torch.Tensor, labels: torch.Tensor) -> TensorImageDataset:
-    x = (images_u8.float() / 255.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
-    return TensorImageDataset(
-        x,
-        labels,
-        classes=FASHION_MNIST_CLASSES,
-        mean=(FASHION_MNIST_MEAN,),
-        std=(FASHION_MNIST_STD,),
-    )
+def _prepared(
+    images_u8: torch.Tensor,
+    labels: torch.Tensor,
+    size: ImageSize,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
+) -> TensorImageDataset:
+    """Fashion-MNIST pixels scaled to ``[0, 1]``, resized and normalized as asked."""
+    x = images_u8.float() / 255.0
+    if isinstance(size, int):
+        x = _resize_crop(x, size)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    if norm is not None:
+        given = ((FASHION_MNIST_MEAN,), (FASHION_MNIST_STD,)) if norm == "default" else norm
+        mean, std = _channel_stats(*given, channels=1, name="normalize")
+        x = (x - mean[0]) / std[0]
+    return TensorImageDataset(x, labels, classes=FASHION_MNIST_CLASSES, mean=mean, std=std)
 
 
-def _try_torchvision_download(folder: Path, split: str) -> TensorImageDataset | None:
-    """Fall back to torchvision's downloader; ``None`` when the network does not allow it."""
-    if os.environ.get("RISLOSS_NO_DOWNLOAD"):
-        return None
+def _from_torchvision(
+    folder: Path, split: str
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, str]:
+    """Fashion-MNIST from torchvision: a copy it downloaded before under ``folder/torchvision``,
+    or a new download. Returns ``(images, labels)`` or ``None`` with what was tried.
+
+    Nothing is written under ``folder`` unless a download succeeded: the download goes to a
+    temporary folder first.
+    """
     try:
         from torchvision.datasets import FashionMNIST
-
-        ds = FashionMNIST(str(folder / "torchvision"), train=split == "train", download=True)
-    except Exception:  # no network, read-only folder, ...: the caller explains how to install
-        return None
-    return _normalized(ds.data.unsqueeze(1), ds.targets)
-
-
-def _load_torchvision_folder(name: str, split: str, root: str | None) -> Dataset:
-    from torchvision import datasets, transforms
-
-    if name == "cifar10":
-        mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-        tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
-        folder = root or os.environ.get("RISLOSS_CIFAR10", "data/cifar10")
+    except ImportError:
+        return None, "no download was tried (torchvision is not installed)"
+    target = folder / "torchvision"
+    train = split == "train"
+    if (target / "FashionMNIST" / "raw").is_dir():
         try:
-            return datasets.CIFAR10(folder, train=split == "train", download=False, transform=tf)
-        except RuntimeError as exc:
-            raise DataFileError(
-                f"CIFAR-10 not found in {folder!r}: place torchvision's 'cifar-10-batches-py' "
-                "folder there (root= or RISLOSS_CIFAR10), this loader does not download."
-            ) from exc
-    # ImageFolder: ImageNet-style preprocessing, the torchvision models' convention.
-    path = Path(name.split(":", 1)[1])
+            ds = FashionMNIST(str(target), train=train, download=False)
+            return (ds.data.unsqueeze(1), ds.targets), ""
+        except RuntimeError:  # an incomplete earlier download: try again below
+            pass
+    if os.environ.get("RISLOSS_NO_DOWNLOAD"):
+        return None, "no download was tried (RISLOSS_NO_DOWNLOAD is set)"
+    with tempfile.TemporaryDirectory(prefix="risloss-fashion-mnist-") as tmp:
+        try:
+            # torchvision prints every mirror it tries; the error below says what happened.
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                ds = FashionMNIST(tmp, train=train, download=True)
+        except Exception as exc:  # no network, a proxy, a bad checksum, ...
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = lines[-1] if lines else type(exc).__name__
+            return None, f"a download with torchvision was tried and failed ({reason})"
+        data = (ds.data.unsqueeze(1), ds.targets)
+        try:  # keep the files for the next run, where they were looked for
+            shutil.copytree(Path(tmp) / "FashionMNIST", target / "FashionMNIST", dirs_exist_ok=True)
+        except OSError:  # a read-only folder: the images are still used by this run
+            pass
+    return data, ""
+
+
+def _read_image(path: str) -> Any:
+    """Open an image file as RGB; an unreadable file is a one-line :class:`DataFileError`."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            return Image.open(fh).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataFileError(f"cannot read image {path}: {exc}") from exc
+
+
+def _pil_transform(
+    size: ImageSize,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
+    default_size: tuple[int, int] | None,
+    default_norm: tuple[tuple[float, ...], tuple[float, ...]],
+) -> Any:
+    """PIL image -> tensor: resize and crop (``default_size``: resize to, crop to), normalize."""
+    from torchvision import transforms
+
+    steps: list[Any] = []
+    if size == "default" and default_size is not None:
+        steps += [transforms.Resize(default_size[0]), transforms.CenterCrop(default_size[1])]
+    elif isinstance(size, int):
+        steps += [transforms.Resize(size), transforms.CenterCrop(size)]
+    steps.append(transforms.ToTensor())
+    if norm is not None:
+        mean, std = default_norm if norm == "default" else norm
+        steps.append(transforms.Normalize(mean, std))
+    return transforms.Compose(steps)
+
+
+def _check_rgb_stats(
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
+) -> None:
+    if isinstance(norm, tuple):
+        _channel_stats(*norm, channels=3, name="normalize")
+
+
+def _load_cifar(
+    name: str,
+    split: str,
+    root: str | None,
+    size: ImageSize,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
+) -> Dataset:
+    from torchvision import datasets
+
+    cls_name, title, env, subfolder, mean, std = _CIFAR[name]
+    _check_rgb_stats(norm)
+    tf = _pil_transform(size, norm, None, (mean, std))
+    folder = root or os.environ.get(env, f"data/{name}")
+    try:
+        return cast(
+            Dataset,
+            getattr(datasets, cls_name)(
+                folder, train=split == "train", download=False, transform=tf
+            ),
+        )
+    except RuntimeError as exc:
+        raise DataFileError(
+            f"{title} not found in {folder!r}: place torchvision's {subfolder!r} folder there "
+            f"(root= or {env}), for instance with torchvision.datasets.{cls_name}({folder!r}, "
+            "download=True) on a machine with internet access; this loader does not download"
+        ) from exc
+
+
+def _load_image_folder(
+    spec: str,
+    split: str,
+    size: ImageSize,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
+) -> Dataset:
+    from torchvision import datasets
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    path = Path(spec.split(":", 1)[1])
     split_dir = path / split if (path / split).is_dir() else path
     if not split_dir.is_dir():
         raise DataFileError(f"image folder {split_dir} does not exist")
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    tf = transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ]
-    )
-    return datasets.ImageFolder(str(split_dir), transform=tf)
+    _check_rgb_stats(norm)
+    # ImageNet-style by default: the torchvision models' convention.
+    tf = _pil_transform(size, norm, (256, 224), (_IMAGENET_MEAN, _IMAGENET_STD))
+    layout = f"one sub-folder per class holding image files ({', '.join(IMG_EXTENSIONS)})"
+    try:
+        has_classes = any(entry.is_dir() for entry in split_dir.iterdir())
+    except OSError as exc:
+        raise DataFileError(f"image folder {split_dir} cannot be read: {exc}") from exc
+    if not has_classes:
+        raise DataFileError(f"image folder {split_dir} has no class sub-folders; expected {layout}")
+    try:
+        return datasets.ImageFolder(str(split_dir), transform=tf, loader=_read_image)
+    except FileNotFoundError as exc:
+        raise DataFileError(f"image folder {split_dir} holds no images; expected {layout}") from exc
+    except OSError as exc:
+        raise DataFileError(f"image folder {split_dir} cannot be read: {exc}") from exc
+
+
+class _Transformed(Dataset[tuple[torch.Tensor, Any]]):
+    """Another data set's ``(image, label)`` pairs with its images resized and normalized."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        size: int | None,
+        stats: tuple[tuple[float, ...], tuple[float, ...]] | None,
+    ) -> None:
+        self.dataset, self.size, self.stats = dataset, size, stats
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        image, label = self.dataset[index]
+        if self.size is not None:
+            image = _resize_crop(image, self.size)
+        if self.stats is not None:
+            mean, std = _channel_stats(*self.stats, channels=image.shape[-3], name="normalize")
+            m = torch.tensor(mean, dtype=image.dtype).view(-1, 1, 1)
+            s = torch.tensor(std, dtype=image.dtype).view(-1, 1, 1)
+            image = (image - m) / s
+        return image, label
+
+
+def _load_from_code(
+    spec: str,
+    split: str,
+    size: ImageSize,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
+) -> Dataset:
+    from risloss._imports import import_factory
+
+    factory = import_factory(spec, what="data")
+    try:
+        inspect.signature(factory).bind(split)
+    except TypeError:
+        raise ValueError(
+            f"data {spec!r}: the factory must take one argument, the split ('train' or 'test')"
+        ) from None
+    except ValueError:  # no signature to inspect (a builtin): just call it
+        pass
+    dataset = factory(split)
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise ValueError(
+            f"data {spec!r}: the factory returned {type(dataset).__name__}, expected a torch "
+            "Dataset of (image, label) pairs"
+        )
+    resize = size if isinstance(size, int) else None
+    stats = norm if isinstance(norm, tuple) else None
+    if resize is None and stats is None:
+        return cast(Dataset, dataset)
+    return _Transformed(dataset, resize, stats)
 
 
 def available_datasets() -> tuple[str, ...]:
     """Names accepted by :func:`load_dataset` (``imagefolder:PATH`` takes any path).
 
     Returns:
-        The names, ``imagefolder:PATH`` standing for any folder.
+        The names; ``imagefolder:PATH`` stands for any folder and ``package.module:factory``
+        for any data set built by code.
 
     Example:
         >>> from risloss.data import available_datasets
         >>> available_datasets()
-        ('fashion-mnist', 'cifar10', 'imagefolder:PATH')
+        ('fashion-mnist', 'cifar10', 'cifar100', 'imagefolder:PATH', 'package.module:factory')
     """
-    return ("fashion-mnist", "cifar10", "imagefolder:PATH")
+    return ("fashion-mnist", "cifar10", "cifar100", "imagefolder:PATH", "package.module:factory")
 
 
-def load_dataset(name: str, split: str, *, root: str | os.PathLike[str] | None = None) -> Dataset:
-    """Load a labelled image data set, preprocessed as the shipped teachers expect.
+def load_dataset(
+    name: str,
+    split: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    image_size: ImageSize = "default",
+    normalize: Normalization = "default",
+) -> Dataset:
+    """Load a labelled image data set, resized and normalized to fit a model.
 
     Args:
         name: ``"fashion-mnist"`` (read from the gzipped IDX files of the Debian package
-            ``dataset-fashion-mnist``), ``"cifar10"`` (torchvision's files, not downloaded) or
-            ``"imagefolder:PATH"`` (a torchvision ``ImageFolder``; ``PATH/train`` and
-            ``PATH/test`` are used when they exist, else ``PATH`` itself).
+            ``dataset-fashion-mnist``), ``"cifar10"`` or ``"cifar100"`` (torchvision's files,
+            never downloaded), ``"imagefolder:PATH"`` (a torchvision ``ImageFolder``:
+            ``PATH/train`` and ``PATH/test`` are used when they exist, else ``PATH`` itself,
+            with one sub-folder per class) or ``"package.module:factory"``: a function called
+            with the split (``"train"`` or ``"test"``) that returns a torch ``Dataset`` of
+            ``(image, label)`` pairs, images as ``(C, H, W)`` float tensors.
         split: ``"train"`` or ``"test"``.
         root: folder holding the files. For Fashion-MNIST it defaults to the
             ``RISLOSS_FASHION_MNIST`` environment variable, then
-            ``/usr/share/datasets/fashion-mnist``.
+            ``/usr/share/datasets/fashion-mnist``; for CIFAR to ``RISLOSS_CIFAR10`` or
+            ``RISLOSS_CIFAR100``, then ``data/cifar10`` or ``data/cifar100``.
+        image_size: ``S`` resizes the shorter side of every image to ``S`` and center-crops
+            it to ``S x S``; ``None`` keeps the images' own size. ``"default"``: resize to 256
+            and crop to 224 for ``imagefolder:`` (ImageNet style), the images' own size for
+            the others (28 for Fashion-MNIST, 32 for CIFAR).
+        normalize: ``(mean, std)``, one value per channel (or one for all), applied to pixel
+            values in ``[0, 1]``; ``None`` or ``"none"`` leaves the images in ``[0, 1]``.
+            ``"default"``: the ImageNet mean and std for ``imagefolder:``, the training
+            split's statistics for Fashion-MNIST (those the shipped teachers were trained
+            with, see :func:`risloss.models.pretrained_info`) and CIFAR. A data set from code
+            is used as its factory returns it unless ``image_size`` or ``normalize`` is given
+            (its images should then be in ``[0, 1]``).
 
     Returns:
-        A dataset of ``(image, label)``; for Fashion-MNIST a :class:`TensorImageDataset` of
-        ``(1, 28, 28)`` images normalized with the training split's mean and std.
+        A dataset of ``(image, label)``; for Fashion-MNIST a :class:`TensorImageDataset`
+        (by default ``(1, 28, 28)`` images normalized with the training split's mean and std).
 
     Raises:
-        ValueError: unknown ``name`` or ``split``.
-        DataFileError: the files are missing (the message says how to install them), truncated
-            or corrupt.
+        ValueError: an unknown ``name`` or ``split``, an ``image_size`` or ``normalize`` that is
+            not one of the forms above (or has more values than the images have channels), or
+            a ``package.module:factory`` that cannot be imported or does not return a data set.
+        DataFileError: the files are missing (the message says how to get them and whether a
+            download was tried), truncated or corrupt, or an image folder is empty or
+            unreadable.
 
     Example:
         >>> from risloss.data import load_dataset
         >>> test = load_dataset("fashion-mnist", "test")  # doctest: +SKIP
         >>> len(test), test[0][0].shape  # doctest: +SKIP
         (10000, torch.Size([1, 28, 28]))
+        >>> pixels = load_dataset(  # doctest: +SKIP
+        ...     "fashion-mnist", "test", image_size=32, normalize=None
+        ... )
+        >>> pixels[0][0].shape, float(pixels.images.min()) >= 0.0  # doctest: +SKIP
+        (torch.Size([1, 32, 32]), True)
         >>> load_dataset("fashion-mnist", "validation")
         Traceback (most recent call last):
         ...
@@ -345,8 +657,145 @@ def load_dataset(name: str, split: str, *, root: str | os.PathLike[str] | None =
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    size = _image_size_option(image_size)
+    norm = _normalize_option(normalize)
     if name == "fashion-mnist":
-        return _load_fashion_mnist(split, root)
-    if name == "cifar10" or name.startswith("imagefolder:"):
-        return _load_torchvision_folder(name, split, None if root is None else str(root))
+        return _load_fashion_mnist(split, root, size, norm)
+    if name in _CIFAR:
+        return _load_cifar(name, split, None if root is None else str(root), size, norm)
+    if name.startswith("imagefolder:") and len(name) > len("imagefolder:"):
+        return _load_image_folder(name, split, size, norm)
+    if ":" in name and not name.startswith("imagefolder:"):
+        return _load_from_code(name, split, size, norm)
     raise ValueError(f"name must be one of {available_datasets()}, got {name!r}")
+
+
+def _labels(dataset: Any) -> list[int] | None:
+    """Every label of a data set when it holds them (``labels``/``targets``), else ``None``."""
+    if isinstance(dataset, Subset):
+        inner = _labels(dataset.dataset)
+        return None if inner is None else [inner[i] for i in dataset.indices]
+    if isinstance(dataset, _Transformed):
+        return _labels(dataset.dataset)
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        labels = dataset.tensors[1]
+        return [int(v) for v in labels.tolist()] if labels.ndim == 1 else None
+    for attr in ("labels", "targets"):
+        values = getattr(dataset, attr, None)
+        if isinstance(values, torch.Tensor) and values.ndim == 1:
+            return [int(v) for v in values.tolist()]
+        if isinstance(values, list) and all(isinstance(v, int) for v in values):
+            return list(values)
+    return None
+
+
+def _first_conv(model: nn.Module) -> nn.Conv2d | None:
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def check_compatible(
+    model: nn.Module, dataset: Any, *, input_shape: Sequence[int] | None = None
+) -> None:
+    """Check that ``model`` accepts ``dataset``'s images and has an output for every label.
+
+    One forward pass on the first image (in eval mode, without gradients; the model's mode is
+    restored and its state is not changed) checks the channels, that the image size is
+    accepted, and that the model has at least as many outputs as the labels need.
+
+    Args:
+        model: a classifier returning logits ``(B, num_classes)``.
+        dataset: yields ``(image, label)`` pairs with ``(C, H, W)`` float images.
+        input_shape: the ``(C, H, W)`` the model was trained on, when known (a shipped
+            teacher's ``input_shape``); images of another shape are then refused even if the
+            forward pass works.
+
+    Raises:
+        ValueError: an empty data set, images that are not ``(C, H, W)`` tensors, or a
+            mismatch: one line naming the data's image shape, what the model takes, and the
+            options that fix it (``--image-size``/``image_size=``, another model or data).
+        DataFileError: the first image cannot be read.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from risloss.data import check_compatible
+        >>> from risloss.models import resnet8
+        >>> model = resnet8(num_classes=10, in_channels=3, image_size=16)
+        >>> check_compatible(model, TensorDataset(torch.rand(4, 3, 16, 16), torch.arange(4)))
+        >>> gray = TensorDataset(torch.rand(4, 1, 16, 16), torch.arange(4))
+        >>> check_compatible(model, gray)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: the data's images are (1, 16, 16) but the model takes 3-channel images ...
+        >>> many = TensorDataset(torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 99]))
+        >>> check_compatible(model, many)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: the data's labels span 0..99 but the model has 10 outputs ...
+    """
+    if len(dataset) == 0:
+        raise ValueError("the data set is empty: it holds no (image, label) pairs")
+    item = dataset[0]
+    if not (isinstance(item, tuple | list) and len(item) == 2):
+        raise ValueError(
+            f"the data set must yield (image, label) pairs, its first item is {type(item).__name__}"
+        )
+    image, label = item
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or not image.is_floating_point():
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(
+            f"the data set's images must be (C, H, W) float tensors, its first image is {got}"
+        )
+    shape = tuple(int(v) for v in image.shape)
+    resize = "resize the data with --image-size N (image_size= of load_dataset)"
+    if input_shape is not None and tuple(input_shape) != shape:
+        expected = tuple(int(v) for v in input_shape)
+        fix = (
+            resize
+            if expected[0] == shape[0]
+            else f"use data with {expected[0]} channel(s) or a model for {shape[0]}-channel images"
+        )
+        raise ValueError(f"the data's images are {shape} but the model takes {expected}; {fix}")
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(image.unsqueeze(0).to(device))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        conv = _first_conv(model)
+        if conv is not None and conv.in_channels != shape[0]:
+            raise ValueError(
+                f"the data's images are {shape} but the model takes {conv.in_channels}-channel "
+                f"images (its first convolution has in_channels={conv.in_channels}); use a "
+                f"model for {shape[0]}-channel images or data with {conv.in_channels} channel(s)"
+            ) from exc
+        reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        raise ValueError(
+            f"the model does not accept the data's images of shape {shape} "
+            f"({type(exc).__name__}: {reason}); {resize}, or use a model for such images"
+        ) from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"the model must return logits (B, num_classes); on one {shape} image it returned {got}"
+        )
+    classes = int(out.shape[1])
+    labels = _labels(dataset)
+    if labels is None:
+        try:
+            labels = [int(label)]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"the data set's labels must be integers, its first label is {label!r}"
+            ) from None
+    low, high = min(labels), max(labels)
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"the data's labels span {low}..{high} but the model has {classes} outputs (logits "
+            f"{tuple(out.shape)} for a {shape} image); use a model with at least {high + 1} "
+            f"classes or data with labels in 0..{classes - 1}"
+        )

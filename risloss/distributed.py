@@ -39,17 +39,17 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from risloss.functional import BNStatistics
+
 __all__ = [
     "RANK_SEED_STRIDE",
     "DistributedContext",
     "GlobalBatchNorm",
     "all_gather_differentiable",
     "all_reduce_moments",
-    "barrier",
     "convert_batchnorm",
     "init_from_env",
     "is_distributed",
-    "is_main",
     "local_batch_statistics",
     "rank_seed",
 ]
@@ -77,32 +77,6 @@ def is_distributed() -> bool:
     """
     dist = _dist()
     return dist is not None and dist.get_world_size() > 1
-
-
-def is_main() -> bool:
-    """Whether this process is rank 0 (always true outside a distributed run).
-
-    Rank 0 writes the outputs, logs and draws the progress bar.
-
-    Example:
-        >>> from risloss.distributed import is_main
-        >>> is_main()
-        True
-    """
-    dist = _dist()
-    return dist is None or dist.get_rank() == 0
-
-
-def barrier() -> None:
-    """Wait until every rank reaches this point (a no-op outside a distributed run).
-
-    Example:
-        >>> from risloss.distributed import barrier
-        >>> barrier()
-    """
-    dist = _dist()
-    if dist is not None and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -184,14 +158,112 @@ class DistributedContext:
 
     def barrier(self) -> None:
         """Wait for every rank (a no-op in a single process)."""
-        if self.distributed:
-            barrier()
+        dist = _dist()
+        if self.distributed and dist is not None:
+            dist.barrier()
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` under DistributedDataParallel in a distributed run; else ``module``."""
+        if not self.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """The rows of every rank, concatenated (differentiable); ``x`` in a single process."""
+        return all_gather_differentiable(x) if self.distributed else x
+
+    def global_statistics(self, stats: BNStatistics, batch: int) -> BNStatistics:
+        """``stats`` with the batch moments of the global batch (``batch`` rows per rank)."""
+        if not self.distributed:
+            return stats
+        means, variances, _ = all_reduce_moments(stats.batch_means, stats.batch_vars, batch)
+        return attrs.evolve(stats, batch_means=means, batch_vars=variances)
+
+    def average(self, values: dict[str, float], stop: bool, *, skip: Sequence[str] = ()) -> bool:
+        """Average ``values`` over ranks in place (but the keys in ``skip``); whether any
+        rank set ``stop``.
+
+        In a single process ``values`` stay as they are and ``stop`` is returned.
+        """
+        dist = _dist()
+        if not self.distributed or dist is None:
+            return stop
+        keys = sorted(k for k in values if k not in skip)
+        packed = torch.tensor(
+            [values[k] for k in keys] + [float(stop)], dtype=torch.float64, device=self.device
+        )
+        dist.all_reduce(packed)
+        summed = packed.tolist()
+        for k, v in zip(keys, summed, strict=False):
+            values[k] = v / self.world_size
+        return summed[-1] > 0
+
+    def evaluate(self, model: nn.Module, dataset: Any) -> float:
+        """Top-1 accuracy of ``model`` on ``dataset`` in percent, the same on every rank.
+
+        In a distributed run each rank scores every ``world_size``-th image and the counts
+        are summed.
+        """
+        from risloss._eval import evaluate
+
+        dist = _dist()
+        if not self.distributed or dist is None:
+            return evaluate(model, dataset)
+        n = len(dataset)
+        rows = range(self.rank, n, self.world_size)
+        correct = 0
+        if len(rows):
+            images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+            shard: Any
+            if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
+                index = torch.arange(self.rank, n, self.world_size)
+                shard = _TensorDataset(images[index], labels[index])
+            else:
+                shard = torch.utils.data.Subset(dataset, rows)
+            correct = round(evaluate(model, shard) * len(rows) / 100.0)
+        total = torch.tensor([correct], dtype=torch.int64, device=self.device)
+        dist.all_reduce(total)
+        return 100.0 * int(total.item()) / n
+
+    def all_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
+        dist = _dist()
+        if not self.distributed or dist is None:
+            return [obj]
+        every: list[Any] = [None] * self.world_size
+        dist.all_gather_object(every, obj)
+        return every
+
+    def from_main(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (``obj`` in a single process)."""
+        dist = _dist()
+        if not self.distributed or dist is None:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=self.device)
+        return box[0]
 
     def close(self) -> None:
         """Destroy the process group if :func:`init_from_env` created it; else do nothing."""
         dist = _dist()
         if self.owns_group and dist is not None:
             dist.destroy_process_group()
+
+
+class _TensorDataset:
+    """A data set of ``(image, label)`` pairs held as two tensors of equal length."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
 
 
 def init_from_env(device: str | torch.device = "cpu") -> DistributedContext:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.hooks import RemovableHandle
 
+from risloss._util import listing
 from risloss.functional import BNStatistics, batch_moments
 
 __all__ = [
@@ -42,15 +43,11 @@ PENULTIMATE = "penultimate"
 """The special layer name for the input of the model's last ``nn.Linear`` (registration order)."""
 
 _KINDS: tuple[str, ...] = ("output", "input")
-_MAX_LISTED = 60
 _GLOB_CHARS = frozenset("*?[")
 
 
 def _listing(names: Sequence[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:_MAX_LISTED])
-    if len(names) > _MAX_LISTED:
-        shown += f", ... ({len(names) - _MAX_LISTED} more)"
-    return shown or "(none)"
+    return listing(names, limit=60, quote=True)
 
 
 def _check_kind(kind: object, what: str) -> FeatureKind:
@@ -231,7 +228,8 @@ def capture_features(
     Args:
         model: the model.
         layers: which layers, see :func:`resolve_layers` (names, glob patterns,
-            ``"penultimate"``, or ``{name: kind}``).
+            ``"penultimate"``, or ``{name: kind}``); an empty list or mapping captures
+            nothing (``RobustnessLoss(..., feature_weight=0).feature_layers`` is empty).
         kind: the kind of the entries of a name or sequence selection.
         detach: store detached tensors.
 
@@ -252,7 +250,10 @@ def capture_features(
         >>> torch.equal(feats["2"], feats["0"].relu())
         True
     """
-    resolved = resolve_layers(model, layers, kind)
+    # An empty selection is allowed here (nothing is captured), so that a caller can pass
+    # ``rob.feature_layers`` whatever it holds.
+    empty = not isinstance(layers, str) and len(layers) == 0
+    resolved = () if empty else resolve_layers(model, layers, kind)
     aliases: dict[str, str] = {}
     if _mentions_penultimate(layers):
         aliases[PENULTIMATE] = _penultimate(model)

@@ -188,3 +188,51 @@ def test_report_ablation_compares_with_gdfq_seed_by_seed() -> None:
         "variant `draws-2` +2.00 (2 seeds); variants 1 point or more ahead of `gdfq`: "
         "`draws-2` (2 seeds)."
     )
+
+
+def test_ptq_docs_table_matches_the_committed_results() -> None:
+    """The calibration table of the PTQ guide is printed by the script, never edited by hand."""
+    page = (BENCH.parent / "docs" / "guides" / "ptq-calibration.md").read_text()
+    start, end = "<!-- ptq-table:start -->\n", "\n<!-- ptq-table:end -->"
+    assert start in page and end in page
+    shown = page.split(start, 1)[1].split(end, 1)[0]
+    assert shown == _script("ptq_calibration").table(), (
+        "run python benchmarks/ptq_calibration.py --table"
+    )
+
+
+def test_ptq_table_summarizes_every_source(tmp_path: Path) -> None:
+    ptq = _script("ptq_calibration")
+    base = {"model": "m", "fp_top1": 90.0, "num_test_images": 100, "config": {"num_images": 8}}
+    for i, (row, top1) in enumerate([("noise", 80.0), ("noise", 82.0), ("real", 89.0)]):
+        record = {**base, "row": row, "quant_top1": top1}
+        (tmp_path / f"ptq-{row}-w8a8-s{i}.json").write_text(json.dumps(record))
+    lines = ptq.table(tmp_path).splitlines()
+    assert "| Gaussian noise | 81.00 ± 1.41 | 2 |" in lines
+    assert "| synthetic images (data-free) | not run yet | 0 |" in lines
+    assert "| real training images | 89.00 ± 0.00 | 1 |" in lines
+
+
+@pytest.mark.slow
+def test_ptq_benchmark_takes_a_synthetic_file(tmp_path: Path) -> None:
+    import torch
+
+    test = fashion_mnist_or_skip("test")
+    synthetic = tmp_path / "synthetic.pt"
+    torch.save({"images": test.images[:40].clone()}, synthetic)
+    ptq = _script("ptq_calibration")
+    args = ["--synthetic", str(synthetic), "--sources", "synthetic", "--seeds", "3"]
+    args += ["--num-images", "32", "--model", "resnet8_fashion_mnist", "--results", str(tmp_path)]
+    threads = torch.get_num_threads()
+    try:
+        assert ptq.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+    record = json.loads((tmp_path / "ptq-synthetic-w8a8-s3.json").read_text())
+    assert REQUIRED <= set(record)
+    assert (record["row"], record["seed"], record["config"]["num_images"]) == ("synthetic", 3, 32)
+    assert record["config"]["calibration_file"] == "synthetic.pt"
+    assert 0.0 <= record["quant_top1"] <= 100.0
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(SystemExit):  # a synthetic row needs its file
+        ptq.main(["--sources", "synthetic", "--results", str(tmp_path)])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +32,6 @@ from risloss.distributed import (
     convert_batchnorm,
     init_from_env,
     is_distributed,
-    is_main,
     local_batch_statistics,
     rank_seed,
 )
@@ -108,7 +106,7 @@ def test_single_process_helpers_are_identities(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.delenv(name, raising=False)
     ctx = init_from_env("cpu")
     assert ctx == DistributedContext()
-    assert not ctx.distributed and ctx.is_main() and is_main() and not is_distributed()
+    assert not ctx.distributed and ctx.is_main() and not is_distributed()
     x = torch.randn(3, 2)
     assert all_gather_differentiable(x) is x
     m, v = [torch.randn(4)], [torch.rand(4)]
@@ -236,7 +234,7 @@ def _reference_bn() -> nn.BatchNorm2d:
 def _collectives_worker(ctx: DistributedContext, out: Path) -> None:
     rank = ctx.rank
     assert ctx.distributed and ctx.backend == "gloo" and is_distributed()
-    assert is_main() == (rank == 0)
+    assert ctx.is_main() == (rank == 0)
     result: dict[str, Any] = {}
     # A differentiable all-gather of equal-shape tensors.
     x = torch.full((2, 3), float(rank + 1), requires_grad=True)
@@ -452,27 +450,14 @@ CLI_ARGS = [
 
 def _interrupted_then_resumed_worker(ctx: DistributedContext, out: Path) -> None:
     """SIGINT on rank 0 only after iteration 2: both ranks stop at 3; then resume."""
-    import risloss.training._trainer as trainer_mod
     from risloss.cli import _config_from_args, build_parser
     from risloss.training import TrainingInterrupted, train
+    from tests._resume import sigint_after
 
     config = _config_from_args(build_parser().parse_args(CLI_ARGS), "quantize")
-    original = trainer_mod.Progress.update
-
-    def update(self: Any, n: int, values: Any = None) -> None:
-        original(self, n, values)
-        if n == 2 and ctx.rank == 0:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    trainer_mod.Progress.update = update  # type: ignore[method-assign]
-    try:
+    with sigint_after(2, when=lambda: ctx.rank == 0), pytest.raises(TrainingInterrupted) as info:
         train(config, out, log=None)
-        raise AssertionError("the run was not interrupted")
-    except TrainingInterrupted as exc:
-        stopped = exc.iteration
-    finally:
-        trainer_mod.Progress.update = original  # type: ignore[method-assign]
-    (out / f"stopped{ctx.rank}.txt").write_text(str(stopped))
+    (out / f"stopped{ctx.rank}.txt").write_text(str(info.value.iteration))
     train(config, out, resume=True, log=None)
 
 

@@ -59,3 +59,53 @@ def test_prune_example_runs(structured: bool) -> None:
     else:
         assert int(pruned.group(2)) < int(pruned.group(1)) == int(teacher.group(1))
         assert float(pruned.group(3)) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_ptq_example_stays_short() -> None:
+    text = (EXAMPLES / "ptq_calibration.py").read_text()
+    assert len(text.splitlines()) < 100
+    for piece in ("prepare_fx(", "convert_fx(", "weights_only=True"):
+        assert piece in text, piece
+
+
+def _ptq(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / "ptq_calibration.py"), "--teacher",
+         "resnet8_fashion_mnist", "--num-images", "64", "--eval-limit", "200", *args],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+
+def _top1(out: str, label: str) -> float:
+    found = re.search(rf"{label} top-1: ([\d.]+)%", out)
+    assert found is not None, out
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("source", ["noise", "real", "file"])
+def test_ptq_example_runs(source: str, tmp_path: Path) -> None:
+    import torch
+
+    test = fashion_mnist_or_skip("test")
+    calibration = source
+    if source == "file":  # a calibration file: real test images in the normalized input space
+        calibration = str(tmp_path / "calibration.pt")
+        torch.save({"images": test.images[-64:].clone(), "labels": test.labels[-64:]}, calibration)
+    res = _ptq("--calibration", calibration)
+    assert res.returncode == 0, res.stderr
+    assert "calibration: " in res.stdout and "(64 images)" in res.stdout
+    fp, int8 = _top1(res.stdout, "full-precision"), _top1(res.stdout, "W8A8")
+    # An int8 model calibrated on representative images stays close to full precision.
+    assert fp > 80.0 and (source == "noise" or abs(int8 - fp) <= 5.0), res.stdout
+
+
+def test_ptq_example_rejects_a_bad_calibration_file(tmp_path: Path) -> None:
+    import torch
+
+    fashion_mnist_or_skip("test")
+    bad = tmp_path / "bad.pt"
+    torch.save({"images": torch.zeros(8, 3, 32, 32)}, bad)
+    res = _ptq("--calibration", str(bad))
+    assert res.returncode != 0 and "needs an 'images' tensor" in res.stderr
+    res = _ptq("--calibration", str(tmp_path / "missing.pt"))
+    assert res.returncode != 0 and "expected noise, real or a .pt file" in res.stderr

@@ -375,3 +375,12 @@ def test_bn_hooks_removed_when_the_forward_raises() -> None:
             assert hook_count(model) == len(bn_names(model)) == len(collector.names)
             model(torch.randn(1, 4, 32, 32))
     assert hook_count(model) == 0
+
+
+def test_capture_features_accepts_an_empty_selection() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    for empty in ([], {}):
+        with capture_features(model, empty) as feats:
+            model(torch.randn(2, 4))
+        assert len(feats) == 0 and list(feats) == []
+    assert not model._forward_hooks and not model[0]._forward_hooks

@@ -23,7 +23,7 @@ text with `--help`; this page is generated from the same parser by
 
 `quantize`, `distill` and `prune` share their options: the image source (`--method`), the
 budget, checkpointing (`--resume`), and the generator objective, one option per field of
-[`RISConfig`][risloss.training.RISConfig]. A run stopped with Ctrl-C saves a checkpoint and exits
+[`RISConfig`][risloss.objective.RISConfig]. A run stopped with Ctrl-C saves a checkpoint and exits
 with status 130 (Ctrl-C before the first checkpoint leaves the output folder as it was). A folder
 that already holds a run (`checkpoint.pt` or `metrics.json`) is refused unless `--resume`
 continues it or `--overwrite` starts over; with `--overwrite` the old files stay until the new

@@ -4,14 +4,24 @@ from risloss.losses._bns import BNStatisticsLoss
 from risloss.losses._correlation import LabelCorrelationPenalty
 from risloss.losses._divergence import PredictionDivergence
 from risloss.losses._feature import FeatureInconsistency
-from risloss.losses._robustness import RobustnessConfig, RobustnessLoss, noise_threshold
+from risloss.losses._robustness import (
+    MODES,
+    Mode,
+    RobustnessConfig,
+    RobustnessLoss,
+    RobustnessParts,
+    noise_threshold,
+)
 
 __all__ = [
+    "MODES",
     "BNStatisticsLoss",
     "FeatureInconsistency",
     "LabelCorrelationPenalty",
     "PredictionDivergence",
     "RobustnessConfig",
+    "Mode",
     "RobustnessLoss",
+    "RobustnessParts",
     "noise_threshold",
 ]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 import torch
 from torch import nn
 
 from risloss._stateless import stateless_call
+from risloss._util import model_device
 from risloss._validators import int_at_least, non_negative, one_of, positive
 from risloss.functional import (
     DIVERGENCE_KINDS,
@@ -22,12 +24,25 @@ from risloss.functional import (
 from risloss.functional._checks import check_finite
 from risloss.hooks import FeatureKind as CaptureKind
 from risloss.hooks import LayerSpec, capture_features, resolve_layers
-from risloss.perturb import GaussianWeightNoise, InputPerturbation, default_input_perturbation
+from risloss.perturb import (
+    GaussianWeightNoise,
+    InputPerturbation,
+    WeightPerturbation,
+    default_input_perturbation,
+)
 
-__all__ = ["RobustnessConfig", "RobustnessLoss", "noise_threshold"]
+__all__ = [
+    "MODES",
+    "Mode",
+    "RobustnessConfig",
+    "RobustnessLoss",
+    "RobustnessParts",
+    "noise_threshold",
+]
 
 Mode = Literal["random", "joint", "input", "weight"]
-_MODES = ("random", "joint", "input", "weight")
+"""How each draw of :class:`RobustnessLoss` combines the input and weight perturbations."""
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 class _Default:
@@ -72,7 +87,7 @@ class RobustnessConfig:
         ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'both'
     """
 
-    mode: Mode = attrs.field(default="random", validator=one_of(_MODES))
+    mode: Mode = attrs.field(default="random", validator=one_of(MODES))
     num_draws: int = attrs.field(default=1, validator=int_at_least(1))
     feature_distance: FeatureKind = attrs.field(default="cosine", validator=one_of(FEATURE_KINDS))
     prediction_distance: DivergenceKind = attrs.field(
@@ -125,9 +140,11 @@ class RobustnessLoss(nn.Module):
         input_perturbation: an :class:`~risloss.perturb.InputPerturbation`;
             the default is :func:`~risloss.perturb.default_input_perturbation`; ``None`` disables
             input perturbation.
-        weight_perturbation: a :class:`~risloss.perturb.GaussianWeightNoise`; the default is
-            relative Gaussian noise with ``eps=0.05`` on conv and linear weights; ``None``
-            disables weight perturbation.
+        weight_perturbation: a :class:`~risloss.perturb.WeightPerturbation` (for instance
+            :class:`~risloss.perturb.GaussianWeightNoise` or
+            :class:`~risloss.perturb.QuantizationWeightNoise`); the default is relative
+            Gaussian noise with ``eps=0.05`` on conv and linear weights; ``None`` disables
+            weight perturbation.
         mode: how each draw combines the perturbations: ``"random"`` (input or weights, chosen
             per draw with probability 1/2), ``"joint"`` (both), ``"input"`` or ``"weight"``.
         num_draws: perturbed passes per call (``N``).
@@ -176,7 +193,7 @@ class RobustnessLoss(nn.Module):
         model: nn.Module,
         *,
         input_perturbation: InputPerturbation | None = DEFAULT,
-        weight_perturbation: GaussianWeightNoise | None = DEFAULT,
+        weight_perturbation: WeightPerturbation | None = DEFAULT,
         mode: Mode = "random",
         num_draws: int = 1,
         feature_layers: LayerSpec | None = None,
@@ -209,6 +226,10 @@ class RobustnessLoss(nn.Module):
             weight_perturbation = GaussianWeightNoise(eps=0.05, mode="relative")
         if input_perturbation is not None and not isinstance(input_perturbation, nn.Module):
             raise TypeError("input_perturbation must be an InputPerturbation module or None")
+        if weight_perturbation is not None and not isinstance(
+            weight_perturbation, WeightPerturbation
+        ):
+            raise TypeError("weight_perturbation must be a WeightPerturbation or None")
         if mode in ("joint", "input") and input_perturbation is None:
             raise ValueError(f"mode={mode!r} needs an input_perturbation, got None")
         if mode in ("joint", "weight") and weight_perturbation is None:
@@ -300,8 +321,8 @@ class RobustnessLoss(nn.Module):
         clean_logits: torch.Tensor | None = None,
         clean_features: Mapping[str, torch.Tensor] | None = None,
         return_parts: bool = False,
-    ) -> Any:
-        """Compute the robustness loss of a batch.
+    ) -> torch.Tensor:
+        """Compute the robustness loss of a batch (a scalar; :meth:`parts` gives the parts).
 
         Args:
             x: input images ``(B, C, H, W)``.
@@ -310,12 +331,11 @@ class RobustnessLoss(nn.Module):
             clean_features: the features of that same pass, as captured by
                 ``with capture_features(model, rob.feature_layers) as feats: model(x)``;
                 required with ``clean_logits`` when ``feature_weight > 0``.
-            return_parts: return a dict instead of the scalar loss.
+            return_parts: deprecated; call :meth:`parts` instead (with ``True`` this returns
+                the dict of earlier versions and warns).
 
         Returns:
-            The scalar loss, or with ``return_parts=True`` a dict with ``loss`` (scalar),
-            ``feature`` and ``prediction`` (mean ``D_f`` and ``D_p`` over draws and samples,
-            detached) and ``per_sample`` (the hinge values ``(B,)`` averaged over draws).
+            The scalar loss.
 
         Raises:
             NonFiniteInputError: ``x`` or ``clean_logits`` holds ``NaN`` or ``Inf`` (a
@@ -323,6 +343,45 @@ class RobustnessLoss(nn.Module):
             ValueError: ``clean_logits`` without ``clean_features`` while
                 ``feature_weight > 0``, ``clean_features`` missing a layer, or batch sizes
                 that disagree.
+        """
+        parts = self.parts(x, clean_logits=clean_logits, clean_features=clean_features)
+        if return_parts:
+            warnings.warn(
+                "RobustnessLoss(..., return_parts=True) is deprecated; call loss.parts(...), "
+                "which returns a RobustnessParts record",
+                DeprecationWarning,
+                stacklevel=4,  # the caller of the module, past nn.Module's call machinery
+            )
+            return parts.as_dict()  # type: ignore[return-value]
+        return parts.loss
+
+    def parts(
+        self,
+        x: torch.Tensor,
+        *,
+        clean_logits: torch.Tensor | None = None,
+        clean_features: Mapping[str, torch.Tensor] | None = None,
+    ) -> RobustnessParts:
+        """Compute the loss and its parts; the arguments are those of :meth:`forward`.
+
+        Returns:
+            A :class:`RobustnessParts` record: ``loss`` (scalar, with its graph), ``feature``
+            and ``prediction`` (mean ``D_f`` and ``D_p`` over draws and samples, detached),
+            ``inconsistency`` (mean ``lambda_f D_f + lambda_p D_p`` before the threshold,
+            detached) and ``per_sample`` (the hinge values ``(B,)`` averaged over draws).
+
+        Raises:
+            NonFiniteInputError, ValueError: as :meth:`forward`.
+
+        Example:
+            >>> import torch
+            >>> from risloss import RobustnessLoss
+            >>> from risloss.models import resnet8
+            >>> teacher = resnet8(in_channels=1).eval().requires_grad_(False)
+            >>> rob = RobustnessLoss(teacher, generator=torch.Generator().manual_seed(0))
+            >>> parts = rob.parts(torch.randn(4, 1, 28, 28))
+            >>> parts.per_sample.shape, bool(parts.loss >= 0)
+            (torch.Size([4]), True)
         """
         check_finite(x, "x")
         c = self.config
@@ -355,6 +414,7 @@ class RobustnessLoss(nn.Module):
         total = x.new_zeros(x.shape[0])
         f_sum = x.new_zeros(())
         p_sum = x.new_zeros(())
+        raw_sum = x.new_zeros(())
         for _ in range(c.num_draws):
             use_input, use_weight = self._draw_kinds()
             x_d = x
@@ -389,16 +449,45 @@ class RobustnessLoss(nn.Module):
                 value = value + c.feature_weight * d_f
                 f_sum = f_sum + d_f.detach().mean()
             p_sum = p_sum + d_p.detach().mean()
+            raw_sum = raw_sum + value.detach().mean()
             total = total + torch.relu(value - c.threshold)
         per_sample = total / c.num_draws
-        loss = per_sample.mean()
-        if not return_parts:
-            return loss
+        return RobustnessParts(
+            loss=per_sample.mean(),
+            feature=f_sum / c.num_draws,
+            prediction=p_sum / c.num_draws,
+            inconsistency=raw_sum / c.num_draws,
+            per_sample=per_sample,
+        )
+
+
+@attrs.frozen
+class RobustnessParts:
+    """What one call of :meth:`RobustnessLoss.parts` computed.
+
+    Attributes:
+        loss: the scalar loss, with its graph.
+        feature: mean feature inconsistency ``D_f`` over draws and samples (detached; 0 when
+            features are not compared).
+        prediction: mean prediction divergence ``D_p`` (detached).
+        inconsistency: mean ``lambda_f D_f + lambda_p D_p`` before the threshold (detached):
+            what :func:`noise_threshold` averages.
+        per_sample: the hinge values ``(B,)`` averaged over draws, with their graph.
+    """
+
+    loss: torch.Tensor
+    feature: torch.Tensor
+    prediction: torch.Tensor
+    inconsistency: torch.Tensor
+    per_sample: torch.Tensor
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        """The parts by name (the dict that ``return_parts=True`` returned)."""
         return {
-            "loss": loss,
-            "feature": f_sum / c.num_draws,
-            "prediction": p_sum / c.num_draws,
-            "per_sample": per_sample,
+            "loss": self.loss,
+            "feature": self.feature,
+            "prediction": self.prediction,
+            "per_sample": self.per_sample,
         }
 
 
@@ -416,7 +505,8 @@ def noise_threshold(
     The paper sets its threshold with reference to pure-noise inputs. This runs ``loss`` (with
     its own perturbations and generator, threshold ignored) on ``num_batches`` batches of
     standard normal images and returns ``multiple`` times the mean of
-    ``lambda_f * D_f + lambda_p * D_p``. Build the loss to use with
+    ``lambda_f * D_f + lambda_p * D_p`` (:attr:`RobustnessParts.inconsistency`; ``loss`` is
+    not changed). Build the loss to use with
     ``RobustnessLoss(..., threshold=noise_threshold(...))``.
 
     Args:
@@ -450,16 +540,10 @@ def noise_threshold(
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (B, C, H, W), got {input_shape}")
     if device is None:
-        first = next(iter(loss.model.parameters()), None)
-        device = first.device if first is not None else "cpu"
+        device = model_device(loss.model)
     noise_device = loss.generator.device if loss.generator is not None else device
-    saved = loss.config
-    loss.config = attrs.evolve(saved, threshold=0.0)
-    try:
-        values = []
-        for _ in range(num_batches):
-            x = torch.randn(input_shape, generator=loss.generator, device=noise_device).to(device)
-            values.append(float(loss(x)))
-    finally:
-        loss.config = saved
+    values = []
+    for _ in range(num_batches):
+        x = torch.randn(input_shape, generator=loss.generator, device=noise_device).to(device)
+        values.append(float(loss.parts(x).inconsistency))
     return multiple * sum(values) / len(values)

@@ -1,6 +1,6 @@
 """Reference networks and the teachers shipped with risloss."""
 
-from risloss.models._generator import Generator
+from risloss.models._generator import CONDITIONINGS, Conditioning, Generator
 from risloss.models._pretrained import (
     DEFAULT_TEACHER,
     list_pretrained,
@@ -10,6 +10,8 @@ from risloss.models._pretrained import (
 from risloss.models._resnet import CifarResNet, resnet8, resnet20
 
 __all__ = [
+    "CONDITIONINGS",
+    "Conditioning",
     "DEFAULT_TEACHER",
     "CifarResNet",
     "Generator",

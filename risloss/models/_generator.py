@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+
 import torch
 from torch import nn
 
-__all__ = ["Generator"]
+__all__ = ["CONDITIONINGS", "Conditioning", "Generator"]
+
+Conditioning = Literal["concat", "multiply"]
+"""How the label enters the generator: concatenated to the noise, or multiplied with it."""
+CONDITIONINGS: tuple[str, ...] = get_args(Conditioning)
 
 
 class Generator(nn.Module):
-    """Maps Gaussian noise and a label to an image (GDFQ's architecture).
+    """Maps Gaussian noise and a label to an image (GDFQ's architecture, two changes).
 
-    The label is embedded (a learned ``num_classes x latent_dim`` table) and multiplied
-    element-wise with the noise ``z``; a linear layer maps the result to a
-    ``base_channels x (image_size/4)^2`` tensor, which is upsampled twice (BN, upsample x2,
-    conv3x3-BN-LeakyReLU(0.2), upsample x2, conv3x3-BN-LeakyReLU(0.2), conv3x3, tanh) and
-    finally standardized by a BatchNorm without affine parameters, so the images have roughly
-    the zero-mean, unit-variance statistics of normalized real data.
+    The label is embedded (a learned ``num_classes x latent_dim`` table) and joined with the
+    noise ``z``; a linear layer maps the result to a ``base_channels x (image_size/4)^2``
+    tensor, which is upsampled twice (BN, upsample x2, conv3x3-BN-LeakyReLU(0.2), upsample x2,
+    conv3x3-BN-LeakyReLU(0.2), conv3x3, tanh) and standardized by a BatchNorm without affine
+    parameters. A learnable per-channel scale and shift then set the images' statistics.
+
+    The two changes from GDFQ, both measured in the benchmarks (``benchmarks/synthesis.py``):
+
+    - ``conditioning="concat"`` (the default) concatenates the embedding to ``z``. GDFQ
+      multiplies them (``"multiply"``): with ``z`` symmetric around 0 the product carries the
+      class only in its magnitudes, not linearly, and the generator learns the classes many
+      times slower.
+    - the output scale and shift start at ``output_std`` and ``output_mean`` (by default 1 and
+      0: the identity, the zero-mean, unit-variance statistics of standardized data) and are
+      trained, so a teacher that expects another input range (``[0, 1]`` images it normalizes
+      itself) can be matched. :meth:`param_groups` gives them their own learning rate.
 
     Soft labels are supported: a ``(B, num_classes)`` float tensor of class weights is embedded
     as the weighted sum of the class embeddings.
@@ -27,13 +44,17 @@ class Generator(nn.Module):
         channels: channels of the output images.
         latent_dim: size of the noise vector ``z``.
         base_channels: width of the first feature map (GDFQ uses 128).
+        conditioning: ``"concat"`` or ``"multiply"`` (GDFQ's).
+        output_mean: initial per-channel shift of the images (one value or ``channels``).
+        output_std: initial per-channel scale of the images, positive.
 
     Shape:
         - ``z``: ``(B, latent_dim)``; ``labels``: ``(B,)`` integers or ``(B, num_classes)`` floats.
         - Output: ``(B, channels, image_size, image_size)``.
 
     Raises:
-        ValueError: a non-positive size or an ``image_size`` not divisible by 4.
+        ValueError: a non-positive size, an ``image_size`` not divisible by 4, an unknown
+            ``conditioning``, or output statistics of the wrong length or a non-positive std.
 
     Example:
         >>> import torch
@@ -42,6 +63,10 @@ class Generator(nn.Module):
         >>> z = torch.randn(4, g.latent_dim)
         >>> g(z, torch.tensor([0, 1, 2, 3])).shape
         torch.Size([4, 1, 28, 28])
+        >>> g01 = Generator(num_classes=10, image_size=28, channels=1, output_mean=0.29,
+        ...                 output_std=0.35)  # a teacher that takes [0, 1] images
+        >>> g01.output_shift.tolist(), g01.output_scale.tolist()
+        ([0.28999999165534973], [0.3499999940395355])
     """
 
     def __init__(
@@ -51,6 +76,9 @@ class Generator(nn.Module):
         channels: int = 3,
         latent_dim: int = 100,
         base_channels: int = 128,
+        conditioning: Conditioning = "concat",
+        output_mean: float | Sequence[float] = 0.0,
+        output_std: float | Sequence[float] = 1.0,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -64,14 +92,22 @@ class Generator(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if image_size % 4:
             raise ValueError(f"image_size must be divisible by 4, got {image_size}")
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        mean = _per_channel(output_mean, channels, "output_mean")
+        std = _per_channel(output_std, channels, "output_std")
+        if not bool((std > 0).all()):
+            raise ValueError(f"output_std must be positive, got {std.tolist()}")
         self.num_classes = num_classes
         self.image_size = image_size
         self.channels = channels
         self.latent_dim = latent_dim
+        self.conditioning = conditioning
         self.init_size = image_size // 4
         c = base_channels
         self.label_embedding = nn.Embedding(num_classes, latent_dim)
-        self.fc = nn.Linear(latent_dim, c * self.init_size**2)
+        fc_in = 2 * latent_dim if conditioning == "concat" else latent_dim
+        self.fc = nn.Linear(fc_in, c * self.init_size**2)
         self.bn0 = nn.BatchNorm2d(c)
         self.up1 = nn.Upsample(scale_factor=2)
         self.conv1 = nn.Conv2d(c, c, 3, padding=1)
@@ -83,6 +119,37 @@ class Generator(nn.Module):
         self.act2 = nn.LeakyReLU(0.2)
         self.conv3 = nn.Conv2d(c // 2, channels, 3, padding=1)
         self.out_norm = nn.BatchNorm2d(channels, affine=False)
+        self.output_scale = nn.Parameter(std)
+        self.output_shift = nn.Parameter(mean)
+
+    def param_groups(self, lr: float, *, output_lr_scale: float = 10.0) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: the network at ``lr``, the output statistics faster.
+
+        The output scale and shift move the images' range as a whole; at the network's
+        learning rate they would need hundreds of steps to travel from the identity to the
+        range of a ``[0, 1]`` teacher.
+
+        Args:
+            lr: learning rate of the network.
+            output_lr_scale: multiple of ``lr`` for the output scale and shift (0 freezes them).
+
+        Returns:
+            Two groups for :class:`torch.optim.Adam` (or any optimizer).
+
+        Example:
+            >>> import torch
+            >>> from risloss.models import Generator
+            >>> g = Generator(num_classes=3, image_size=8, channels=1)
+            >>> opt = torch.optim.Adam(g.param_groups(1e-3), betas=(0.5, 0.999))
+            >>> [group["lr"] for group in opt.param_groups]
+            [0.001, 0.01]
+        """
+        if not output_lr_scale >= 0:
+            raise ValueError(f"output_lr_scale must be >= 0, got {output_lr_scale!r}")
+        output = [self.output_scale, self.output_shift]
+        ids = {id(p) for p in output}
+        body = [p for p in self.parameters() if id(p) not in ids]
+        return [{"params": body, "lr": lr}, {"params": output, "lr": lr * output_lr_scale}]
 
     def embed(self, labels: torch.Tensor) -> torch.Tensor:
         """Embed hard labels ``(B,)`` or soft label vectors ``(B, num_classes)``.
@@ -126,12 +193,15 @@ class Generator(nn.Module):
                 "z and labels must have the same batch size, "
                 f"got {z.shape[0]} and {labels.shape[0]}"
             )
-        h = self.fc(self.embed(labels) * z)
+        e = self.embed(labels)
+        h = self.fc(torch.cat([z, e], dim=1) if self.conditioning == "concat" else e * z)
         h = h.view(z.shape[0], -1, self.init_size, self.init_size)
         h = self.up1(self.bn0(h))
         h = self.up2(self.act1(self.bn1(self.conv1(h))))
         h = self.act2(self.bn2(self.conv2(h)))
-        return self.out_norm(torch.tanh(self.conv3(h)))
+        x = self.out_norm(torch.tanh(self.conv3(h)))
+        shape = (1, self.channels, 1, 1)
+        return x * self.output_scale.view(shape) + self.output_shift.view(shape)
 
     def sample(
         self,
@@ -160,3 +230,12 @@ class Generator(nn.Module):
         device = self.fc.weight.device
         z = torch.randn(labels.shape[0], self.latent_dim, generator=generator, device=device)
         return self(z, labels.to(device))
+
+
+def _per_channel(value: float | Sequence[float], channels: int, name: str) -> torch.Tensor:
+    values = [float(value)] if isinstance(value, int | float) else [float(v) for v in value]
+    if len(values) == 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ValueError(f"{name} must have 1 or {channels} values, got {len(values)}")
+    return torch.tensor(values)

@@ -3,14 +3,18 @@
 Input perturbations (:class:`InputPerturbation`) are differentiable image transforms whose random
 parameters are drawn by ``sample`` (from an explicit ``torch.Generator``) and used by ``apply``,
 so that a draw can be replayed. Weight perturbations (:class:`WeightPerturbation`) return
-perturbed copies of a model's parameters for a stateless call; the model is never modified.
+perturbed copies of a model's parameters for a stateless call; the model is never modified:
+Gaussian noise (:class:`GaussianWeightNoise`) or the rounding error of the quantized student's
+weights (:class:`QuantizationWeightNoise`).
 """
 
 from risloss.perturb._base import InputPerturbation
 from risloss.perturb._compose import (
+    INPUT_POOLS,
     ChoiceParams,
     Compose,
     ComposeParams,
+    InputPool,
     RandomChoice,
     default_input_perturbation,
 )
@@ -31,14 +35,21 @@ from risloss.perturb._input import (
     RandomResizedCrop,
 )
 from risloss.perturb._weight import (
+    WEIGHT_NOISE_MODES,
     GaussianWeightNoise,
+    QuantizationWeightNoise,
     Selector,
+    WeightNoiseMode,
     WeightPerturbation,
     by_name,
     conv_linear_weights,
 )
 
 __all__ = [
+    "INPUT_POOLS",
+    "WEIGHT_NOISE_MODES",
+    "InputPool",
+    "WeightNoiseMode",
     "AffineParams",
     "Brightness",
     "BrightnessParams",
@@ -55,6 +66,7 @@ __all__ = [
     "GaussianWeightNoise",
     "InputPerturbation",
     "NoiseParams",
+    "QuantizationWeightNoise",
     "RandomAffine",
     "RandomChoice",
     "RandomHorizontalFlip",

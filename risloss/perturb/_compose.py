@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 import attrs
 import torch
@@ -22,7 +22,9 @@ from risloss.perturb._input import (
 )
 
 __all__ = [
+    "INPUT_POOLS",
     "ChoiceParams",
+    "InputPool",
     "Compose",
     "ComposeParams",
     "RandomChoice",
@@ -229,11 +231,13 @@ class Compose(InputPerturbation[ComposeParams]):
         return x
 
 
-INPUT_POOLS = ("all", "noise", "geometric", "photometric")
+InputPool = Literal["all", "noise", "geometric", "photometric"]
+"""Names of the operator pools of :func:`default_input_perturbation`."""
+INPUT_POOLS: tuple[str, ...] = get_args(InputPool)
 
 
 def default_input_perturbation(
-    per_sample: bool = False, noise_std: float = 0.1, pool: str = "all"
+    per_sample: bool = False, noise_std: float = 0.1, pool: InputPool = "all"
 ) -> RandomChoice:
     """The default pool of the RIS input perturbation, drawn uniformly.
 

@@ -6,16 +6,23 @@ import abc
 import fnmatch
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import attrs
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from risloss._util import listing
+from risloss._validators import boolean, non_negative, one_of
+from risloss.quant._fake_quant import check_bits, fake_quantize_on_grid, weight_qparams
+
 __all__ = [
+    "WEIGHT_NOISE_MODES",
     "GaussianWeightNoise",
+    "QuantizationWeightNoise",
     "Selector",
+    "WeightNoiseMode",
     "WeightPerturbation",
     "by_name",
     "conv_linear_weights",
@@ -29,8 +36,8 @@ and ``param_name`` the parameter's local name (``"weight"``).
 """
 
 WeightNoiseMode = Literal["relative", "filter", "absolute"]
-_MODES = ("relative", "filter", "absolute")
-_MAX_LISTED = 40
+"""How :class:`GaussianWeightNoise` scales its noise."""
+WEIGHT_NOISE_MODES: tuple[str, ...] = get_args(WeightNoiseMode)
 
 
 def conv_linear_weights(
@@ -100,13 +107,6 @@ def by_name(patterns: str | Sequence[str]) -> Selector:
     if not items or any(not isinstance(p, str) or not p for p in items):
         raise ValueError(f"patterns must be one or more non-empty strings, got {patterns!r}")
     return _ByName(items)
-
-
-def _listing(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED])
-    if len(names) > _MAX_LISTED:
-        shown += f", ... ({len(names) - _MAX_LISTED} more)"
-    return shown or "(none)"
 
 
 class WeightPerturbation(abc.ABC):
@@ -187,7 +187,7 @@ class WeightPerturbation(abc.ABC):
         if unknown:
             raise ValueError(
                 f"deltas has entries {unknown} that are not in params; params has: "
-                f"{_listing(list(params))}"
+                f"{listing(list(params), limit=40)}"
             )
         out = dict(params)
         for name, delta in deltas.items():
@@ -227,6 +227,39 @@ class WeightPerturbation(abc.ABC):
         return self.apply(dict(model.named_parameters()), self.sample(model, generator))
 
 
+def _selected(model: nn.Module, select: Selector) -> tuple[str, ...]:
+    """The parameters of ``model`` that ``select`` picks, BatchNorm excluded; see ``targets``."""
+    canonical = {id(p): name for name, p in model.named_parameters()}
+    chosen: set[str] = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, _BatchNorm):
+            continue
+        for param_name, param in module.named_parameters(recurse=False):
+            if param.is_floating_point() and select(module_name, module, param_name, param):
+                chosen.add(canonical[id(param)])
+    names = tuple(name for name in canonical.values() if name in chosen)
+    if not names:
+        raise ValueError(
+            f"select={select!r} selects no parameter of {type(model).__name__} "
+            f"(BatchNorm parameters are never selected); its parameters are: "
+            f"{listing(list(canonical.values()), limit=40)}"
+        )
+    return names
+
+
+def _weights(
+    perturbation: WeightPerturbation, source: nn.Module | Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """The tensors a ``sample`` perturbs: a model's targets, or every entry of a mapping."""
+    if isinstance(source, nn.Module):
+        named = dict(source.named_parameters())
+        return {name: named[name] for name in perturbation.targets(source)}
+    weights = dict(source)
+    if not weights:
+        raise ValueError("source must hold at least one tensor to perturb, got none")
+    return weights
+
+
 def _eps(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"eps must be a real number, got {type(value).__name__}")
@@ -235,8 +268,8 @@ def _eps(instance: object, attribute: attrs.Attribute[float], value: float) -> N
 
 
 def _mode(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {value!r}")
+    if value not in WEIGHT_NOISE_MODES:
+        raise ValueError(f"mode must be one of {WEIGHT_NOISE_MODES}, got {value!r}")
 
 
 def _select(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -312,24 +345,7 @@ class GaussianWeightNoise(WeightPerturbation):
             >>> GaussianWeightNoise(0.1).targets(model)
             ('0.weight',)
         """
-        canonical = {id(p): name for name, p in model.named_parameters()}
-        chosen: set[str] = set()
-        for module_name, module in model.named_modules():
-            if isinstance(module, _BatchNorm):
-                continue
-            for param_name, param in module.named_parameters(recurse=False):
-                if param.is_floating_point() and self.select(
-                    module_name, module, param_name, param
-                ):
-                    chosen.add(canonical[id(param)])
-        names = tuple(name for name in canonical.values() if name in chosen)
-        if not names:
-            raise ValueError(
-                f"select={self.select!r} selects no parameter of {type(model).__name__} "
-                f"(BatchNorm parameters are never selected); its parameters are: "
-                f"{_listing(list(canonical.values()))}"
-            )
-        return names
+        return _selected(model, self.select)
 
     def sample(
         self,
@@ -360,14 +376,7 @@ class GaussianWeightNoise(WeightPerturbation):
             >>> bool(d[1, 0] == 0)
             True
         """
-        weights: dict[str, Tensor]
-        if isinstance(source, nn.Module):
-            named = dict(source.named_parameters())
-            weights = {name: named[name] for name in self.targets(source)}
-        else:
-            weights = dict(source)
-            if not weights:
-                raise ValueError("source must hold at least one tensor to perturb, got none")
+        weights = _weights(self, source)
         deltas: dict[str, Tensor] = {}
         with torch.no_grad():
             for name, weight in weights.items():
@@ -385,3 +394,182 @@ class GaussianWeightNoise(WeightPerturbation):
             rms = flat.norm(dim=1) / math.sqrt(flat.shape[1])
             return rms.view((-1,) + (1,) * (w.dim() - 1)) if w.dim() > 0 else rms.view(())
         return torch.ones((), dtype=w.dtype, device=w.device)
+
+
+QuantRounding = Literal["stochastic", "nearest"]
+QUANT_ROUNDINGS = ("stochastic", "nearest")
+"""How :class:`QuantizationWeightNoise` rounds onto the grid."""
+QuantSubset = Literal["channel", "layer"]
+QUANT_SUBSETS = ("channel", "layer")
+"""What :class:`QuantizationWeightNoise` quantizes with probability ``p``."""
+
+
+def _bits(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    check_bits(attribute.name, value)
+
+
+def _probability(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and 0 < value <= 1)
+    ):
+        raise ValueError(f"{attribute.name} must be a number in (0, 1], got {value!r}")
+
+
+@attrs.frozen
+class QuantizationWeightNoise(WeightPerturbation):
+    """The rounding error of fake-quantizing the weights: ``delta = eps * m * (q(W) - W)``.
+
+    ``q`` is the student's weight quantizer (:func:`risloss.quant.fake_quantize_weight`): an
+    asymmetric ``bits``-bit grid per output channel (per tensor with ``per_channel=False``)
+    spanning the channel's own min/max, widened to contain zero, with step ``s_c`` and zero point
+    ``z_c`` from :func:`risloss.quant.affine_qparams`. With ``eps = 1`` and every unit quantized,
+    the perturbed weight ``W + delta`` is the quantized student's weight: where
+    :class:`GaussianWeightNoise` stands in for quantization, this noise is quantization.
+
+    Randomness, so that draws differ:
+
+    - ``rounding="stochastic"`` (default) adds a dither ``s_c * (u - 1/2)``, ``u ~ U(0, 1)`` per
+      entry, before rounding to the nearest level: each weight goes to one of its two
+      neighbouring levels, the upper one with probability equal to its distance from the lower
+      one in steps, so that ``E[q(W)] = W`` (exactly so except at the ends of the grid, where
+      levels are clamped). ``rounding="nearest"`` is the student's deterministic rounding.
+    - ``p < 1`` quantizes each output channel (``subset="channel"``) or each whole tensor
+      (``subset="layer"``) independently with probability ``p`` per draw; ``m`` is 1 on the
+      quantized units and 0 elsewhere (those weights stay in full precision).
+
+    With ``rounding="nearest"`` and ``p = 1`` the noise is deterministic and every draw equals
+    the student's rounding error. Random numbers are drawn per target, in target order: the
+    dither (``W``'s shape) when stochastic, then the mask (``(C_out,)`` or one number) when
+    ``p < 1``; with neither, nothing is drawn.
+
+    Targets, BatchNorm and gradients as for :class:`GaussianWeightNoise`: the weight of every
+    convolution and linear layer by default, ``select`` for others (each must have at least one
+    dimension, output channels first); deltas are computed from detached weights and carry no
+    graph. ``eps = 0`` gives deltas that are exactly zero.
+
+    Args:
+        bits: bit width of the grid, an integer in ``[2, 16]`` (the student's ``w_bits``).
+        eps: multiplier of the rounding error, ``>= 0``; 1 lands on the grid.
+        rounding: ``"stochastic"`` (dithered, unbiased) or ``"nearest"``.
+        p: probability that a unit is quantized in a draw, in ``(0, 1]``.
+        subset: the unit ``p`` applies to: ``"channel"`` (output channel) or ``"layer"``
+            (whole tensor).
+        per_channel: one grid per output channel (``True``, the student's default) or one per
+            tensor, as ``QuantSpec.per_channel``.
+        select: which parameters are perturbed, a :data:`Selector`.
+
+    Raises:
+        ValueError: ``bits`` not an integer in ``[2, 16]``; ``eps`` negative or not finite;
+            ``rounding`` or ``subset`` unknown; ``p`` outside ``(0, 1]``; ``per_channel`` not a
+            bool.
+        TypeError: ``select`` not callable.
+
+    Example:
+        >>> import torch
+        >>> from risloss.models import resnet8
+        >>> from risloss.perturb import QuantizationWeightNoise
+        >>> from risloss.quant import fake_quantize_weight
+        >>> model = resnet8().eval()
+        >>> exact = QuantizationWeightNoise(bits=4, rounding="nearest")
+        >>> params = exact.perturbed_parameters(model)
+        >>> torch.allclose(params["fc.weight"], fake_quantize_weight(model.fc.weight, 4))
+        True
+        >>> noise = QuantizationWeightNoise(bits=4)  # stochastic rounding
+        >>> a = noise.sample(model, torch.Generator().manual_seed(0))
+        >>> b = noise.sample(model, torch.Generator().manual_seed(1))
+        >>> torch.equal(a["fc.weight"], b["fc.weight"])
+        False
+    """
+
+    bits: int = attrs.field(validator=_bits)
+    eps: float = attrs.field(default=1.0, validator=non_negative)
+    rounding: QuantRounding = attrs.field(default="stochastic", validator=one_of(QUANT_ROUNDINGS))
+    p: float = attrs.field(default=1.0, validator=_probability)
+    subset: QuantSubset = attrs.field(default="channel", validator=one_of(QUANT_SUBSETS))
+    per_channel: bool = attrs.field(default=True, validator=boolean)
+    select: Selector = attrs.field(default=conv_linear_weights, validator=_select)
+
+    def targets(self, model: nn.Module) -> tuple[str, ...]:
+        """Full names of the selected parameters of ``model``, in ``named_parameters`` order.
+
+        As :meth:`GaussianWeightNoise.targets`: BatchNorm modules are skipped before
+        ``select`` is asked.
+
+        Args:
+            model: the model.
+
+        Returns:
+            The selected parameter names.
+
+        Raises:
+            ValueError: nothing selected (the message lists the model's parameters).
+
+        Example:
+            >>> from torch import nn
+            >>> from risloss.perturb import QuantizationWeightNoise
+            >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Linear(2, 3))
+            >>> QuantizationWeightNoise(bits=4).targets(model)
+            ('0.weight', '2.weight')
+        """
+        return _selected(model, self.select)
+
+    def sample(
+        self,
+        source: nn.Module | Mapping[str, Tensor],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Draw ``delta = eps * m * (q(W) - W)`` for every target.
+
+        Random numbers are drawn on the generator's device (the weight's device without a
+        generator) and moved to the weight's device; deltas have no autograd graph.
+
+        Args:
+            source: a model (its :meth:`targets` are perturbed) or a mapping ``{name: W}`` of
+                exactly the tensors to perturb.
+            generator: the source of randomness; ``None`` uses the global generator.
+
+        Returns:
+            ``{name: delta}``.
+
+        Raises:
+            ValueError: a model with no selected parameter, an empty mapping, or a tensor
+                without dimensions (the quantizer needs output channels first).
+
+        Example:
+            >>> import torch
+            >>> from risloss.perturb import QuantizationWeightNoise
+            >>> w = {"w": torch.tensor([[0.0, 0.25, 1.0]])}
+            >>> QuantizationWeightNoise(bits=2, rounding="nearest").sample(w)["w"]
+            tensor([[0.0000, 0.0833, 0.0000]])
+        """
+        weights = _weights(self, source)
+        deltas: dict[str, Tensor] = {}
+        with torch.no_grad():
+            for name, weight in weights.items():
+                if weight.dim() < 1:
+                    raise ValueError(
+                        f"{name!r} has no dimensions; QuantizationWeightNoise quantizes tensors "
+                        f"with output channels first (select chose a scalar)"
+                    )
+                deltas[name] = self._delta(weight.detach(), generator)
+        return deltas
+
+    def _delta(self, w: Tensor, generator: torch.Generator | None) -> Tensor:
+        device = generator.device if generator is not None else w.device
+        scale, zero_point = weight_qparams(w, self.bits, self.per_channel)
+        x = w
+        if self.rounding == "stochastic":
+            u = torch.rand(w.shape, generator=generator, device=device, dtype=w.dtype)
+            step = scale.to(w.dtype)
+            if self.per_channel:
+                step = step.view((-1,) + (1,) * (w.dim() - 1))
+            x = w + step * (u.to(w.device) - 0.5)
+        error = fake_quantize_on_grid(x, scale, zero_point, self.bits) - w
+        if self.p < 1:
+            shape = (w.shape[0],) if self.subset == "channel" else ()
+            keep = torch.rand(shape, generator=generator, device=device) < self.p
+            mask = keep.to(device=w.device, dtype=w.dtype)
+            error = error * mask.view(shape + (1,) * (w.dim() - len(shape)))
+        return self.eps * error

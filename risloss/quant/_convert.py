@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 
 import attrs
-import torch
 from torch import nn
 
+from risloss._util import model_device
 from risloss.quant._fake_quant import ActivationFakeQuant, check_bits, check_momentum
 from risloss.quant._modules import QuantConv2d, QuantLinear, QuantReLU
 
@@ -79,14 +79,6 @@ class QuantSpec:
 _LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 _ACT_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 _QUANT_TYPES: tuple[type[nn.Module], ...] = (QuantConv2d, QuantLinear, QuantReLU)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for parameter in model.parameters():
-        return parameter.device
-    for buffer in model.buffers():
-        return buffer.device
-    return torch.device("cpu")
 
 
 def quantize_model(
@@ -224,7 +216,7 @@ def _convert(model: nn.Module, spec: QuantSpec) -> nn.Module:
                 num_sites[id(child)] = max(num_sites.get(id(child), 1), sites)
                 if sites > 1:
                     owners.setdefault(id(child), []).append(parent)
-    device = _device_of(model)
+    device = model_device(model)
     for module in modules:
         if type(module) in _ACT_TYPES:
             replacements[id(module)] = QuantReLU(

@@ -128,17 +128,41 @@ def fake_quantize_weight(weight: torch.Tensor, bits: int, per_channel: bool = Tr
         tensor([[-1.0000,  0.0000,  2.0000],
                 [ 0.0000,  0.3333,  1.0000]])
     """
+    scale, zero_point = weight_qparams(weight, bits, per_channel)
+    return fake_quantize_on_grid(weight, scale, zero_point, bits)
+
+
+def weight_qparams(
+    weight: torch.Tensor, bits: int, per_channel: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid :func:`fake_quantize_weight` puts ``weight`` on: ``(scale, zero_point)``.
+
+    Per output channel (shapes ``(C_out,)``) or per tensor (scalars), from the weight's own
+    min/max through :func:`affine_qparams`. Package-internal: the weight perturbation that
+    mimics the student's rounding uses the same grid.
+    """
     check_bits("bits", bits)
     if weight.dim() < 1:
         raise ValueError("weight must have at least one dimension (output channels first)")
-    qmax = 2**bits - 1
     if per_channel:
         min_val, max_val = weight.detach().reshape(weight.shape[0], -1).aminmax(dim=1)
-        scale, zero_point = affine_qparams(min_val, max_val, bits)
-        return torch.fake_quantize_per_channel_affine(weight, scale, zero_point, 0, 0, qmax)
-    min_val, max_val = weight.detach().aminmax()
-    scale, zero_point = affine_qparams(min_val, max_val, bits)
-    return torch.fake_quantize_per_tensor_affine(weight, scale, zero_point, 0, qmax)
+    else:
+        min_val, max_val = weight.detach().aminmax()
+    return affine_qparams(min_val, max_val, bits)
+
+
+def fake_quantize_on_grid(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int
+) -> torch.Tensor:
+    """Fake-quantize ``x`` on a given grid (per channel along dim 0 when ``scale`` is 1-D).
+
+    Package-internal kernel of :func:`fake_quantize_weight`; values outside the grid are
+    clamped to its ends.
+    """
+    qmax = 2**bits - 1
+    if scale.dim() == 1:
+        return torch.fake_quantize_per_channel_affine(x, scale, zero_point, 0, 0, qmax)
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, qmax)
 
 
 def fake_quantize_activation(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal, get_args
 
 import attrs
 
@@ -17,20 +18,20 @@ from risloss._validators import (
     optional_bits,
     teacher_name,
 )
-from risloss.perturb._compose import INPUT_POOLS
+from risloss.data import _image_size_option, _normalize_option
+from risloss.models import CONDITIONINGS, Conditioning
+from risloss.objective import RISConfig
 
-__all__ = ["METHODS", "TASKS", "RISConfig", "TrainConfig"]
+__all__ = ["METHODS", "STUDENTS", "TASKS", "Method", "RISConfig", "Task", "TrainConfig"]
 
-METHODS = ("ris", "gdfq", "noise", "real")
+Method = Literal["ris", "gdfq", "noise", "real"]
 """Image sources: the full RIS objective, GDFQ's CE + BNS generator, Gaussian noise, real data."""
-TASKS = ("quantize", "distill", "prune")
+METHODS: tuple[str, ...] = get_args(Method)
+Task = Literal["quantize", "distill", "prune"]
 """Compression tasks: a quantized copy of the teacher, a distilled student, a pruned copy."""
-DIVERSITY = ("penalty", "soft", "both", "none")
-ROB_MODES = ("random", "joint", "input", "weight")
-WEIGHT_NOISE_MODES = ("relative", "filter", "absolute")
-FEATURE_DISTANCES = ("cosine", "mse", "l1", "nmse")
-PREDICTION_DISTANCES = ("l1", "kl", "skl", "js")
-CORRELATION_PAIRS = ("all", "same", "different")
+TASKS: tuple[str, ...] = get_args(Task)
+Student = Literal["resnet8", "resnet20"]
+STUDENTS: tuple[str, ...] = get_args(Student)
 
 # Ranges of the numeric fields: wide enough for any sensible run, narrow enough that a typo
 # (1e30) fails here rather than as NaN in the middle of a run.
@@ -38,70 +39,27 @@ _LOSS_WEIGHT = number_in(0.0, 1000.0)
 _LR = number_in(0.0, 10.0, open_low=True)
 
 
-@attrs.frozen(kw_only=True)
-class RISConfig:
-    """The generator objective ``CE + beta*BNS + alpha*L_rob + gamma*L_div`` and its options.
+def _optional_floats(value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (float(value),)
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number or a sequence of numbers, got {value!r}") from None
 
-    Attributes:
-        bns_weight: ``beta``, weight of the BatchNorm-statistics loss.
-        robustness_weight: ``alpha``, weight of :class:`~risloss.RobustnessLoss`.
-        diversity_weight: ``gamma``, weight of the label-correlation penalty.
-        input_perturbation: perturb inputs (the default augmentation pool).
-        weight_perturbation: perturb the teacher's conv and linear weights.
-        weight_noise_eps, weight_noise_mode: scale and mode of the Gaussian weight noise.
-        input_noise_std: standard deviation of the additive noise in the input pool.
-        input_pool: which operators the input pool draws from (``"all"``, ``"noise"``,
-            ``"geometric"``, ``"photometric"``; see
-            :func:`~risloss.perturb.default_input_perturbation`).
-        mode, num_draws, feature_distance, prediction_distance, threshold: as in
-            :class:`~risloss.RobustnessLoss`.
-        diversity: ``"penalty"`` (label-correlation penalty on the teacher's predictions),
-            ``"soft"`` (soft-label conditioning with soft-target cross-entropy), ``"both"`` or
-            ``"none"``.
-        correlation_pairs: which pairs the penalty covers (``"all"``, ``"same"``,
-            ``"different"``).
-        soft_label_classes: classes mixed in each soft label; at most the teacher's number of
-            classes (checked when a run starts, once the teacher is known).
 
-    Raises:
-        ValueError: a value out of range (the message names the field and the allowed values),
-            or both perturbations off while ``robustness_weight > 0``.
+def _optional_finite(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not value or not all(math.isfinite(v) for v in value)):
+        raise ValueError(f"{attribute.name} must be finite numbers (one per channel), got {value}")
 
-    Example:
-        >>> from risloss.training import RISConfig
-        >>> RISConfig().mode, RISConfig().prediction_distance
-        ('random', 'l1')
-        >>> no_weight_noise = RISConfig(weight_perturbation=False)
-        >>> RISConfig(mode="sequential")
-        Traceback (most recent call last):
-        ...
-        ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'sequential'
-    """
 
-    bns_weight: float = attrs.field(default=0.1, validator=_LOSS_WEIGHT)
-    robustness_weight: float = attrs.field(default=1.0, validator=_LOSS_WEIGHT)
-    diversity_weight: float = attrs.field(default=0.1, validator=_LOSS_WEIGHT)
-    input_perturbation: bool = True
-    weight_perturbation: bool = True
-    weight_noise_eps: float = attrs.field(default=0.05, validator=number_in(0.0, 1.0))
-    weight_noise_mode: str = attrs.field(default="relative", validator=one_of(WEIGHT_NOISE_MODES))
-    input_noise_std: float = attrs.field(default=0.1, validator=number_in(0.0, 10.0))
-    input_pool: str = attrs.field(default="all", validator=one_of(INPUT_POOLS))
-    mode: str = attrs.field(default="random", validator=one_of(ROB_MODES))
-    num_draws: int = attrs.field(default=1, validator=int_in(1, 64))
-    feature_distance: str = attrs.field(default="cosine", validator=one_of(FEATURE_DISTANCES))
-    prediction_distance: str = attrs.field(default="l1", validator=one_of(PREDICTION_DISTANCES))
-    threshold: float = attrs.field(default=0.0, validator=non_negative)
-    diversity: str = attrs.field(default="penalty", validator=one_of(DIVERSITY))
-    correlation_pairs: str = attrs.field(default="all", validator=one_of(CORRELATION_PAIRS))
-    soft_label_classes: int = attrs.field(default=2, validator=int_at_least(1))
-
-    def __attrs_post_init__(self) -> None:
-        if self.robustness_weight > 0 and not (self.input_perturbation or self.weight_perturbation):
-            raise ValueError(
-                "input_perturbation and weight_perturbation cannot both be False while "
-                "robustness_weight > 0; set robustness_weight=0 to drop the robustness term"
-            )
+def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not value or not all(math.isfinite(v) and v > 0 for v in value)):
+        raise ValueError(
+            f"{attribute.name} must be finite numbers > 0 (one per channel), got {value}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -141,6 +99,23 @@ class TrainConfig:
         eval_limit: evaluate on the first ``eval_limit`` test images only (``None``: all).
         ris: options of the generator objective (used by ``method="ris"``; ``"gdfq"`` uses
             only its ``bns_weight``).
+        generator_conditioning: how the generator takes its label: ``"concat"`` (the
+            embedding concatenated to the noise; the default, it learns the classes many times
+            faster) or ``"multiply"`` (GDFQ's; see :class:`~risloss.models.Generator`).
+        generator_output_lr_scale: learning-rate multiple of the generator's output scale and
+            shift (0 keeps them at their initial values).
+        input_mean, input_std: per-channel mean and standard deviation of the images the
+            teacher expects, if known (for a teacher that takes ``[0, 1]`` images and normalizes
+            them itself, roughly ``0.5`` and ``0.25``): the generator's output statistics start
+            there. ``None``: zero mean and unit variance, the statistics of standardized data,
+            which the generator then adapts to the teacher during training.
+        image_size: size the evaluation (and ``method="real"``) images are resized and
+            center-cropped to, ``None`` to keep their size, or ``"default"``: a shipped
+            teacher's input size, else the data set's own convention (see
+            :func:`risloss.data.load_dataset`).
+        normalize: ``(mean, std)`` per channel, ``None`` or ``"none"`` for images in
+            ``[0, 1]``, or ``"default"``: a shipped teacher's recorded normalization, else the
+            data set's own.
         global_batch_statistics: in a distributed run (``torchrun``), compute the batch
             statistics of the generator's BatchNorm layers, of a distillation student's and of
             the BNS loss over the global batch of all processes (``False``: over each process's
@@ -162,12 +137,12 @@ class TrainConfig:
         ValueError: warmup must be <= iters (10), got 20
     """
 
-    task: str = attrs.field(default="quantize", validator=one_of(TASKS))
-    method: str = attrs.field(default="ris", validator=one_of(METHODS))
+    task: Task = attrs.field(default="quantize", validator=one_of(TASKS))
+    method: Method = attrs.field(default="ris", validator=one_of(METHODS))
     model: str = attrs.field(default="resnet20_fashion_mnist", validator=teacher_name)
     weights: str | None = None
     data: str = "fashion-mnist"
-    student: str = attrs.field(default="resnet8", validator=one_of(("resnet8", "resnet20")))
+    student: Student = attrs.field(default="resnet8", validator=one_of(STUDENTS))
     w_bits: int | None = attrs.field(default=4, validator=optional_bits)
     a_bits: int | None = attrs.field(default=4, validator=optional_bits)
     first_last_bits: int | None = attrs.field(default=None, validator=optional_bits)
@@ -189,6 +164,23 @@ class TrainConfig:
     eval_limit: int | None = None
     ris: RISConfig = attrs.field(factory=RISConfig)
     global_batch_statistics: bool = attrs.field(default=True, validator=boolean)
+    generator_conditioning: Conditioning = attrs.field(
+        default="multiply", validator=one_of(CONDITIONINGS)
+    )
+    generator_output_lr_scale: float = attrs.field(default=0.0, validator=non_negative)
+    input_mean: tuple[float, ...] | None = attrs.field(
+        default=None, converter=_optional_floats, validator=_optional_finite
+    )
+    input_std: tuple[float, ...] | None = attrs.field(
+        default=None, converter=_optional_floats, validator=_optional_positive
+    )
+    # Data options, passed to risloss.data.load_dataset (validated by it, named as fields here).
+    image_size: int | str | None = attrs.field(
+        default="default", converter=lambda v: _image_size_option(v, "image_size")
+    )
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | str | None = attrs.field(
+        default="default", converter=lambda v: _normalize_option(v, "normalize")
+    )
 
     @lr_student.default
     def _default_lr_student(self) -> float:
@@ -208,6 +200,8 @@ class TrainConfig:
                 f"model {self.model!r} is given as package.module:factory, so weights= "
                 "(a state-dict file) is required"
             )
+        if (self.input_mean is None) != (self.input_std is None):
+            raise ValueError("input_mean and input_std must both be given or both be None")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
 

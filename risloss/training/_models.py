@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import copy
-import importlib
-import os
-import sys
 from typing import Any
 
 from torch import nn
 
 from risloss._checkpoint import load_state_dict_into
+from risloss._imports import import_factory
 from risloss.models import list_pretrained, load_pretrained, resnet8, resnet20
 
-__all__ = ["build_student", "load_teacher"]
+__all__ = ["build_student", "data_options", "load_teacher"]
 
 _STUDENTS = {"resnet8": resnet8, "resnet20": resnet20}
-
-
-def _import_factory(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    # Like `python -m`, let a factory module in the working folder be found.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    if not module_name or not attr:
-        raise ValueError(f"model must be a shipped name or 'package.module:factory', got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"model {spec!r}: cannot import module {module_name!r} ({exc})") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"model {spec!r}: {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"model {spec!r}: {attr!r} is not callable")
-    return obj
 
 
 def load_teacher(model: str, weights: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -59,7 +36,7 @@ def load_teacher(model: str, weights: str | None = None) -> tuple[nn.Module, dic
         teacher = load_pretrained(model)
         meta = dict(shipped[model])
     else:
-        factory = _import_factory(model)
+        factory = import_factory(model)
         teacher = factory()
         if not isinstance(teacher, nn.Module):
             raise ValueError(f"model {model!r}: the factory returned {type(teacher).__name__}")
@@ -68,6 +45,28 @@ def load_teacher(model: str, weights: str | None = None) -> tuple[nn.Module, dic
         load_state_dict_into(teacher, weights, f"model {model!r}")
         meta = {}
     return teacher.eval().requires_grad_(False), meta
+
+
+def data_options(
+    data: str, image_size: Any, normalize: Any, meta: dict[str, Any]
+) -> tuple[Any, Any]:
+    """The ``image_size`` and ``normalize`` to load ``data`` with, for a teacher.
+
+    Where an option says ``"default"`` and the teacher is a shipped one (``meta`` holds its
+    recorded ``input_shape`` and ``preprocessing``), the teacher's own input size and
+    normalization are used for data read from image files; a data set built by code
+    (``package.module:factory``) is left as its factory returns it.
+    """
+    from_code = ":" in data and not data.startswith("imagefolder:")
+    if from_code:
+        return image_size, normalize
+    shape = meta.get("input_shape")
+    if image_size == "default" and shape is not None and shape[1] == shape[2]:
+        image_size = int(shape[1])
+    prep = meta.get("preprocessing") or {}
+    if normalize == "default" and "mean" in prep and "std" in prep:
+        normalize = (tuple(prep["mean"]), tuple(prep["std"]))
+    return image_size, normalize
 
 
 def build_student(

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from risloss.functional import BNStatistics, label_correlation_penalty
-from risloss.hooks import capture_bn_statistics, capture_features
-from risloss.losses import BNStatisticsLoss, RobustnessLoss
-from risloss.models import Generator
-from risloss.perturb import GaussianWeightNoise, default_input_perturbation
-from risloss.training._config import RISConfig
-
-if TYPE_CHECKING:
-    from risloss.distributed import DistributedContext
+from risloss.distributed import DistributedContext, convert_batchnorm
+from risloss.models import Conditioning, Generator
+from risloss.objective import RISConfig, SynthesisObjective
 
 __all__ = ["Batch", "GeneratorSource", "ImageSource", "NoiseSource", "RealSource"]
 
@@ -30,20 +23,13 @@ class Batch:
     images: torch.Tensor
     labels: torch.Tensor | None  # (B,) ints, (B, C) soft labels, or None
     teacher_logits: torch.Tensor
-    parts: dict[str, float]
-
-
-def soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with hard ``(B,)`` or soft ``(B, C)`` targets, averaged over the batch."""
-    if labels.dtype.is_floating_point:
-        return -(labels * F.log_softmax(logits, dim=1)).sum(1).mean()
-    return F.cross_entropy(logits, labels)
+    parts: dict[str, float]  # the generator's loss parts and synthesis figures, by name
 
 
 class ImageSource:
     """Produces a :class:`Batch` per iteration; its state is checkpointed with the run."""
 
-    def next_batch(self, train: bool) -> Batch:
+    def next_batch(self) -> Batch:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -69,7 +55,7 @@ class NoiseSource(ImageSource):
         )  # fmt: skip
 
     @torch.no_grad()
-    def next_batch(self, train: bool) -> Batch:
+    def next_batch(self) -> Batch:
         x = torch.randn((self.batch_size, *self.shape), generator=self.rng).to(self.device)
         return Batch(x, None, self.teacher(x), {})
 
@@ -90,7 +76,7 @@ class RealSource(ImageSource):
         )  # fmt: skip
 
     @torch.no_grad()
-    def next_batch(self, train: bool) -> Batch:
+    def next_batch(self) -> Batch:
         idx = torch.randint(0, len(self.dataset), (self.batch_size,), generator=self.rng)
         if hasattr(self.dataset, "images"):
             x, y = self.dataset.images[idx], self.dataset.labels[idx]
@@ -103,11 +89,11 @@ class RealSource(ImageSource):
 
 
 class GeneratorSource(ImageSource):
-    """A conditional generator trained against the teacher: GDFQ's objective, or RIS's.
+    """A conditional generator trained against the teacher with a :class:`SynthesisObjective`.
 
-    One generator step per batch: a single clean teacher pass (with feature and BatchNorm hooks)
-    is shared by the cross-entropy, the BNS loss, the clean branch of the robustness loss and
-    the diversity penalty, and its logits are returned for the student's distillation.
+    One generator step per batch: the objective (GDFQ's with ``method="gdfq"``, RIS's with
+    ``"ris"``) runs a single clean teacher pass shared by all its terms, whose logits are
+    returned for the student's distillation.
 
     In a distributed run (``context.distributed``) the generator is wrapped in
     DistributedDataParallel and each rank draws its own batch; the label-correlation penalty is
@@ -128,14 +114,17 @@ class GeneratorSource(ImageSource):
         batch_size: int,
         lr: float,
         rng: torch.Generator,
+        conditioning: Conditioning = "concat",
+        output_lr_scale: float = 10.0,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
         perturbation_rng: torch.Generator,
         device: torch.device,
         context: DistributedContext | None = None,
         global_batch_statistics: bool = True,
     ) -> None:
         self.teacher = teacher
-        self.ris = ris
-        self.method = method
+        self.ris = ris if method == "ris" else ris.baseline()
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.rng = rng
@@ -145,66 +134,44 @@ class GeneratorSource(ImageSource):
             raise ValueError(
                 f"the generator makes square images with a side divisible by 4, got {h}x{w}"
             )
-        self.generator = Generator(num_classes=num_classes, image_size=h, channels=c).to(device)
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.distributed = context is not None and context.distributed
-        self.global_batch_statistics = self.distributed and global_batch_statistics
-        self._trainable: nn.Module = self.generator
-        if self.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            from risloss.distributed import convert_batchnorm
-
-            if self.global_batch_statistics:
-                convert_batchnorm(self.generator)
-            self._trainable = DistributedDataParallel(
-                self.generator,
-                device_ids=[device] if device.type == "cuda" else None,
-            )
-        self.bns = BNStatisticsLoss()
-        self.robustness: RobustnessLoss | None = None
-        use_ris = method == "ris"
-        if use_ris and ris.robustness_weight > 0:
-            self.robustness = RobustnessLoss(
-                teacher,
-                input_perturbation=(
-                    default_input_perturbation(noise_std=ris.input_noise_std, pool=ris.input_pool)
-                    if ris.input_perturbation
-                    else None
-                ),
-                weight_perturbation=(
-                    GaussianWeightNoise(
-                        eps=ris.weight_noise_eps, mode=cast(Any, ris.weight_noise_mode)
-                    )
-                    if ris.weight_perturbation
-                    else None
-                ),
-                mode=cast(
-                    Any,
-                    ris.mode
-                    if (ris.input_perturbation and ris.weight_perturbation)
-                    else ("input" if ris.input_perturbation else "weight"),
-                ),
-                num_draws=ris.num_draws,
-                feature_distance=cast(Any, ris.feature_distance),
-                prediction_distance=cast(Any, ris.prediction_distance),
-                threshold=ris.threshold,
-                generator=perturbation_rng,
-            )
-        self.diversity_penalty = (
-            use_ris and ris.diversity in ("penalty", "both") and (ris.diversity_weight > 0)
+        for name, stats in (("input_mean", input_mean), ("input_std", input_std)):
+            if stats is not None and len(stats) not in (1, c):
+                raise ValueError(
+                    f"{name} must have 1 or {c} values (one per image channel), got {len(stats)}"
+                )
+        self.generator = Generator(
+            num_classes=num_classes,
+            image_size=h,
+            channels=c,
+            conditioning=conditioning,
+            output_mean=0.0 if input_mean is None else input_mean,
+            output_std=1.0 if input_std is None else input_std,
+        ).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.generator.param_groups(lr, output_lr_scale=output_lr_scale), betas=(0.5, 0.999)
         )
-        self.soft_labels = use_ris and ris.diversity in ("soft", "both")
-        if self.soft_labels and ris.soft_label_classes > num_classes:
+        ctx = context or DistributedContext(device=device)
+        global_stats = ctx.distributed and global_batch_statistics
+        if global_stats:
+            convert_batchnorm(self.generator)
+        self._trainable = ctx.wrap(self.generator)
+        self.objective = SynthesisObjective.from_config(
+            teacher,
+            self.ris,
+            generator=perturbation_rng,
+            gather=ctx.gather,
+            batch_statistics=ctx.global_statistics if global_stats else None,
+        )
+        if self.ris.uses_soft_labels and self.ris.soft_label_classes > num_classes:
             raise ValueError(
                 f"soft_label_classes must be at most the teacher's number of classes "
-                f"({num_classes}), got {ris.soft_label_classes}"
+                f"({num_classes}), got {self.ris.soft_label_classes}"
             )
 
     def _labels(self) -> torch.Tensor:
         b, c = self.batch_size, self.num_classes
         hard = torch.randint(0, c, (b,), generator=self.rng)
-        if not self.soft_labels or self.ris.soft_label_classes < 2:
+        if not self.ris.uses_soft_labels or self.ris.soft_label_classes < 2:
             return hard.to(self.device)
         # Soft labels: the drawn class keeps the largest weight; k - 1 other classes share the
         # rest, so rows of different primary classes stay weakly correlated.
@@ -220,71 +187,17 @@ class GeneratorSource(ImageSource):
         soft.scatter_(1, extra, rest)
         return soft.to(self.device)
 
-    def next_batch(self, train: bool) -> Batch:
+    def next_batch(self) -> Batch:
+        """Synthesize a batch, take one generator step on its objective, return it detached."""
         labels = self._labels()
         z = torch.randn((self.batch_size, self.generator.latent_dim), generator=self.rng)
-        x, logits, parts = self.losses(z.to(self.device), labels, train=train)
-        if train:
-            self.optimizer.zero_grad(set_to_none=True)
-            parts["g_loss"].backward()
-            self.optimizer.step()
-        return Batch(
-            x.detach(),
-            labels,
-            logits.detach(),
-            {k: float(v.detach()) for k, v in parts.items()},
-        )
-
-    def losses(
-        self, z: torch.Tensor, labels: torch.Tensor, *, train: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """Synthesize a batch and compute the generator objective and its parts (no step).
-
-        Args:
-            z: the noise, ``(B, latent_dim)`` on the source's device.
-            labels: hard ``(B,)`` or soft ``(B, C)`` labels on the source's device.
-            train: run the generator as trained (through DistributedDataParallel in a
-                distributed run, so that a backward averages its gradients over ranks).
-
-        Returns:
-            ``(images, teacher_logits, parts)`` with the named loss components as tensors
-            (``"g_loss"`` the total, with its graph).
-        """
         self.generator.train()
-        x = (self._trainable if train else self.generator)(z, labels)
-        layers = self.robustness.feature_layers if self.robustness is not None else {}
-        features: AbstractContextManager[Any] = (
-            capture_features(self.teacher, layers) if layers else nullcontext({})
-        )
-        with features as feats, capture_bn_statistics(self.teacher) as bn:
-            logits = self.teacher(x)
-        parts: dict[str, torch.Tensor] = {"g_ce": soft_cross_entropy(logits, labels)}
-        loss = parts["g_ce"]
-        if self.ris.bns_weight > 0:
-            stats = bn.statistics()
-            if self.global_batch_statistics:
-                stats = _global_statistics(stats, x.shape[0])
-            parts["g_bns"] = self.bns(stats)
-            loss = loss + self.ris.bns_weight * parts["g_bns"]
-        if self.robustness is not None:
-            rob = self.robustness(x, clean_logits=logits, clean_features=feats, return_parts=True)
-            parts["g_rob"] = rob["loss"]
-            parts["g_rob_feature"] = rob["feature"]
-            parts["g_rob_prediction"] = rob["prediction"]
-            loss = loss + self.ris.robustness_weight * rob["loss"]
-        if self.diversity_penalty:
-            all_logits, all_labels = logits, labels
-            if self.distributed:
-                from risloss.distributed import all_gather_differentiable
-
-                all_logits = all_gather_differentiable(logits)
-                all_labels = all_gather_differentiable(labels)
-            parts["g_div"] = label_correlation_penalty(
-                all_logits, all_labels, pairs=cast(Any, self.ris.correlation_pairs)
-            )
-            loss = loss + self.ris.diversity_weight * parts["g_div"]
-        parts["g_loss"] = loss
-        return x, logits, parts
+        images = self._trainable(z.to(self.device), labels)
+        parts = self.objective(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts.loss.backward()
+        self.optimizer.step()
+        return Batch(images.detach(), labels, parts.logits.detach(), parts.scalars())
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -292,17 +205,3 @@ class GeneratorSource(ImageSource):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
-
-
-def _global_statistics(stats: BNStatistics, batch: int) -> BNStatistics:
-    """The same statistics with the batch moments of the global batch over all ranks."""
-    from risloss.distributed import all_reduce_moments
-
-    means, variances, _ = all_reduce_moments(stats.batch_means, stats.batch_vars, batch)
-    return BNStatistics(
-        names=stats.names,
-        batch_means=means,
-        batch_vars=variances,
-        running_means=stats.running_means,
-        running_vars=stats.running_vars,
-    )

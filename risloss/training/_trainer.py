@@ -1,4 +1,11 @@
-"""The data-free training loop shared by quantization, distillation and pruning."""
+"""The data-free training loop shared by quantization, distillation and pruning.
+
+A run is a few named steps: :func:`_setup` builds everything a run holds (:class:`_Run`),
+:meth:`_Run.restore` continues a checkpoint, :class:`_QuantPolicy` decides when activation
+ranges are calibrated and frozen, :meth:`_Run.step` takes one iteration, :meth:`_Run.save`
+writes the checkpoint and :func:`_write_outputs` the results. The differences of a
+data-parallel run live behind :class:`~risloss.distributed.DistributedContext`'s methods.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,29 +21,39 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import attrs
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
 from risloss._checkpoint import atomic_save, load_checkpoint
-from risloss._eval import evaluate
-from risloss.data import load_dataset
-from risloss.distributed import DistributedContext, init_from_env, rank_seed
+from risloss.data import check_compatible, load_dataset
+from risloss.distributed import (
+    DistributedContext,
+    convert_batchnorm,
+    init_from_env,
+    local_batch_statistics,
+    rank_seed,
+)
+from risloss.functional import kd_loss, soft_cross_entropy
+from risloss.pruning import finalize_pruning, model_stats
+from risloss.quant import calibration, freeze, quantized_layers
 from risloss.training._config import TrainConfig
-from risloss.training._models import build_student, load_teacher
+from risloss.training._models import build_student, data_options, load_teacher
+from risloss.training._plots import save_loss_plot, save_samples
 from risloss.training._progress import Progress
 from risloss.training._sources import (
     GeneratorSource,
     ImageSource,
     NoiseSource,
     RealSource,
-    soft_cross_entropy,
 )
 
-__all__ = ["TrainingInterrupted", "train"]
+__all__ = ["TrainingInterrupted", "kd_loss", "train"]
 
 CHECKPOINT = "checkpoint.pt"
+SYNTHESIS_WINDOW = 10
+"""The synthesis figures of ``metrics.json`` are means over this many final iterations."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -77,8 +95,6 @@ def _interruptible(grace: float = 0.0) -> Iterator[Callable[[], bool]]:
         if not received:
             received.append(time.monotonic())
 
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
@@ -88,168 +104,6 @@ def _interruptible(grace: float = 0.0) -> Iterator[Callable[[], bool]]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
-    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch.
-
-    The distillation term of the student's loss; the ``T^2`` factor keeps the gradient scale
-    independent of the temperature.
-
-    Args:
-        student_logits: ``(B, C)``, carries the gradient.
-        teacher_logits: ``(B, C)``, the target (pass it detached).
-        t: the temperature ``T > 0``.
-
-    Returns:
-        A scalar.
-
-    Example:
-        >>> import torch
-        >>> from risloss.training import kd_loss
-        >>> z = torch.tensor([[2.0, 0.0, -1.0]])
-        >>> kd_loss(z, z, 4.0).item()
-        0.0
-        >>> bool(kd_loss(z, z.flip(1), 4.0) > 0)
-        True
-    """
-    return (t * t) * F.kl_div(
-        F.log_softmax(student_logits / t, dim=1),
-        F.log_softmax(teacher_logits / t, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
-
-
-def _eval_set(config: TrainConfig) -> Any:
-    test = load_dataset(config.data, "test")
-    if config.eval_limit is not None and config.eval_limit < len(test):  # type: ignore[arg-type]
-        test = Subset(test, range(config.eval_limit))
-    return test
-
-
-def _image_shape(dataset: Any) -> tuple[int, int, int]:
-    x = dataset[0][0]
-    if x.ndim != 3:
-        raise ValueError(f"expected (C, H, W) images, the data set yields {tuple(x.shape)}")
-    return (int(x.shape[0]), int(x.shape[1]), int(x.shape[2]))
-
-
-class _TensorShard:
-    """Rows ``rank::world`` of a data set that holds ``images`` and ``labels`` tensors."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
-
-
-def _evaluate(model: nn.Module, test: Any, ctx: DistributedContext) -> float:
-    """Top-1 accuracy in percent; in a distributed run each rank scores every K-th image."""
-    if not ctx.distributed:
-        return evaluate(model, test)
-    import torch.distributed as dist
-
-    n = len(test)
-    rows = range(ctx.rank, n, ctx.world_size)
-    correct = 0
-    if len(rows):
-        images, labels = getattr(test, "images", None), getattr(test, "labels", None)
-        shard: Any
-        if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):
-            index = torch.arange(ctx.rank, n, ctx.world_size)
-            shard = _TensorShard(images[index], labels[index])
-        else:
-            shard = Subset(test, rows)
-        correct = round(evaluate(model, shard) * len(rows) / 100.0)
-    total = torch.tensor([correct], dtype=torch.int64, device=ctx.device)
-    dist.all_reduce(total)
-    return 100.0 * int(total.item()) / n
-
-
-def _reduce_parts(parts: dict[str, float], stop: bool, ctx: DistributedContext) -> bool:
-    """Average the loss components over ranks (in place); whether any rank asked to stop."""
-    import torch.distributed as dist
-
-    keys = sorted(k for k in parts if k not in ("iter", "lr"))
-    values = torch.tensor(
-        [parts[k] for k in keys] + [float(stop)], dtype=torch.float64, device=ctx.device
-    )
-    dist.all_reduce(values)
-    summed = values.tolist()
-    for k, v in zip(keys, summed, strict=False):
-        parts[k] = v / ctx.world_size
-    return summed[-1] > 0
-
-
-def _load_resume_state(
-    ckpt_path: Path, config: TrainConfig, ctx: DistributedContext
-) -> dict[str, Any]:
-    """Read and check the checkpoint (rank 0 reads it and sends it to the other ranks)."""
-    state: Any = None
-    error = None
-    if ctx.is_main():
-        try:
-            if not ckpt_path.is_file():
-                raise ValueError(f"resume: no checkpoint at {ckpt_path}")
-            state = load_checkpoint(
-                ckpt_path, expected="a checkpoint of a risloss run", keys=("config", "iteration")
-            )
-            saved = state["config"]
-            if saved != config.to_dict():
-                diff = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
-                raise ValueError(f"resume: the checkpoint was made with other settings ({diff})")
-        except ValueError as exc:
-            if not ctx.distributed:
-                raise
-            state, error = None, str(exc)
-    if ctx.distributed:
-        import torch.distributed as dist
-
-        box = [state, error]
-        dist.broadcast_object_list(box, src=0, device=ctx.device)
-        state, error = box
-        if error is not None:
-            raise ValueError(error)
-    saved_world = int(state.get("world_size", 1))
-    if saved_world != ctx.world_size:
-        raise ValueError(
-            f"resume: the checkpoint was written by a run on {saved_world} process(es); resume "
-            f"it with the same number (this run has {ctx.world_size})"
-        )
-    result: dict[str, Any] = state
-    return result
-
-
-def _is_quantized(model: nn.Module) -> bool:
-    from risloss.quant import quantized_layers
-
-    return bool(quantized_layers(model))
-
-
-def _compression_metrics(
-    config: TrainConfig, teacher: nn.Module, student: nn.Module, shape: tuple[int, int, int]
-) -> dict[str, Any]:
-    """What distillation or pruning changed: size, MACs and sparsity of teacher and student."""
-    from risloss.pruning import model_stats
-
-    before, after = model_stats(teacher, shape), model_stats(student, shape)
-    if config.task == "prune":
-        return {
-            "prune": {
-                "target_sparsity": config.sparsity,
-                "structured": config.structured,
-                "before": before,
-                "after": after,
-            }
-        }
-    if config.task == "distill":
-        return {"distill": {"arch": config.student, "teacher": before, "student": after}}
-    return {}
 
 
 def train(
@@ -336,27 +190,204 @@ def train(
         ctx.close()
 
 
-def _train(
-    config: TrainConfig,
-    out: Path,
-    resume: bool,
-    progress: bool | None,
-    log: Callable[[str], None] | None,
-    ctx: DistributedContext,
+def _eval_set(config: TrainConfig, meta: dict[str, Any]) -> Any:
+    size, norm = data_options(config.data, config.image_size, config.normalize, meta)
+    test = load_dataset(config.data, "test", image_size=size, normalize=norm)
+    if config.eval_limit is not None and config.eval_limit < len(test):  # type: ignore[arg-type]
+        test = Subset(test, range(config.eval_limit))
+    return test
+
+
+def _image_shape(dataset: Any) -> tuple[int, int, int]:
+    x = dataset[0][0]
+    if x.ndim != 3:
+        raise ValueError(f"expected (C, H, W) images, the data set yields {tuple(x.shape)}")
+    return (int(x.shape[0]), int(x.shape[1]), int(x.shape[2]))
+
+
+def _load_resume_state(
+    ckpt_path: Path, config: TrainConfig, ctx: DistributedContext
 ) -> dict[str, Any]:
-    main = ctx.is_main()
-    say = (log if main else None) or (lambda _msg: None)
-    ckpt_path = out / CHECKPOINT
-    state = None
-    if resume:
-        state = _load_resume_state(ckpt_path, config, ctx)
+    """Read and check the checkpoint (rank 0 reads it and sends it to the other ranks)."""
+    state: Any = None
+    error = None
+    if ctx.is_main():
+        try:
+            if not ckpt_path.is_file():
+                raise ValueError(f"resume: no checkpoint at {ckpt_path}")
+            state = load_checkpoint(
+                ckpt_path, expected="a checkpoint of a risloss run", keys=("config", "iteration")
+            )
+            saved = state["config"]
+            if saved != config.to_dict():
+                diff = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
+                raise ValueError(f"resume: the checkpoint was made with other settings ({diff})")
+        except ValueError as exc:
+            if not ctx.distributed:
+                raise
+            state, error = None, str(exc)
+    state, error = ctx.from_main((state, error))
+    if error is not None:
+        raise ValueError(error)
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != ctx.world_size:
+        raise ValueError(
+            f"resume: the checkpoint was written by a run on {saved_world} process(es); resume "
+            f"it with the same number (this run has {ctx.world_size})"
+        )
+    result: dict[str, Any] = state
+    return result
+
+
+@attrs.define
+class _QuantPolicy:
+    """When a quantized student's activation ranges are calibrated and frozen.
+
+    Warm-up iterations calibrate on each batch (EMA of its ranges); the first student
+    iteration freezes the ranges (calibrating on its batch first when there is no warm-up);
+    a run that is all warm-up (post-training quantization) freezes at the end.
+    """
+
+    student: nn.Module
+    ctx: DistributedContext
+    warmup: int
+    iters: int
+    active: bool
+
+    def before_iteration(self, it: int, images: torch.Tensor) -> None:
+        if not self.active:
+            return
+        if it < self.warmup or (it == 0 and self.warmup == 0):
+            self._calibrate(images)
+        if it == self.warmup:
+            freeze(self.student)
+
+    def finish(self) -> None:
+        if self.active and self.warmup >= self.iters:
+            freeze(self.student)  # post-training quantization: calibration only
+
+    def _calibrate(self, images: torch.Tensor) -> None:
+        # In a distributed run every rank observes the whole global batch: identical ranges
+        # everywhere, equal to a single process calibrating on the concatenated batch.
+        with (
+            torch.no_grad(),
+            calibration(self.student),
+            local_batch_statistics(self.student),
+        ):
+            self.student(self.ctx.gather(images))
+
+
+@attrs.define(eq=False)
+class _Run:
+    """Everything one run holds between iterations."""
+
+    config: TrainConfig
+    ctx: DistributedContext
+    ckpt_path: Path
+    teacher: nn.Module
+    test: Any
+    shape: tuple[int, int, int]
+    num_classes: int
+    student: nn.Module
+    source: ImageSource
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    data_rng: torch.Generator
+    perturbation_rng: torch.Generator
+    quant: _QuantPolicy
+    student_step: nn.Module = attrs.field(init=False)
+    history: list[dict[str, float]] = attrs.field(factory=list)
+    evals: list[dict[str, float]] = attrs.field(factory=list)
+    start: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.student_step = self.ctx.wrap(self.student)
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        return {
+            "data_rng": self.data_rng.get_state(),
+            "perturbation_rng": self.perturbation_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self, iteration: int) -> None:
+        """Write the checkpoint atomically (rank 0; every rank's random state with it)."""
+        every = self.ctx.all_objects(self._rng_states())  # a collective: all ranks call it
+        if not self.ctx.is_main():
+            return
+        extra: dict[str, Any] = {}
+        if self.ctx.distributed:
+            extra = {"world_size": self.ctx.world_size, "rank_rng": every}
+        atomic_save(
+            {
+                "config": self.config.to_dict(),
+                "iteration": iteration,
+                "student": self.student.state_dict(),
+                "source": self.source.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                **self._rng_states(),
+                "history": self.history,
+                "evals": self.evals,
+                **extra,
+            },
+            self.ckpt_path,
+        )
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by :meth:`save`."""
+        self.student.load_state_dict(state["student"])
+        self.source.load_state_dict(state["source"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rng_state = state["rank_rng"][self.ctx.rank] if self.ctx.distributed else state
+        self.data_rng.set_state(rng_state["data_rng"])
+        self.perturbation_rng.set_state(rng_state["perturbation_rng"])
+        torch.set_rng_state(rng_state["torch_rng"])
+        self.history, self.evals = state["history"], state["evals"]
+        self.start = int(state["iteration"])
+
+    def step(self, it: int) -> dict[str, float]:
+        """One iteration: a batch (and a generator step), then a student step after warm-up.
+
+        Returns:
+            The iteration's record: the source's parts, the student's losses and ``lr``.
+        """
+        config = self.config
+        batch = self.source.next_batch()
+        record = dict(batch.parts)
+        self.quant.before_iteration(it, batch.images)
+        if it < config.warmup:
+            return record
+        s_logits = self.student_step(batch.images)
+        s_kd = kd_loss(s_logits, batch.teacher_logits, config.kd_temperature)
+        loss = config.kd_weight * s_kd
+        record["s_kd"] = float(s_kd.detach())
+        if batch.labels is not None and config.ce_weight > 0:
+            s_ce = soft_cross_entropy(s_logits, batch.labels)
+            loss = loss + config.ce_weight * s_ce
+            record["s_ce"] = float(s_ce.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        record["s_loss"] = float(loss.detach())
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        return record
+
+    def evaluate(self, model: nn.Module) -> float:
+        return self.ctx.evaluate(model, self.test)
+
+
+def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Run:
+    """Load the teacher and the test set, build the student, the image source and optimizers."""
     device = ctx.device
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
-
     teacher, meta = load_teacher(config.model, config.weights)
     teacher = teacher.to(device)
-    test = _eval_set(config)
+    test = _eval_set(config, meta)
+    check_compatible(teacher, test, input_shape=meta.get("input_shape"))
     shape = _image_shape(test)
     num_classes = int(
         meta.get("num_classes") or teacher(torch.zeros(1, *shape, device=device)).shape[1]
@@ -382,10 +413,7 @@ def _train(
     # a fresh distillation student learns them from the synthesized batches.
     student.train(config.task == "distill")
     if ctx.distributed and config.global_batch_statistics and student.training:
-        from risloss.distributed import convert_batchnorm
-
         student = convert_batchnorm(student)
-    quantized = _is_quantized(student)
     source: ImageSource
     if config.method in ("ris", "gdfq"):
         source = GeneratorSource(
@@ -397,6 +425,10 @@ def _train(
             batch_size=config.batch_size,
             lr=config.lr_generator,
             rng=data_rng,
+            conditioning=config.generator_conditioning,
+            output_lr_scale=config.generator_output_lr_scale,
+            input_mean=config.input_mean,
+            input_std=config.input_std,
             perturbation_rng=perturbation_rng,
             device=device,
             context=ctx,
@@ -405,9 +437,9 @@ def _train(
     elif config.method == "noise":
         source = NoiseSource(teacher, shape, config.batch_size, data_rng, device)
     else:
-        source = RealSource(
-            teacher, load_dataset(config.data, "train"), config.batch_size, data_rng, device
-        )
+        size, norm = data_options(config.data, config.image_size, config.normalize, meta)
+        train_set = load_dataset(config.data, "train", image_size=size, normalize=norm)
+        source = RealSource(teacher, train_set, config.batch_size, data_rng, device)
     optimizer = torch.optim.SGD(
         [p for p in student.parameters() if p.requires_grad],
         lr=config.lr_student,
@@ -419,183 +451,151 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, qat_steps) / qat_steps))
     )
-    history: list[dict[str, float]] = []
-    evals: list[dict[str, float]] = []
-    start = 0
+    quant = _QuantPolicy(
+        student, ctx, config.warmup, config.iters, active=bool(quantized_layers(student))
+    )
+    return _Run(
+        config=config,
+        ctx=ctx,
+        ckpt_path=ckpt_path,
+        teacher=teacher,
+        test=test,
+        shape=shape,
+        num_classes=num_classes,
+        student=student,
+        source=source,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        data_rng=data_rng,
+        perturbation_rng=perturbation_rng,
+        quant=quant,
+    )
+
+
+def _train(
+    config: TrainConfig,
+    out: Path,
+    resume: bool,
+    progress: bool | None,
+    log: Callable[[str], None] | None,
+    ctx: DistributedContext,
+) -> dict[str, Any]:
+    main = ctx.is_main()
+    say = (log if main else None) or (lambda _msg: None)
+    ckpt_path = out / CHECKPOINT
+    state = _load_resume_state(ckpt_path, config, ctx) if resume else None
+    run = _setup(config, ckpt_path, ctx)
     if state is not None:
-        student.load_state_dict(state["student"])
-        source.load_state_dict(state["source"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng_state = state["rank_rng"][ctx.rank] if ctx.distributed else state
-        data_rng.set_state(rng_state["data_rng"])
-        perturbation_rng.set_state(rng_state["perturbation_rng"])
-        torch.set_rng_state(rng_state["torch_rng"])
-        history, evals, start = state["history"], state["evals"], int(state["iteration"])
-        say(f"resumed from {ckpt_path} at iteration {start}")
-    student_step: nn.Module = student
-    if ctx.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        student_step = DistributedDataParallel(
-            student, device_ids=[device] if device.type == "cuda" else None
-        )
-
-    def save(iteration: int) -> None:
-        extra: dict[str, Any] = {}
-        if ctx.distributed:
-            import torch.distributed as dist
-
-            mine = {
-                "data_rng": data_rng.get_state(),
-                "perturbation_rng": perturbation_rng.get_state(),
-                "torch_rng": torch.get_rng_state(),
-            }
-            every: list[Any] = [None] * ctx.world_size
-            dist.all_gather_object(every, mine)
-            extra = {"world_size": ctx.world_size, "rank_rng": every}
-        if not main:
-            return
-        atomic_save(
-            {
-                "config": config.to_dict(),
-                "iteration": iteration,
-                "student": student.state_dict(),
-                "source": source.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "data_rng": data_rng.get_state(),
-                "perturbation_rng": perturbation_rng.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "evals": evals,
-                **extra,
-            },
-            ckpt_path,
-        )
-
-    def calibrate(images: torch.Tensor) -> None:
-        from risloss.quant import calibration
-
-        with torch.no_grad(), calibration(student):
-            if ctx.distributed:
-                # Every rank observes the whole global batch: identical ranges everywhere,
-                # equal to a single process calibrating on the concatenated batch.
-                from risloss.distributed import all_gather_differentiable, local_batch_statistics
-
-                with local_batch_statistics(student):
-                    student(all_gather_differentiable(images))
-            else:
-                student(images)
-
+        run.restore(state)
+        say(f"resumed from {ckpt_path} at iteration {run.start}")
     if main:
         out.mkdir(parents=True, exist_ok=True)
     bar = Progress(
         config.iters,
-        start=start,
+        start=run.start,
         desc=f"{config.task}/{config.method}",
         enabled=progress if main else False,
     )
     t0 = time.monotonic()
-    stop = False
     with _interruptible(grace=5.0 if ctx.distributed else 0.0) as interrupted:
-        for it in range(start, config.iters):
-            batch = source.next_batch(train=True)
-            parts = dict(batch.parts)
-            if it < config.warmup:
-                if quantized:
-                    calibrate(batch.images)
-            else:
-                if quantized and it == config.warmup:
-                    from risloss.quant import freeze
-
-                    if config.warmup == 0:  # calibrate on the first batch at least
-                        calibrate(batch.images)
-                    freeze(student)
-                s_logits = student_step(batch.images)
-                s_kd = kd_loss(s_logits, batch.teacher_logits, config.kd_temperature)
-                loss = config.kd_weight * s_kd
-                parts["s_kd"] = float(s_kd.detach())
-                if batch.labels is not None and config.ce_weight > 0:
-                    s_ce = soft_cross_entropy(s_logits, batch.labels)
-                    loss = loss + config.ce_weight * s_ce
-                    parts["s_ce"] = float(s_ce.detach())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                parts["s_loss"] = float(loss.detach())
-                parts["lr"] = optimizer.param_groups[0]["lr"]
-            parts["iter"] = it + 1
-            if ctx.distributed:  # the global batch's losses; all ranks stop together
-                stop = _reduce_parts(parts, interrupted(), ctx)
-            history.append(parts)
+        for it in range(run.start, config.iters):
+            record = run.step(it)
+            record["iter"] = it + 1
+            # In a distributed run: the global batch's losses; all ranks stop together.
+            stop = ctx.average(record, interrupted(), skip=("iter", "lr"))
+            run.history.append(record)
             done = it + 1
             if config.eval_every and done % config.eval_every == 0 and done < config.iters:
-                evals.append({"iter": done, "top1": _evaluate(student, test, ctx)})
-            bar.update(done, {k: v for k, v in parts.items() if k in ("g_loss", "s_loss")})
+                run.evals.append({"iter": done, "top1": run.evaluate(run.student)})
+            bar.update(done, {k: v for k, v in record.items() if k in _SHOWN})
             if done % config.checkpoint_every == 0 or done == config.iters:
-                save(done)
-            if (stop if ctx.distributed else interrupted()) and done < config.iters:
-                save(done)
+                run.save(done)
+            if stop and done < config.iters:
+                run.save(done)
                 bar.close()
                 ctx.barrier()  # the checkpoint is on disk before any rank reports it
                 raise TrainingInterrupted(ckpt_path, done)
     bar.close()
-    if quantized and config.warmup >= config.iters:
-        from risloss.quant import freeze
-
-        freeze(student)  # post-training quantization: calibration only
-    train_seconds = time.monotonic() - t0
-
-    fp_top1 = _evaluate(teacher, test, ctx)
-    top1 = _evaluate(student, test, ctx)
-    metrics: dict[str, Any] = {
-        "config": config.to_dict(),
-        "fp_top1": fp_top1,
-        "student_top1": top1,
-        "train_seconds": train_seconds,
-        "num_test_images": len(test),
-        "evals": [*evals, {"iter": config.iters, "top1": top1}],
-        "history": history,
-        "torch_version": torch.__version__,
-    }
-    if quantized:
-        metrics["quant_top1"] = top1
-    if ctx.distributed:
-        metrics["world_size"] = ctx.world_size
-        metrics["global_batch_size"] = ctx.world_size * config.batch_size
-    metrics.update(_compression_metrics(config, teacher, student, shape))
+    run.quant.finish()
+    metrics = _metrics(run, train_seconds=time.monotonic() - t0)
     if config.task == "prune":
-        from risloss.pruning import finalize_pruning
-
         # Last use of the student: make the masks permanent, so student.pt holds plain
         # weights (checkpoint.pt keeps weight_orig and weight_mask for resuming).
-        finalize_pruning(student)
+        finalize_pruning(run.student)
     if main:
-        _write_outputs(config, metrics, student, source, num_classes, out)
+        _write_outputs(run, metrics, out)
     ctx.barrier()  # the outputs are written before train() returns on any rank
     return metrics
 
 
-def _write_outputs(
-    config: TrainConfig,
-    metrics: dict[str, Any],
-    student: nn.Module,
-    source: ImageSource,
-    num_classes: int,
-    out: Path,
-) -> None:
-    history = metrics["history"]
-    atomic_save(student.state_dict(), out / "student.pt")
-    if isinstance(source, GeneratorSource):
-        atomic_save(source.generator.state_dict(), out / "generator.pt")
-        from risloss.training._plots import save_samples
+_SHOWN = ("g_loss", "g_agree", "s_loss")
+"""The record entries the progress line shows."""
 
-        save_samples(source.generator, num_classes, out / "samples.png", seed=config.seed)
-    from risloss.training._plots import save_loss_plot
 
-    save_loss_plot(history, out / "losses.png")
+def synthesis_summary(
+    history: list[dict[str, float]], window: int = SYNTHESIS_WINDOW
+) -> dict[str, float]:
+    """Means of the generator's figures over the last ``window`` iterations of a history.
+
+    Args:
+        history: per-iteration records (``metrics["history"]``).
+        window: how many final iterations to average.
+
+    Returns:
+        ``{"g_agree": ..., "g_ce": ..., "g_bns": ..., "g_sim": ..., ...}`` for every ``g_``
+        entry present in those iterations (empty for a run without a generator).
+
+    Example:
+        >>> from risloss.training._trainer import synthesis_summary
+        >>> synthesis_summary([{"g_agree": 0.5}, {"g_agree": 1.0}], window=2)
+        {'g_agree': 0.75}
+    """
+    tail = history[-window:]
+    keys = [k for k in (tail[-1] if tail else {}) if k.startswith("g_")]
+    return {k: sum(r[k] for r in tail if k in r) / sum(1 for r in tail if k in r) for k in keys}
+
+
+def _metrics(run: _Run, *, train_seconds: float) -> dict[str, Any]:
+    config, ctx = run.config, run.ctx
+    top1 = run.evaluate(run.student)
+    metrics: dict[str, Any] = {
+        "config": config.to_dict(),
+        "fp_top1": run.evaluate(run.teacher),
+        "student_top1": top1,
+        "train_seconds": train_seconds,
+        "num_test_images": len(run.test),
+        "evals": [*run.evals, {"iter": config.iters, "top1": top1}],
+        "synthesis": synthesis_summary(run.history),
+        "history": run.history,
+        "torch_version": torch.__version__,
+    }
+    if run.quant.active:
+        metrics["quant_top1"] = top1
+    if ctx.distributed:
+        metrics["world_size"] = ctx.world_size
+        metrics["global_batch_size"] = ctx.world_size * config.batch_size
+    if config.task in ("prune", "distill"):  # what the compression changed
+        before, after = model_stats(run.teacher, run.shape), model_stats(run.student, run.shape)
+        if config.task == "prune":
+            metrics["prune"] = {
+                "target_sparsity": config.sparsity,
+                "structured": config.structured,
+                "before": before,
+                "after": after,
+            }
+        else:
+            metrics["distill"] = {"arch": config.student, "teacher": before, "student": after}
+    return metrics
+
+
+def _write_outputs(run: _Run, metrics: dict[str, Any], out: Path) -> None:
+    atomic_save(run.student.state_dict(), out / "student.pt")
+    if isinstance(run.source, GeneratorSource):
+        atomic_save(run.source.generator.state_dict(), out / "generator.pt")
+        save_samples(
+            run.source.generator, run.num_classes, out / "samples.png", seed=run.config.seed
+        )
+    save_loss_plot(metrics["history"], out / "losses.png")
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1) + "\n")
     os.replace(tmp, out / "metrics.json")

@@ -131,7 +131,7 @@ def test_zero_perturbation_gives_zero_and_real_perturbation_positive(
             prediction_distance=prediction_distance,
             generator=seeded(0),
         )
-        out: dict[str, torch.Tensor] = rob(x, return_parts=True)
+        out: dict[str, torch.Tensor] = rob.parts(x).as_dict()
         return out
 
     zero = loss(0.0, 0.0)
@@ -233,7 +233,7 @@ def test_feature_term_is_the_mean_over_layers() -> None:
             prediction_weight=0.0,
             generator=seeded(5),
         )
-        out: torch.Tensor = rob(x, return_parts=True)["per_sample"].detach()
+        out: torch.Tensor = rob.parts(x).per_sample.detach()
         return out
 
     both = per_sample(["layer1", "layer3"])
@@ -249,11 +249,11 @@ def test_weight_perturbation_touches_only_its_targets() -> None:
         mode="weight",
         generator=seeded(0),
     )
-    parts = rob(x, return_parts=True)
+    parts = rob.parts(x)
     # Only the classifier is perturbed: its input (the compared feature) does not move.
-    assert parts["feature"].item() == 0.0 and parts["prediction"].item() > 0
+    assert parts.feature.item() == 0.0 and parts.prediction.item() > 0
     rob.weight_perturbation = GaussianWeightNoise(0.2, select=by_name("layer3.*"))
-    assert rob(x, return_parts=True)["feature"].item() > 0
+    assert rob.parts(x).feature.item() > 0
 
 
 def test_random_mode_draws_both_kinds() -> None:
@@ -265,20 +265,22 @@ def test_random_mode_draws_both_kinds() -> None:
     assert 0 < counting.calls < 16
 
 
-def test_return_parts() -> None:
+def test_parts_record_and_deprecated_return_parts() -> None:
     teacher = make_teacher()
     x = images(batch=6)
-    rob = RobustnessLoss(teacher, num_draws=2, generator=seeded(0))
-    parts = rob(x, return_parts=True)
-    assert set(parts) == {"loss", "feature", "prediction", "per_sample"}
-    assert parts["loss"].shape == () and parts["feature"].shape == ()
-    assert parts["prediction"].shape == () and parts["per_sample"].shape == (6,)
-    torch.testing.assert_close(parts["loss"], parts["per_sample"].mean(), rtol=0, atol=0)
-    # No threshold, unit weights: the hinge is inactive, so the loss is the sum of the parts.
-    torch.testing.assert_close(parts["loss"], parts["feature"] + parts["prediction"])
-    assert parts["loss"].requires_grad
-    assert not parts["feature"].requires_grad and not parts["prediction"].requires_grad
-    assert bool((parts["per_sample"] >= 0).all()) and parts["loss"].item() > 0
+    parts = RobustnessLoss(teacher, num_draws=2, generator=seeded(0)).parts(x)
+    assert parts.loss.shape == () and parts.feature.shape == ()
+    assert parts.prediction.shape == () and parts.per_sample.shape == (6,)
+    assert parts.inconsistency.shape == () and float(parts.inconsistency) > 0
+    torch.testing.assert_close(parts.loss, parts.per_sample.mean())
+    # The scalar call returns the same loss for the same draws.
+    scalar = RobustnessLoss(teacher, num_draws=2, generator=seeded(0))(x)
+    assert isinstance(scalar, torch.Tensor) and torch.equal(scalar, parts.loss)
+    # The dict of earlier versions still comes back, with a deprecation warning.
+    with pytest.warns(DeprecationWarning, match=r"loss\.parts"):
+        old = RobustnessLoss(teacher, num_draws=2, generator=seeded(0))(x, return_parts=True)
+    assert set(old) == {"loss", "feature", "prediction", "per_sample"}
+    assert torch.equal(old["per_sample"], parts.per_sample)
 
 
 def test_loss_module_holds_no_teacher_state() -> None:
@@ -402,9 +404,9 @@ def test_property_teacher_untouched_and_loss_well_formed(
         with capture_features(teacher, rob.feature_layers) as feats:
             kwargs = {"clean_logits": teacher(x), "clean_features": dict(feats)}
     with untouched(teacher):
-        parts = rob(x, return_parts=True, **kwargs)
-        parts["loss"].backward()
-    assert torch.isfinite(parts["per_sample"]).all() and bool((parts["per_sample"] >= 0).all())
+        parts = rob.parts(x, **kwargs)
+        parts.loss.backward()
+    assert torch.isfinite(parts.per_sample).all() and bool((parts.per_sample >= 0).all())
     assert x.grad is not None and bool(torch.isfinite(x.grad).all())
     assert all(p.grad is None for p in teacher.parameters())
 
@@ -651,9 +653,9 @@ def test_feature_weight_zero_captures_nothing_and_works() -> None:
     rob = RobustnessLoss(teacher, feature_weight=0.0, generator=seeded(0))
     assert rob.feature_layers == {}
     x = images()
-    parts = rob(x, return_parts=True)
-    assert float(parts["feature"]) == 0.0
-    torch.testing.assert_close(parts["loss"], parts["prediction"])
+    parts = rob.parts(x)
+    assert float(parts.feature) == 0.0
+    torch.testing.assert_close(parts.loss, parts.prediction)
     reused = rob(x, clean_logits=teacher(x))  # no clean features needed
     reused.backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
@@ -715,11 +717,9 @@ def test_a_large_threshold_gives_exactly_zero() -> None:
 def test_threshold_subtracts_per_sample() -> None:
     teacher = make_teacher()
     x = images()
-    free = RobustnessLoss(teacher, generator=seeded(2))(x, return_parts=True)["per_sample"]
+    free = RobustnessLoss(teacher, generator=seeded(2)).parts(x).per_sample
     eps_t = free.median().item()
-    hinged = RobustnessLoss(teacher, threshold=eps_t, generator=seeded(2))(x, return_parts=True)[
-        "per_sample"
-    ]
+    hinged = RobustnessLoss(teacher, threshold=eps_t, generator=seeded(2)).parts(x).per_sample
     torch.testing.assert_close(hinged, (free - eps_t).clamp_min(0), rtol=1e-6, atol=1e-7)
 
 
@@ -732,8 +732,19 @@ def test_noise_threshold_is_positive_and_linear_in_multiple() -> None:
     double = noise_threshold(rob, (4, 1, 16, 16), multiple=2.0, num_batches=2)
     assert isinstance(base, float) and base > 0
     assert double == pytest.approx(2 * base, rel=1e-12)
-    assert rob.config.threshold == 0.5  # restored
     assert noise_threshold(rob, (4, 1, 16, 16), multiple=0.0) == 0.0
+    # The configuration is never touched, not even temporarily.
+    config = rob.config
+    seen = []
+    original = rob.parts
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(rob.config)
+        return original(*args, **kwargs)
+
+    rob.parts = spy  # type: ignore[method-assign]
+    noise_threshold(rob, (4, 1, 16, 16), num_batches=2)
+    assert seen and all(c is config for c in seen) and rob.config is config
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,45 @@
+"""Validation of the training configuration: no data, no training run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from risloss.training import RISConfig, TrainConfig
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "magic"}, "method must be one of"),
+        ({"w_bits": 1}, "w_bits must be an integer in 2..16"),
+        ({"iters": 0}, "iters must be an integer >= 1"),
+        ({"warmup": 10, "iters": 5}, "warmup must be <= iters"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"device": "tpu"}, "device must be"),
+        ({"model": "pkg.mod:fn"}, "weights"),
+        ({"task": "shrink"}, "task must be one of"),
+        ({"task": "prune", "sparsity": 1.0}, r"sparsity must be in \[0, 1\)"),
+        ({"task": "prune", "sparsity": -0.1}, "sparsity must be a finite number >= 0"),
+        ({"task": "distill", "student": "vgg"}, "student must be one of"),
+        ({"task": "distill", "w_bits": 4, "a_bits": None}, "w_bits and a_bits"),
+        ({"task": "prune", "w_bits": None, "a_bits": 3}, "w_bits and a_bits"),
+    ],
+)
+def test_bad_config(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_bad_ris_config() -> None:
+    with pytest.raises(ValueError, match="cannot both be False"):
+        RISConfig(input_perturbation=False, weight_perturbation=False)
+    with pytest.raises(ValueError, match="diversity must be one of"):
+        RISConfig(diversity="many")
+
+
+def test_student_learning_rate_depends_on_the_task() -> None:
+    assert TrainConfig(task="distill").lr_student == 0.05  # a student trained from scratch
+    assert TrainConfig(task="quantize").lr_student == TrainConfig(task="prune").lr_student == 1e-3
+    assert TrainConfig(task="distill", lr_student=0.2).lr_student == 0.2
