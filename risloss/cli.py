@@ -883,8 +883,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 on success, 2 for a mistake the user can fix (one line on standard
-        error, no traceback unless ``--debug`` or ``RISLOSS_DEBUG=1``), 1 when the system fails
-        a write or read (a full disk: one line too), 130 after Ctrl-C.
+        error, no traceback unless ``--debug`` or ``RISLOSS_DEBUG=1``), 1 for missing or
+        unreadable data-set files or a failed write (a full disk; one line too), 130 after
+        Ctrl-C.
 
     Example:
         >>> from risloss.cli import main
