@@ -24,7 +24,18 @@ text with `--help`; this page is generated from the same parser by
 `quantize`, `distill` and `prune` share their options: the image source (`--method`), the
 budget, checkpointing (`--resume`), and the generator objective, one option per field of
 [`RISConfig`][risloss.objective.RISConfig]. A run stopped with Ctrl-C saves a checkpoint and exits
-with status 130; bad options exit with status 2 before any work starts.
+with status 130 (Ctrl-C before the first checkpoint leaves the output folder as it was). A folder
+that already holds a run (`checkpoint.pt` or `metrics.json`) is refused unless `--resume`
+continues it or `--overwrite` starts over; with `--overwrite` the old files stay until the new
+run has saved its first checkpoint.
+
+A mistake (a bad option or value, an unreadable weights file or checkpoint, an output folder
+that cannot be written, a device this machine lacks) ends in one line naming the option or the
+file and exit status 2, before any work starts wherever possible; `--debug` (or
+`RISLOSS_DEBUG=1`) shows the traceback behind it. A run prints one line on what it is about to do
+and, when standard error is not a terminal (a script, CI), a progress line per tenth of the run
+or per minute. Without matplotlib (`pip install 'risloss[plot]'`) everything but the loss plot
+`losses.png` is written.
 """
 
 

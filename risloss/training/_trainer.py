@@ -215,7 +215,9 @@ def _load_resume_state(
         try:
             if not ckpt_path.is_file():
                 raise ValueError(f"resume: no checkpoint at {ckpt_path}")
-            state = load_checkpoint(ckpt_path)
+            state = load_checkpoint(
+                ckpt_path, expected="a checkpoint of a risloss run", keys=("config", "iteration")
+            )
             saved = state["config"]
             if saved != config.to_dict():
                 diff = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
