@@ -449,7 +449,8 @@ class SynthesisObjective(nn.Module):
             teacher: the frozen classifier.
             config: the weights and options of every term.
             generator: the source of the robustness loss's perturbation draws.
-            gather, batch_statistics: as in the constructor.
+            gather: as in the constructor.
+            batch_statistics: as in the constructor.
 
         Returns:
             The objective.
