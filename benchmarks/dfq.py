@@ -85,6 +85,8 @@ ABLATION: dict[str, dict[str, Any]] = {
     "prediction-kl": {"prediction_distance": "kl"},
     "wnoise-filter": {"weight_noise_mode": "filter"},
     "wnoise-absolute": {"weight_noise_mode": "absolute", "weight_noise_eps": 0.01},
+    # the student's own rounding error at 3 bits (the ablation runs at W3A3) as the weight noise
+    "wnoise-quant": {"weight_noise_mode": "quant", "weight_noise_bits": 3},
     "threshold-0.05": {"threshold": 0.05},
     "pool-photometric": {"input_pool": "photometric"},
     "prediction-js": {"prediction_distance": "js"},

@@ -40,6 +40,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # ... and the learnable output statistics at 10x the learning rate (the new default).
     "concat": {},
     "concat-ris": {"objective": "ris"},
+    # Against within-class collapse: a heavier BNS weight, soft labels (RIS's other diversity).
+    "concat-bns1": {"bns_weight": 1.0},
+    "concat-bns10": {"bns_weight": 10.0},
+    "concat-ris-soft": {"objective": "ris", "diversity": "soft"},
     # A teacher that takes [0, 1] images and normalizes them itself.
     "wrapped-multiply": {"generator": _GDFQ, "output_lr": 0.0, "teacher": "wrapped"},
     "wrapped-concat-frozen": {"output_lr": 0.0, "teacher": "wrapped"},
@@ -49,6 +53,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 DEFAULTS: dict[str, Any] = {
     "generator": {},
     "objective": "gdfq",
+    "bns_weight": 0.1,
+    "diversity": "penalty",
     "teacher": "bare",
     "lr": 1e-3,
     "output_lr": 10.0,
@@ -85,33 +91,34 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from risloss import RISConfig, SynthesisObjective
-    from risloss.models import Generator, load_pretrained
+    from risloss import RISConfig
+    from risloss.models import load_pretrained
+    from risloss.training._sources import GeneratorSource
 
     v = {**DEFAULTS, **VARIANTS[job["variant"]]}
     teacher = Wrapped.build() if v["teacher"] == "wrapped" else load_pretrained()
     torch.manual_seed(job["seed"])
-    generator = Generator(num_classes=10, image_size=28, channels=1, **v["generator"])
-    optimizer = torch.optim.Adam(
-        generator.param_groups(v["lr"], output_lr_scale=v["output_lr"]), betas=(0.5, 0.999)
+    # The trainer's own image source: the generator, its optimizer, labels and objective.
+    source = GeneratorSource(
+        teacher,
+        method=v["objective"],
+        ris=RISConfig(bns_weight=v["bns_weight"], diversity=v["diversity"]),
+        num_classes=10,
+        shape=(1, 28, 28),
+        batch_size=v["batch_size"],
+        lr=v["lr"],
+        rng=torch.Generator().manual_seed(job["seed"]),
+        perturbation_rng=torch.Generator().manual_seed(job["seed"] + 1),
+        device=torch.device("cpu"),
+        output_lr_scale=v["output_lr"],
+        **v["generator"],
     )
-    rng = torch.Generator().manual_seed(job["seed"])
-    config = RISConfig() if v["objective"] == "ris" else RISConfig().baseline()
-    objective = SynthesisObjective.from_config(
-        teacher, config, generator=torch.Generator().manual_seed(job["seed"] + 1)
-    )
-    b, every = v["batch_size"], job["every"]
+    every = job["every"]
     window: list[dict[str, float]] = []
     curve = []
     t0 = time.monotonic()
     for step in range(1, job["steps"] + 1):
-        labels = torch.randint(0, 10, (b,), generator=rng)
-        z = torch.randn(b, generator.latent_dim, generator=rng)
-        parts = objective(generator(z, labels), labels)
-        optimizer.zero_grad(set_to_none=True)
-        parts.loss.backward()
-        optimizer.step()
-        window.append(parts.scalars())
+        window.append(source.next_batch().parts)
         if step % every == 0:
             keys = window[-1].keys()
             curve.append(
