@@ -176,9 +176,10 @@ def _unknown_teacher(model: str) -> str | None:
 
 def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     from risloss.models import DEFAULT_TEACHER
-    from risloss.training import METHODS, TrainConfig
+    from risloss.training import METHODS, SYNTHESIS_METHODS, TrainConfig
 
     d = TrainConfig()
+    student = task != "synthesize"  # synthesize trains only the generator
     p.add_argument(
         "--model",
         type=_model_name,
@@ -193,7 +194,8 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         "--data",
         type=_data_name,
         default="fashion-mnist",
-        help="evaluation data: fashion-mnist, cifar10, cifar100, imagefolder:PATH or "
+        help=("evaluation data" if student else "data the model takes (read for its shape)")
+        + ": fashion-mnist, cifar10, cifar100, imagefolder:PATH or "
         "package.module:factory (called with the split, returns a Dataset of (image, label))",
     )
     p.add_argument(
@@ -225,7 +227,12 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         default=argparse.SUPPRESS,  # TrainConfig's "default"
         help="keep the data's pixels in [0, 1] (for models that take such images)",
     )
-    p.add_argument("--method", choices=METHODS, default="ris", help="image source (default: ris)")
+    p.add_argument(
+        "--method",
+        choices=METHODS if student else SYNTHESIS_METHODS,
+        default="ris",
+        help="image source (default: ris)",
+    )
     if task == "distill":
         p.add_argument(
             "--student",
@@ -251,7 +258,7 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         p.add_argument(
             "--a-bits", type=_bits, default=4, help="activation bits, 2..16 (default: 4)"
         )
-    else:
+    elif student:
         p.add_argument(
             "--w-bits",
             type=_bits,
@@ -264,33 +271,36 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             default=None,
             help="also quantize activations to this width, 2..16 (with --w-bits; default: off)",
         )
-    p.add_argument(
-        "--first-last-bits",
-        type=_bits,
-        default=None,
-        help="bits of the first and last layer (default: as the rest)",
-    )
+    if student:
+        p.add_argument(
+            "--first-last-bits",
+            type=_bits,
+            default=None,
+            help="bits of the first and last layer (default: as the rest)",
+        )
     p.add_argument(
         "--iters",
         type=_positive_int,
         default=d.iters,
         help=f"total iterations (default: {d.iters})",
     )
-    p.add_argument(
-        "--warmup",
-        type=_non_negative_int,
-        default=d.warmup,
-        help=f"generator-only warm-up iterations (default: {d.warmup})",
-    )
+    if student:
+        p.add_argument(
+            "--warmup",
+            type=_non_negative_int,
+            default=d.warmup,
+            help=f"generator-only warm-up iterations (default: {d.warmup})",
+        )
     p.add_argument(
         "--batch-size", type=_positive_int, default=d.batch_size, help=f"default: {d.batch_size}"
     )
-    p.add_argument(
-        "--lr-student",
-        type=_positive_float,
-        default=None,
-        help=f"default: {TrainConfig(task=cast(Any, task)).lr_student}",
-    )
+    if student:
+        p.add_argument(
+            "--lr-student",
+            type=_positive_float,
+            default=None,
+            help=f"default: {TrainConfig(task=cast(Any, task)).lr_student}",
+        )
     p.add_argument(
         "--lr-generator",
         type=_positive_float,
@@ -302,25 +312,27 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     p.add_argument("--out", default=f"runs/{task}", help=f"output folder (default: runs/{task})")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
-    p.add_argument(
-        "--eval-every",
-        type=_non_negative_int,
-        default=0,
-        help="test evaluations during training (0: at the end only)",
-    )
-    p.add_argument(
-        "--eval-limit",
-        type=_positive_int,
-        default=None,
-        help="evaluate on the first N test images only (default: all)",
-    )
-    _add_objective_options(p)
-    p.add_argument(
-        "--local-batch-statistics",
-        action="store_true",
-        help="under torchrun: BatchNorm statistics (generator, distillation student, BNS loss) "
-        "over each process's batch instead of the global batch",
-    )
+    if student:
+        p.add_argument(
+            "--eval-every",
+            type=_non_negative_int,
+            default=0,
+            help="test evaluations during training (0: at the end only)",
+        )
+        p.add_argument(
+            "--eval-limit",
+            type=_positive_int,
+            default=None,
+            help="evaluate on the first N test images only (default: all)",
+        )
+    _add_objective_options(p, student=student)
+    if student:
+        p.add_argument(
+            "--local-batch-statistics",
+            action="store_true",
+            help="under torchrun: BatchNorm statistics (generator, distillation student, BNS "
+            "loss) over each process's batch instead of the global batch",
+        )
     p.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
 
 
@@ -347,8 +359,9 @@ _RIS_OPTIONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _add_objective_options(p: argparse.ArgumentParser) -> None:
-    """One option per field of :class:`~risloss.training.RISConfig`, plus the loss weights."""
+def _add_objective_options(p: argparse.ArgumentParser, *, student: bool = True) -> None:
+    """One option per field of :class:`~risloss.training.RISConfig`, plus the student's loss
+    weights (when the command trains a student)."""
     import attrs
 
     from risloss._validators import choices_of
@@ -392,6 +405,8 @@ def _add_objective_options(p: argparse.ArgumentParser) -> None:
                 default=default,
                 help=f"{text} (default: {default})",
             )
+    if not student:
+        return
     t = TrainConfig()
     g2 = p.add_argument_group("student loss")
     for option, kind, text in (
@@ -565,6 +580,53 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_synthesize(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from risloss.data import DataFileError
+    from risloss.training import TrainingInterrupted, synthesize
+
+    def say(message: str) -> None:
+        print(f"risloss synthesize: {message}", file=sys.stderr)
+
+    problem = _check_run_args(args)
+    config = None
+    if problem is None:
+        try:  # the student's fields keep the defaults set on the parser; they are not used
+            config = _config_from_args(args, "quantize")
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            problem = _unknown_teacher(config.model)
+    if problem is not None or config is None:
+        say(f"error: {problem}")
+        return 2
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        metrics = synthesize(
+            config,
+            args.out,
+            num_images=args.num_images,
+            resume=args.resume,
+            progress=False if args.quiet else None,
+            log=log,
+        )
+    except TrainingInterrupted as exc:
+        say(f"{exc}; continue with --resume")
+        return 130
+    except ValueError as exc:
+        say(f"error: {exc}")
+        return 2
+    except DataFileError as exc:
+        say(f"error: {exc}")
+        return 1
+    images, trained = metrics["images"], metrics["synthesis"]
+    print(
+        f"teacher agreement: {100 * images['agreement']:.1f}% of {metrics['num_images']} images "
+        f"({100 * trained['g_agree']:.1f}% over the last training iterations)"
+    )
+    print(f"outputs: {args.out} (synthetic/: PNG files per predicted class; synthetic.pt)")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from risloss.models import list_pretrained
 
@@ -618,6 +680,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(pr, "prune")
     pr.set_defaults(func=_cmd_run)
+
+    syn = sub.add_parser(
+        "synthesize",
+        help="train a generator on the teacher and write a synthetic calibration set",
+    )
+    syn.add_argument(
+        "--num-images",
+        type=_positive_int,
+        default=512,
+        metavar="N",
+        help="images to write (default: 512)",
+    )
+    _add_run_options(syn, "synthesize")
+    # The student's settings, which synthesize does not use, as the library's defaults.
+    syn.set_defaults(
+        func=_cmd_synthesize,
+        w_bits=4,
+        a_bits=4,
+        first_last_bits=None,
+        warmup=0,
+        lr_student=None,
+        eval_every=0,
+        eval_limit=None,
+        kd_temperature=1.0,
+        kd_weight=1.0,
+        ce_weight=0.0,
+        local_batch_statistics=False,
+    )
 
     m = sub.add_parser("models", help="list the shipped teachers")
     m.set_defaults(func=_cmd_models)

@@ -23,8 +23,11 @@ text with `--help`; this page is generated from the same parser by
 
 `quantize`, `distill` and `prune` share their options: the image source (`--method`), the
 budget, checkpointing (`--resume`), and the generator objective, one option per field of
-[`RISConfig`][risloss.objective.RISConfig]. A run stopped with Ctrl-C saves a checkpoint and exits
-with status 130; bad options exit with status 2 before any work starts.
+[`RISConfig`][risloss.objective.RISConfig]. `synthesize` takes the same options less the
+student's: it trains only the generator and writes a synthetic calibration set (see
+[Calibrate PyTorch's own quantization](guides/ptq-calibration.md)). A run stopped with Ctrl-C
+saves a checkpoint and exits with status 130; bad options exit with status 2 before any work
+starts.
 """
 
 
