@@ -153,6 +153,7 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
             train_seconds=metrics["train_seconds"],
             config=metrics["config"],
             final_losses=metrics["history"][-1],
+            synthesis=metrics.get("synthesis", {}),
         )
         for key in ("prune", "student_params"):
             if key in metrics:
@@ -311,6 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Options added after results were committed, with the value that earlier versions used: a
+# result whose configuration lacks one was made with that value, so --verify reruns it with it.
+LEGACY_CONFIG: dict[str, Any] = {
+    "generator_conditioning": "multiply",
+    "generator_output_lr_scale": 0.0,
+}
+
+
 def verify(path: Path) -> int:
     """Rerun the configuration recorded in ``path`` and compare the accuracy exactly."""
     saved = json.loads(path.read_text())
@@ -318,7 +327,7 @@ def verify(path: Path) -> int:
         config: dict[str, Any] = {}
         ris: dict[str, Any] = {}
     else:
-        config = dict(saved["config"])
+        config = {**LEGACY_CONFIG, **saved["config"]}
         ris = config.pop("ris", {})
     with tempfile.TemporaryDirectory() as tmp:
         job = {k: saved[k] for k in ("suite", "task", "row", "method", "seed", "profile")}

@@ -14,7 +14,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -56,22 +56,32 @@ def _top1(r: dict[str, Any]) -> float:
     return float(r["quant_top1"] if r.get("quant_top1") is not None else r["student_top1"])
 
 
-def summarize(values: list[float]) -> tuple[float, float, int]:
+class Summary(NamedTuple):
+    """Mean, standard deviation, count and the worst (lowest) value of a group of runs."""
+
+    mean: float
+    std: float
+    n: int
+    worst: float
+
+
+def summarize(values: list[float]) -> Summary:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, std, len(values)
+    return Summary(mean, std, len(values), min(values))
 
 
-def _cell(s: tuple[float, float, int] | None) -> str:
+def _cell(s: Summary | None) -> str:
     if s is None:
         return "-"
-    mean, std, n = s
-    return f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {std:.2f} (n={n})"
+    if s.n == 1:
+        return f"{s.mean:.2f} (n=1)"
+    return f"{s.mean:.2f} ± {s.std:.2f} (worst {s.worst:.2f}, n={s.n})"
 
 
 def quant_table(
     records: list[dict[str, Any]],
-) -> tuple[str, dict[tuple[str, int], tuple[float, float, int]]]:
+) -> tuple[str, dict[tuple[str, int], Summary]]:
     groups: dict[tuple[str, int], list[float]] = defaultdict(list)
     fp = None
     for r in records:
@@ -163,7 +173,7 @@ def ablation_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
             s = summarize(list(vals.values()))
             cells = ["-"] * 4
             if base and name != "default":
-                mean0, std0, _ = summarize(list(base.values()))
+                mean0, std0 = summarize(list(base.values()))[:2]
                 deltas[name] = s[0] - mean0
                 cells[0] = f"{deltas[name]:+.2f}"
                 cells[1] = f"{deltas[name] / std0:+.1f}" if std0 > 0 else "-"
@@ -176,7 +186,7 @@ def ablation_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
             what = changes.get(name, "?")
             lines.append(f"| {name} | {what} | W{b}A{b} | {_cell(s)} | " + " | ".join(cells) + " |")
         if base and deltas:
-            mean0, std0, n0 = summarize(list(base.values()))
+            mean0, std0, n0 = summarize(list(base.values()))[:3]
             best = max(deltas, key=deltas.__getitem__)
             worst = min(deltas, key=deltas.__getitem__)
             within = sorted(n for n, d in deltas.items() if abs(d) <= std0)
@@ -288,9 +298,7 @@ def cost_table() -> str:
     return "\n".join(lines)
 
 
-def plot(
-    stats: dict[tuple[str, int], tuple[float, float, int]], fp: float | None, path: Path
-) -> bool:
+def plot(stats: dict[tuple[str, int], Summary], fp: float | None, path: Path) -> bool:
     if not stats:
         return False
     import matplotlib
@@ -304,8 +312,8 @@ def plot(
     width = 0.8 / len(bits)
     for i, b in enumerate(bits):
         xs = [j + i * width for j in range(len(rows))]
-        means = [stats.get((r, b), (0.0, 0.0, 0))[0] for r in rows]
-        errs = [stats.get((r, b), (0.0, 0.0, 0))[1] for r in rows]
+        means = [stats[(r, b)].mean if (r, b) in stats else 0.0 for r in rows]
+        errs = [stats[(r, b)].std if (r, b) in stats else 0.0 for r in rows]
         ax.bar(xs, means, width, yerr=errs, label=f"W{b}A{b}", capsize=2)
     if fp is not None:
         ax.axhline(fp, color="k", linestyle="--", linewidth=0.8, label="full precision")
@@ -332,36 +340,95 @@ def _replace(path: Path, body: str) -> None:
 
 
 def generator_table(records: list[dict[str, Any]], bits: int) -> str:
-    """Final-iteration generator losses of the generator rows (mean over seeds)."""
-    keys = ("g_ce", "g_bns", "g_rob", "g_div")
+    """What the generator reached by the final iteration, beside the top-1 (mean over seeds).
+
+    ``g_agree``, ``g_ce``, ``g_bns`` and ``g_sim`` are means over the run's last iterations
+    (``synthesis`` in the record; results made before it existed show the final iteration's
+    losses only).
+    """
+    keys = ("g_agree", "g_ce", "g_bns", "g_sim", "g_rob", "g_div", "s_kd")
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
+    top1: dict[str, list[float]] = defaultdict(list)
     for r in records:
         if r["suite"] in ("quant", "ablation") and r.get("w_bits") == bits:
             if r["method"] in ("gdfq", "ris") and r.get("final_losses"):
-                groups[r["row"]].append(r["final_losses"])
+                groups[r["row"]].append({**r["final_losses"], **r.get("synthesis", {})})
+                top1[r["row"]].append(_top1(r))
     if not groups:
         return ""
+    shown = [k for k in keys if any(k in g for rows in groups.values() for g in rows)]
     lines = [
-        "| row | top-1 % | " + " | ".join(f"`{k}`" for k in keys) + " |",
-        "|---|---|" + "---|" * len(keys),
+        "| row | top-1 % (worst seed) | " + " | ".join(f"`{k}`" for k in shown) + " |",
+        "|---|---|" + "---|" * len(shown),
     ]
-    top1 = defaultdict(list)
-    for r in records:
-        if r["row"] in groups and r.get("w_bits") == bits and r["suite"] in ("quant", "ablation"):
-            top1[r["row"]].append(_top1(r))
     order = [r for r in QUANT_ORDER if r in groups] + sorted(
         r for r in groups if r not in QUANT_ORDER
     )
     for row in order:
         cells = []
-        for k in keys:
+        for k in shown:
             vals = [h[k] for h in groups[row] if k in h]
             cells.append(f"{statistics.fmean(vals):.3f}" if vals else "-")
-        lines.append(f"| {row} | {statistics.fmean(top1[row]):.2f} | " + " | ".join(cells) + " |")
+        t = summarize(top1[row])
+        lines.append(f"| {row} | {t.mean:.2f} ({t.worst:.2f}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _findings(stats: dict[tuple[str, int], tuple[float, float, int]]) -> list[str]:
+SYNTHESIS_TEXT = {
+    "multiply": "GDFQ's generator (label x noise), as before",
+    "multiply-lr3e-3": "the same, Adam 3e-3",
+    "multiply-ris": "GDFQ's generator, RIS objective",
+    "concat-frozen": "label concatenated to the noise",
+    "concat": "concatenated + learnable output statistics (default)",
+    "concat-ris": "the default generator, RIS objective",
+    "wrapped-multiply": "[0, 1] teacher, GDFQ's generator",
+    "wrapped-concat-frozen": "[0, 1] teacher, concatenated, fixed output statistics",
+    "wrapped-concat-outlr1": "[0, 1] teacher, default generator, output lr x1",
+    "wrapped-concat": "[0, 1] teacher, default generator (output lr x10)",
+}
+
+
+def synthesis_table(folder: Path | None = None) -> str:
+    """Generator-only convergence per variant (``benchmarks/synthesis.py``), mean over seeds."""
+    folder = folder or RESULTS / "synthesis"
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    if not records:
+        return ""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[r["variant"]].append(r)
+    lines = [
+        "| variant | what | seeds | `g_agree` at 100 | final `g_agree` (worst) | final `g_ce` "
+        "| final `g_bns` | final `g_sim` |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = [v for v in SYNTHESIS_TEXT if v in groups] + sorted(
+        v for v in groups if v not in SYNTHESIS_TEXT
+    )
+    for v in order:
+        runs = groups[v]
+        at100 = [p["g_agree"] for r in runs for p in r["curve"] if p["step"] == 100]
+        agree = summarize([r["final"]["g_agree"] for r in runs])
+        cells = [
+            f"{statistics.fmean(at100):.3f}" if at100 else "-",
+            f"{agree.mean:.3f} ({agree.worst:.3f})",
+        ]
+        for k in ("g_ce", "g_bns", "g_sim"):
+            vals = [r["final"][k] for r in runs if k in r["final"]]
+            cells.append(f"{statistics.fmean(vals):.3f}" if vals else "-")
+        lines.append(
+            f"| {v} | {SYNTHESIS_TEXT.get(v, v)} | {len(runs)} | " + " | ".join(cells) + " |"
+        )
+    steps = records[0]["steps"]
+    return (
+        f"Generator-only runs of {steps} steps (batch 32, Adam 1e-3 unless noted, GDFQ's "
+        "objective unless noted), shipped ResNet-20; final figures are means over the last 50 "
+        "steps. From `benchmarks/results/synthesis/`; regenerate with "
+        "`python benchmarks/synthesis.py --jobs 2`.\n\n" + "\n".join(lines)
+    )
+
+
+def _findings(stats: dict[tuple[str, int], Summary]) -> list[str]:
     lines = []
     for b in sorted({b for _, b in stats}, reverse=True):
         ris, gdfq, real = stats.get(("ris", b)), stats.get(("gdfq", b)), stats.get(("real", b))
@@ -419,13 +486,18 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
             f"With a four times longer budget (profile `{long_profile}`):\n\n"
             + "\n".join(long_findings)
         )
+    synth = synthesis_table()
+    if synth:
+        parts += ["### How fast the generator learns", synth]
     gen = generator_table(records, 3)
     if gen:
         parts += [
             "### What the generator reached (W3A3)",
-            "Final-iteration generator losses, mean over seeds: the teacher's cross-entropy on "
-            "the generator's labels (`g_ce`; ln 10 = 2.30 is chance), the BatchNorm-statistics "
-            "loss, the robustness loss and the correlation penalty. Profile "
+            "Mean over seeds, beside the top-1 and its worst seed: the teacher's agreement with "
+            "the requested labels (`g_agree`), its cross-entropy on them (`g_ce`; ln 10 = 2.30 "
+            "is chance), the BatchNorm-statistics loss, the within-class feature similarity "
+            "(`g_sim`), the robustness loss, the correlation penalty and the student's "
+            "distillation loss (`s_kd`). Profile "
             f"`{profile}`; next to it the longer budget.",
             gen,
         ]

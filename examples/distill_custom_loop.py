@@ -42,7 +42,7 @@ def main() -> None:
 
     # CE + 0.1 BNS + 1.0 robustness (default perturbations) + 0.1 diversity, one clean pass.
     objective = SynthesisObjective.from_config(teacher, RISConfig(), generator=rng)
-    g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    g_opt = torch.optim.Adam(generator.param_groups(1e-3), betas=(0.5, 0.999))
     s_opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     s_sched = torch.optim.lr_scheduler.CosineAnnealingLR(s_opt, T_max=args.iters)
 

@@ -46,7 +46,7 @@ def main() -> None:
     generator = Generator(num_classes=classes, image_size=size, channels=channels).train()
 
     objective = SynthesisObjective.from_config(teacher, RISConfig(), generator=rng)
-    g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    g_opt = torch.optim.Adam(generator.param_groups(1e-3), betas=(0.5, 0.999))
     s_opt = torch.optim.SGD(pruned.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
 
     for it in range(1, args.iters + 1):

@@ -157,9 +157,9 @@ class TrainConfig:
     ris: RISConfig = attrs.field(factory=RISConfig)
     global_batch_statistics: bool = attrs.field(default=True, validator=boolean)
     generator_conditioning: Conditioning = attrs.field(
-        default="multiply", validator=one_of(CONDITIONINGS)
+        default="concat", validator=one_of(CONDITIONINGS)
     )
-    generator_output_lr_scale: float = attrs.field(default=0.0, validator=non_negative)
+    generator_output_lr_scale: float = attrs.field(default=10.0, validator=non_negative)
     input_mean: tuple[float, ...] | None = attrs.field(
         default=None, converter=_optional_floats, validator=_optional_finite
     )
