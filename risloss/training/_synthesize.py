@@ -69,15 +69,16 @@ def synthesize(
     ``config`` (its objective ``config.ris`` with ``method="ris"``, GDFQ's with ``"gdfq"``),
     for ``config.iters`` iterations of one generator step on a batch of ``config.batch_size``,
     with no student: the student's fields of ``config`` (``task``, ``warmup``, bit widths,
-    learning rate and losses, ``eval_*``) are not used. The evaluation data (``config.data``,
-    ``image_size``, ``normalize``) only tells the image shape the model takes and is checked
-    against the model (:func:`risloss.data.check_compatible`); none of its images is used.
+    learning rate and losses, ``eval_*``) are not used (``TrainConfig`` still checks them:
+    ``warmup <= iters``). The data (``config.data``, ``image_size``, ``normalize``) only tells
+    the image shape the model takes: one of its images is read, to check the model against it
+    (:func:`risloss.data.check_compatible`); none is used for training.
 
     Then ``num_images`` images are drawn, seeded by ``config.seed``, with labels balanced over
     the classes and shuffled, in batches of ``config.batch_size`` with the generator's
-    BatchNorm layers in train mode (batch statistics, as during training; a running-average
-    pass gives washed-out images after a short training) and without gradients. The teacher
-    labels each in eval mode. Outputs in ``out_dir``:
+    BatchNorm layers in train mode (normalized by each batch's statistics, exactly as the
+    objective saw them during training; the generator's running averages are not used) and
+    without gradients. The teacher labels each in eval mode. Outputs in ``out_dir``:
 
     - ``synthetic/CLASS/INDEX.png``: an ImageFolder, one sub-folder per class the teacher
       predicts (``CLASS`` is the class index, zero-padded; a class the teacher never predicts
