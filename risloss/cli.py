@@ -1,95 +1,96 @@
-"""The ``risloss`` command line."""
+"""The ``risloss`` command line.
+
+A mistake the user can fix (a bad option, an unreadable file, an output folder that cannot be
+written or already holds a run) ends in one line on standard error and exit status 2, found
+before any work starts wherever that is possible; ``--debug`` (or ``RISLOSS_DEBUG=1`` in the
+environment) shows the traceback instead. Ctrl-C exits with status 130: during training after
+saving a checkpoint, before it with nothing written.
+
+The option values go to :class:`~risloss.training.TrainConfig` unchecked; its errors name the
+field (``batch_size``), and :func:`_in_option_terms` renames it as the option (``--batch-size``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import shlex
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 if TYPE_CHECKING:
     from risloss.training import TrainConfig
 
 __all__ = ["main"]
 
+DEBUG_ENV = "RISLOSS_DEBUG"
+"""Set to ``1`` to see the traceback behind an error message."""
+
+RUN_MARKERS = ("checkpoint.pt", "metrics.json")
+"""A folder holding one of these holds a run: it is refused without --resume or --overwrite."""
+
+RUN_OUTPUTS = (*RUN_MARKERS, "student.pt", "generator.pt", "samples.png", "losses.png")
+
+
+class _Exit(Exception):
+    """Stop the command: print ``message`` (one line) and exit with ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(" ".join(message.split()))
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# Parsing of option values. Ranges are TrainConfig's to check (see _in_option_terms); only
+# train-teacher, which has no configuration class, checks its own.
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    value = _int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
 
 
-def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from risloss.models._teacher import train_teacher
-
-    train_teacher(
-        args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        out=args.out,
-        command="risloss " + shlex.join(argv),
-    )
-    return 0
-
-
-def _bits(text: str) -> int:
-    value = _positive_int(text)
-    if not 2 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"expected an integer in 2..16, got {value}")
+def _seed(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..{2**32 - 1}, got {value}")
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+def _learning_rate(text: str) -> float:
+    value = _float(text)
+    if not 0 < value <= 10:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 10], got {value}")
     return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def _device(text: str) -> str:
-    if text == "cpu" or text == "cuda" or text.startswith("cuda:") or text == "mps":
-        return text
-    raise argparse.ArgumentTypeError(f"expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {text!r}")
 
 
 def _data_name(text: str) -> str:
@@ -106,6 +107,22 @@ def _data_name(text: str) -> str:
     )
 
 
+def _range(cls: type, name: str) -> str:
+    """The allowed range of a configuration field, from its validator (``""`` if it has none)."""
+    import attrs
+
+    from risloss._validators import int_in, number_in
+
+    v = attrs.fields_dict(cls)[name].validator
+    if isinstance(v, int_in):
+        return f"{v.low}..{v.high}" if v.high is not None else f">= {v.low}"
+    if isinstance(v, number_in):
+        if math.isinf(v.high):
+            return f"{'>' if v.open_low else '>='} {v.low:g}"
+        return f"{'(' if v.open_low else '['}{v.low:g}, {v.high:g}]"
+    return ""
+
+
 def _image_size(text: str) -> int | None:
     if text == "none":
         return None
@@ -120,8 +137,6 @@ def _image_size(text: str) -> int | None:
 
 def _numbers(text: str) -> tuple[float, ...]:
     """``"0.5,0.5,0.5"`` -> ``(0.5, 0.5, 0.5)``: comma-separated finite numbers."""
-    import math
-
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -153,36 +168,31 @@ class _Normalize(argparse.Action):
         setattr(namespace, self.dest, (mean, std))
 
 
-def _model_name(text: str) -> str:
-    """A shipped name (checked against the shipped teachers later) or ``module:factory``."""
-    if ":" in text:
-        module, _, factory = text.partition(":")
-        if not module or not factory:
-            raise argparse.ArgumentTypeError(f"expected 'package.module:factory', got {text!r}")
-    return text
+def _help(text: str, allowed: str, default: Any) -> str:
+    return f"{text}{', ' + allowed if allowed else ''} (default: {default})"
 
 
-def _unknown_teacher(model: str) -> str | None:
-    from risloss.models import list_pretrained
-
-    shipped = sorted(list_pretrained())
-    if ":" in model or model in shipped:
-        return None
-    return (
-        f"--model: expected one of the shipped teachers {shipped} or "
-        f"'package.module:factory', got {model!r}"
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback behind an error message (or set {DEBUG_ENV}=1)",
     )
 
 
 def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     from risloss.models import DEFAULT_TEACHER
     from risloss.training import METHODS, SYNTHESIS_METHODS, TrainConfig
+    from risloss.training._config import STUDENTS
 
-    d = TrainConfig()
     student = task != "synthesize"  # synthesize trains only the generator
+    d = TrainConfig(task=cast(Any, task if student else "quantize"))
+
+    def rng(name: str) -> str:
+        return _range(TrainConfig, name)
+
     p.add_argument(
         "--model",
-        type=_model_name,
         default=DEFAULT_TEACHER,
         help="a shipped teacher (see `risloss models`) or package.module:factory with --weights "
         f"(default: {DEFAULT_TEACHER})",
@@ -236,14 +246,13 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     if task == "distill":
         p.add_argument(
             "--student",
-            choices=("resnet8", "resnet20"),
             default=d.student,
-            help=f"architecture of the student (default: {d.student})",
+            help=f"architecture of the student: {' or '.join(STUDENTS)} (default: {d.student})",
         )
     if task == "prune":
         p.add_argument(
             "--sparsity",
-            type=_fraction,
+            type=_float,
             default=d.sparsity,
             help="fraction in [0, 1) of the conv/linear weights (or, with --structured, of the "
             f"channels inside residual blocks) to remove (default: {d.sparsity})",
@@ -254,76 +263,88 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             help="remove whole channels by L1 norm (smaller layers) instead of single weights",
         )
     if task == "quantize":
-        p.add_argument("--w-bits", type=_bits, default=4, help="weight bits, 2..16 (default: 4)")
-        p.add_argument(
-            "--a-bits", type=_bits, default=4, help="activation bits, 2..16 (default: 4)"
-        )
+        p.add_argument("--w-bits", type=_int, default=4, help="weight bits, 2..16 (default: 4)")
+        p.add_argument("--a-bits", type=_int, default=4, help="activation bits, 2..16 (default: 4)")
     elif student:
         p.add_argument(
             "--w-bits",
-            type=_bits,
+            type=_int,
             default=None,
             help="also quantize weights to this width, 2..16 (with --a-bits; default: off)",
         )
         p.add_argument(
             "--a-bits",
-            type=_bits,
+            type=_int,
             default=None,
             help="also quantize activations to this width, 2..16 (with --w-bits; default: off)",
         )
     if student:
         p.add_argument(
             "--first-last-bits",
-            type=_bits,
+            type=_int,
             default=None,
-            help="bits of the first and last layer (default: as the rest)",
+            help="bits of the first and last layer, 2..16 (default: as the rest)",
         )
     p.add_argument(
-        "--iters",
-        type=_positive_int,
-        default=d.iters,
-        help=f"total iterations (default: {d.iters})",
+        "--iters", type=_int, default=d.iters, help=_help("total iterations", rng("iters"), d.iters)
     )
     if student:
         p.add_argument(
             "--warmup",
-            type=_non_negative_int,
+            type=_int,
             default=d.warmup,
-            help=f"generator-only warm-up iterations (default: {d.warmup})",
+            help=_help(
+                "generator-only warm-up iterations, at most --iters", rng("warmup"), d.warmup
+            ),
         )
     p.add_argument(
-        "--batch-size", type=_positive_int, default=d.batch_size, help=f"default: {d.batch_size}"
+        "--batch-size",
+        type=_int,
+        default=d.batch_size,
+        help=_help("images per iteration", rng("batch_size"), d.batch_size),
     )
     if student:
         p.add_argument(
             "--lr-student",
-            type=_positive_float,
+            type=_float,
             default=None,
-            help=f"default: {TrainConfig(task=cast(Any, task)).lr_student}",
+            help=_help("learning rate of the student", rng("lr_student"), d.lr_student),
         )
     p.add_argument(
         "--lr-generator",
-        type=_positive_float,
+        type=_float,
         default=d.lr_generator,
-        help=f"default: {d.lr_generator}",
+        help=_help("learning rate of the generator", rng("lr_generator"), d.lr_generator),
     )
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+    p.add_argument("--seed", type=_int, default=d.seed, help=_help("seed", rng("seed"), d.seed))
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--out", default=f"runs/{task}", help=f"output folder (default: runs/{task})")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an output folder that holds a run; its files are replaced once the "
+        "new run has saved its first checkpoint",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_int,
+        default=d.checkpoint_every,
+        help=_help("iterations between checkpoints", rng("checkpoint_every"), d.checkpoint_every),
+    )
     if student:
         p.add_argument(
             "--eval-every",
-            type=_non_negative_int,
+            type=_int,
             default=0,
             help="test evaluations during training (0: at the end only)",
         )
         p.add_argument(
             "--eval-limit",
-            type=_positive_int,
+            type=_int,
             default=None,
-            help="evaluate on the first N test images only (default: all)",
+            help="evaluate on the first N >= 1 test images only (default: all)",
         )
     _add_objective_options(p, student=student)
     if student:
@@ -333,7 +354,8 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             help="under torchrun: BatchNorm statistics (generator, distillation student, BNS "
             "loss) over each process's batch instead of the global batch",
         )
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no messages")
+    p.add_argument("--quiet", action="store_true", help="no progress report and no messages")
+    _add_debug(p)
 
 
 # Options of the generator objective (RISConfig field, option, help), in a group of their own.
@@ -355,7 +377,18 @@ _RIS_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("threshold", "--threshold", "inconsistency below this costs nothing"),
     ("diversity", "--diversity", "diversity reading"),
     ("correlation_pairs", "--correlation-pairs", "pairs the correlation penalty covers"),
-    ("soft_label_classes", "--soft-label-classes", "classes mixed in a soft label"),
+    (
+        "soft_label_classes",
+        "--soft-label-classes",
+        "classes mixed in a soft label, at most the teacher's classes",
+    ),
+)
+
+# Options of the student loss (TrainConfig field, option, help).
+_STUDENT_LOSS_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("kd_temperature", "--kd-temperature", "distillation temperature"),
+    ("kd_weight", "--kd-weight", "weight of the distillation loss"),
+    ("ce_weight", "--ce-weight", "weight of the cross-entropy on generator labels"),
 )
 
 
@@ -400,85 +433,123 @@ def _add_objective_options(p: argparse.ArgumentParser, *, student: bool = True) 
             g.add_argument(
                 option,
                 dest=dest,
-                type=_positive_int if is_int else _non_negative_float,
+                type=_int if is_int else _float,
                 metavar="N" if is_int else "X",
                 default=default,
-                help=f"{text} (default: {default})",
+                help=_help(text, _range(RISConfig, name), default),
             )
     if not student:
         return
     t = TrainConfig()
     g2 = p.add_argument_group("student loss")
-    for option, kind, text in (
-        ("--kd-temperature", _positive_float, "distillation temperature"),
-        ("--kd-weight", _non_negative_float, "weight of the distillation loss"),
-        ("--ce-weight", _non_negative_float, "weight of the cross-entropy on generator labels"),
-    ):
-        default = getattr(t, option[2:].replace("-", "_"))
+    for name, option, text in _STUDENT_LOSS_OPTIONS:
+        default = getattr(t, name)
         g2.add_argument(
-            option, metavar="X", type=kind, default=default, help=f"{text} (default: {default})"
+            option,
+            metavar="X",
+            type=_float,
+            default=default,
+            help=_help(text, _range(TrainConfig, name), default),
         )
 
 
 def _check_run_args(args: argparse.Namespace) -> str | None:
-    """Errors that involve several options, named as on the command line."""
-    if (args.w_bits is None) != (args.a_bits is None):
-        return "--w-bits and --a-bits must be given together"
+    """Errors about options that the configuration does not hold, named as on the command line."""
     if args.first_last_bits is not None and args.w_bits is None:
         return "--first-last-bits needs --w-bits and --a-bits"
-    if ":" in args.model and args.weights is None:
-        return f"--model {args.model!r} is a package.module:factory, so --weights FILE is required"
     if ":" not in args.model and args.weights is not None:
         return "--weights is only used with a package.module:factory --model"
-    if args.ris_robustness_weight > 0 and not (
-        args.ris_input_perturbation or args.ris_weight_perturbation
-    ):
-        return (
-            "--no-input-perturbation and --no-weight-perturbation together need "
-            "--robustness-weight 0"
-        )
-    if args.weights is not None:
-        from pathlib import Path
-
-        if not Path(args.weights).is_file():
-            return f"--weights: file {args.weights!r} does not exist"
     return None
 
 
-def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
+def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Configuration field -> the option that sets it (``batch_size`` -> ``--batch-size``)."""
+    import attrs
+
     from risloss.training import RISConfig, TrainConfig
 
+    fields = {f.name for f in (*attrs.fields(TrainConfig), *attrs.fields(RISConfig))}
+    names = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        name = action.dest.removeprefix("ris_")
+        if longs and name in fields:
+            names[name] = longs[0]
+    return names
+
+
+def _in_option_terms(message: str, options: Mapping[str, str], *, everywhere: bool) -> str:
+    """Name the command-line options where the library names configuration fields.
+
+    ``everywhere``: rename every field in the message (messages of the configuration classes);
+    otherwise only a field that starts the message (messages of a run, whose other words may
+    be field names by chance: "data set").
+
+    Example:
+        >>> from risloss.cli import _in_option_terms
+        >>> names = {"warmup": "--warmup", "iters": "--iters", "batch_size": "--batch-size"}
+        >>> _in_option_terms("warmup must be <= iters (10), got 20", names, everywhere=True)
+        '--warmup must be <= --iters (10), got 20'
+        >>> _in_option_terms("set batch_size=4 in the data set", names, everywhere=True)
+        'set --batch-size 4 in the data set'
+    """
+    if not options:
+        return message
+    alternatives = "|".join(re.escape(k) for k in sorted(options, key=len, reverse=True))
+    pattern = rf"(?<![\w.:'\"/-])({alternatives})(?![\w'\"/-])(=?)"
+    if not everywhere:
+        pattern = "^" + pattern
+
+    def rename(m: re.Match[str]) -> str:
+        return options[m.group(1)] + (" " if m.group(2) else "")
+
+    return " ".join(re.sub(pattern, rename, message).split())
+
+
+def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
+    """The run's configuration; a bad value raises :class:`_Exit` naming the option."""
+    from risloss.training import RISConfig, TrainConfig
+
+    options = _option_names(args.parser) if "parser" in args else {}
+    try:
+        ris = RISConfig(**{name: getattr(args, f"ris_{name}") for name, _, _ in _RIS_OPTIONS})
+    except ValueError as exc:
+        ris_options = {name: option for name, option, _ in _RIS_OPTIONS}
+        raise _Exit(_in_option_terms(str(exc), ris_options, everywhere=True)) from exc
     d = TrainConfig()
-    return TrainConfig(
-        task=cast(Any, task),
-        method=args.method,
-        model=args.model,
-        weights=args.weights,
-        data=args.data,
-        student=getattr(args, "student", d.student),
-        w_bits=args.w_bits,
-        a_bits=args.a_bits,
-        first_last_bits=args.first_last_bits,
-        sparsity=getattr(args, "sparsity", d.sparsity),
-        structured=getattr(args, "structured", d.structured),
-        iters=args.iters,
-        warmup=args.warmup,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        lr_generator=args.lr_generator,
-        **({} if args.lr_student is None else {"lr_student": args.lr_student}),
-        checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every,
-        eval_limit=args.eval_limit,
-        kd_temperature=args.kd_temperature,
-        kd_weight=args.kd_weight,
-        ce_weight=args.ce_weight,
-        ris=RISConfig(**{name: getattr(args, f"ris_{name}") for name, _, _ in _RIS_OPTIONS}),
-        global_batch_statistics=not args.local_batch_statistics,
-        image_size=getattr(args, "image_size", d.image_size),
-        normalize=getattr(args, "normalize", d.normalize),
-    )
+    try:
+        return TrainConfig(
+            task=cast(Any, task),
+            method=args.method,
+            model=args.model,
+            weights=args.weights,
+            data=args.data,
+            student=getattr(args, "student", d.student),
+            w_bits=args.w_bits,
+            a_bits=args.a_bits,
+            first_last_bits=args.first_last_bits,
+            sparsity=getattr(args, "sparsity", d.sparsity),
+            structured=getattr(args, "structured", d.structured),
+            iters=args.iters,
+            warmup=args.warmup,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            lr_generator=args.lr_generator,
+            **({} if args.lr_student is None else {"lr_student": args.lr_student}),
+            checkpoint_every=args.checkpoint_every,
+            eval_every=args.eval_every,
+            eval_limit=args.eval_limit,
+            kd_temperature=args.kd_temperature,
+            kd_weight=args.kd_weight,
+            ce_weight=args.ce_weight,
+            ris=ris,
+            global_batch_statistics=not args.local_batch_statistics,
+            image_size=getattr(args, "image_size", d.image_size),
+            normalize=getattr(args, "normalize", d.normalize),
+        )
+    except ValueError as exc:
+        raise _Exit(_in_option_terms(str(exc), options, everywhere=True)) from exc
 
 
 def _count(n: float) -> str:
@@ -523,56 +594,160 @@ def _summary(metrics: dict[str, Any], config: TrainConfig) -> list[str]:
     return lines
 
 
+def _start_line(config: TrainConfig, out: str, resume: bool) -> str:
+    """What the run is about to do: model, task, bits, method, iterations, output folder."""
+    bits = ""
+    if config.w_bits is not None:
+        bits = f"W{config.w_bits}A{config.a_bits}"
+        if config.first_last_bits is not None:
+            bits += f" (first/last layer {config.first_last_bits} bits)"
+    if config.task == "quantize":
+        what = f"{config.model} to {bits}"
+    elif config.task == "distill":
+        what = f"{config.model} into a {config.student}" + (f", {bits}" if bits else "")
+    else:
+        kind = "channels" if config.structured else "weights"
+        what = f"{config.model}, {100 * config.sparsity:g}% of the {kind}" + (
+            f", {bits}" if bits else ""
+        )
+    return (
+        f"{what}, method {config.method}, {config.iters} iterations "
+        f"({config.warmup} warm-up), batch {config.batch_size}, {config.device} -> {out}"
+        + (" (resuming)" if resume else "")
+    )
+
+
 def _main_process() -> bool:
     """Whether this is rank 0 of a torchrun launch (or not launched by torchrun at all)."""
-    import os
-
     return os.environ.get("RANK", "0") in ("0", "")
+
+
+def _writable_folder(path: Path, label: str) -> None:
+    """Refuse ``path`` as an output folder unless it is (or can be made) a writable folder.
+
+    Writes and removes a probe file in ``path`` or in its nearest existing parent, so nothing
+    is left behind: the run creates the folder when it starts writing.
+    """
+    probe = path
+    try:
+        if path.exists() and not path.is_dir():
+            raise _Exit(f"{label}: {path} is a file, not a folder")
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise _Exit(f"{label}: {probe} is a file, so no folder can be made in it")
+        fd, name = tempfile.mkstemp(prefix=".risloss-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise _Exit(f"{label}: cannot write in {probe} ({exc.strerror or exc})") from exc
+
+
+def _check_out(args: argparse.Namespace) -> Path:
+    out = args.out
+    if not out.strip():
+        raise _Exit("--out: expected an output folder, got an empty name")
+    path = Path(out)
+    _writable_folder(path, f"--out {out}")
+    held = [name for name in RUN_MARKERS if (path / name).exists()]
+    if held and not (args.resume or args.overwrite):
+        raise _Exit(
+            f"--out {out} already holds a run ({', '.join(held)}): continue it with --resume, "
+            "or start over with --overwrite"
+        )
+    return path
+
+
+def _check_device(name: str) -> None:
+    """Refuse a device this machine does not have (the name itself is TrainConfig's to check)."""
+    import torch
+
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise _Exit(f"--device {name}: no CUDA GPU is available (torch {torch.__version__})")
+        if dev.index is not None and dev.index >= count:
+            raise _Exit(f"--device {name}: {count} GPU(s) visible, cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise _Exit(f"--device {name}: MPS is not available on this machine or build of torch")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@contextmanager
+def _replacing(out: Path, enabled: bool) -> Iterator[None]:
+    """With ``--overwrite``: once the new run has saved a checkpoint, drop the old outputs.
+
+    Files the new run rewrote are kept; the old run's others (a ``samples.png`` that a run
+    with ``--method noise`` does not write, ...) are removed, so the folder describes one run.
+    Before the new checkpoint nothing is touched: an early failure leaves the old run whole.
+    """
+    before = {name: _stamp(out / name) for name in RUN_OUTPUTS} if enabled else {}
+    try:
+        yield
+    finally:
+        ckpt = out / RUN_MARKERS[0]
+        if enabled and _stamp(ckpt) not in (None, before[ckpt.name]):
+            for name, stamp in before.items():
+                if stamp is not None and name != ckpt.name and _stamp(out / name) == stamp:
+                    (out / name).unlink(missing_ok=True)
 
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from risloss.data import DataFileError
     from risloss.training import TrainingInterrupted, train
+    from risloss.training._plots import PLOT_HINT, have_matplotlib
 
     task = args.command
     main = _main_process()  # under torchrun only rank 0 prints; every rank gets the exit code
+    quiet = args.quiet or not main
 
     def say(message: str) -> None:
-        if main:
-            print(f"risloss {task}: {message}", file=sys.stderr)
+        if not quiet:
+            print(f"risloss {task}: {message}", file=sys.stderr, flush=True)
 
     problem = _check_run_args(args)
     if problem is not None:
-        say(f"error: {problem}")
-        return 2
-    try:
-        config = _config_from_args(args, task)
-    except ValueError as exc:
-        say(f"error: {exc}")
-        return 2
-    problem = _unknown_teacher(config.model)
-    if problem is not None:
-        say(f"error: {problem}")
-        return 2
-    quiet = args.quiet or not main
+        raise _Exit(problem)
+    config = _config_from_args(args, task)
+    out = _check_out(args)  # on every rank: they must all stop, or none
+    _check_device(config.device)
+    say(_start_line(config, args.out, args.resume))
+    plot = have_matplotlib()
+    if not plot:
+        say(f"losses.png will be skipped: {PLOT_HINT}")
+    ckpt = out / RUN_MARKERS[0]
+    before = _stamp(ckpt)
     log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        metrics = train(
-            config,
-            args.out,
-            resume=args.resume,
-            progress=False if quiet else None,
-            log=log,
-        )
+        with _replacing(out, args.overwrite and main), warnings.catch_warnings():
+            if not plot:
+                warnings.filterwarnings("ignore", message="losses.png skipped")
+            metrics = train(config, out, resume=args.resume, progress=not quiet, log=log)
     except TrainingInterrupted as exc:
-        say(f"{exc}; continue with --resume")
-        return 130
+        raise _Exit(f"{exc}; continue with --resume", 130) from exc
+    except KeyboardInterrupt as exc:
+        if _stamp(ckpt) not in (None, before):
+            detail = f"; the last checkpoint is {ckpt}: continue with --resume"
+        elif before is not None:
+            detail = f" before the first checkpoint; {out} is as it was"
+        else:
+            detail = " before the first checkpoint; nothing was saved"
+        raise _Exit(f"interrupted{detail}", 130) from exc
     except ValueError as exc:
-        say(f"error: {exc}")
-        return 2
-    except DataFileError as exc:
-        say(f"error: {exc}")
-        return 1
+        options = _option_names(args.parser) if "parser" in args else {}
+        raise _Exit(_in_option_terms(str(exc), options, everywhere=False)) from exc
+    except DataFileError as exc:  # missing or unreadable data set files: status 1, as before
+        raise _Exit(str(exc), 1) from exc
+    except OSError as exc:  # the disk filled up, the folder went away, ...: not a bug of ours
+        raise _Exit(str(exc), 1) from exc
     if main:
         for line in _summary(metrics, config):
             print(line)
@@ -583,47 +758,113 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _cmd_synthesize(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from risloss.data import DataFileError
     from risloss.training import TrainingInterrupted, synthesize
+    from risloss.training._plots import PLOT_HINT, have_matplotlib
 
     def say(message: str) -> None:
-        print(f"risloss synthesize: {message}", file=sys.stderr)
+        if not args.quiet:
+            print(f"risloss synthesize: {message}", file=sys.stderr, flush=True)
 
     problem = _check_run_args(args)
-    config = None
-    if problem is None:
-        try:  # the student's fields keep the defaults set on the parser; they are not used
-            config = _config_from_args(args, "quantize")
-        except ValueError as exc:
-            problem = str(exc)
-        else:
-            problem = _unknown_teacher(config.model)
-    if problem is not None or config is None:
-        say(f"error: {problem}")
-        return 2
+    if problem is not None:
+        raise _Exit(problem)
+    # The student's fields keep the library's defaults (set on the parser); they are not used.
+    config = _config_from_args(args, "quantize")
+    out = _check_out(args)
+    _check_device(config.device)
+    say(
+        f"{config.model}: {args.num_images} images, method {config.method}, {config.iters} "
+        f"iterations, batch {config.batch_size}, {config.device} -> {args.out}"
+        + (" (resuming)" if args.resume else "")
+    )
+    plot = have_matplotlib()
+    if not plot:
+        say(f"losses.png will be skipped: {PLOT_HINT}")
+    ckpt = out / RUN_MARKERS[0]
+    before = _stamp(ckpt)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        metrics = synthesize(
-            config,
-            args.out,
-            num_images=args.num_images,
-            resume=args.resume,
-            progress=False if args.quiet else None,
-            log=log,
-        )
+        with _replacing(out, args.overwrite), warnings.catch_warnings():
+            if not plot:
+                warnings.filterwarnings("ignore", message="losses.png skipped")
+            metrics = synthesize(
+                config,
+                out,
+                num_images=args.num_images,
+                resume=args.resume,
+                progress=not args.quiet,
+                log=log,
+            )
     except TrainingInterrupted as exc:
-        say(f"{exc}; continue with --resume")
-        return 130
+        raise _Exit(f"{exc}; continue with --resume", 130) from exc
+    except KeyboardInterrupt as exc:
+        if _stamp(ckpt) not in (None, before):
+            detail = f"; the last checkpoint is {ckpt}: continue with --resume"
+        else:
+            detail = " before the first checkpoint"
+        raise _Exit(f"interrupted{detail}", 130) from exc
     except ValueError as exc:
-        say(f"error: {exc}")
-        return 2
+        options = {**_option_names(args.parser), "num_images": "--num-images"}
+        raise _Exit(_in_option_terms(str(exc), options, everywhere=False)) from exc
     except DataFileError as exc:
-        say(f"error: {exc}")
-        return 1
+        raise _Exit(str(exc), 1) from exc
+    except OSError as exc:
+        raise _Exit(str(exc), 1) from exc
     images, trained = metrics["images"], metrics["synthesis"]
     print(
         f"teacher agreement: {100 * images['agreement']:.1f}% of {metrics['num_images']} images "
         f"({100 * trained['g_agree']:.1f}% over the last training iterations)"
     )
     print(f"outputs: {args.out} (synthetic/: PNG files per predicted class; synthetic.pt)")
+    return 0
+
+
+def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from risloss._checkpoint import CheckpointMismatchError
+    from risloss.data import DataFileError
+    from risloss.models._teacher import train_teacher
+
+    if not args.out.strip():
+        raise _Exit("--out: expected an output path, got an empty name")
+    out = Path(args.out)
+    _writable_folder(out.parent, f"--out {args.out}")
+    done = [p for p in (out.with_suffix(".pt"), out.with_suffix(".json")) if p.exists()]
+    if done and not args.overwrite:
+        raise _Exit(
+            f"--out {args.out}: {', '.join(map(str, done))} already exist(s); choose another "
+            "--out, or replace them with --overwrite"
+        )
+    ckpt = out.with_suffix(".ckpt")
+    before = _stamp(ckpt)
+    try:
+        train_teacher(
+            args.arch,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            out=out,
+            command="risloss " + shlex.join(argv),
+            resume=not args.overwrite,
+        )
+    except CheckpointMismatchError as exc:
+        names = {"batch_size": "--batch-size", "weight_decay": "weight decay"}
+        differ = ", ".join(names.get(f, f if f == "dataset" else f"--{f}") for f in exc.fields)
+        raise _Exit(
+            f"--out {args.out}: {exc.path} holds an unfinished run with other settings "
+            f"({differ}); continue it with those, or start over with --overwrite"
+        ) from exc
+    except KeyboardInterrupt as exc:
+        if _stamp(ckpt) not in (None, before):
+            detail = f"; the last finished epoch is in {ckpt}: run the same command to continue"
+        else:
+            detail = " before the end of the first epoch; nothing new was saved"
+        raise _Exit(f"interrupted{detail}", 130) from exc
+    except ValueError as exc:
+        raise _Exit(str(exc)) from exc
+    except DataFileError as exc:
+        raise _Exit(str(exc), 1) from exc
+    except OSError as exc:
+        raise _Exit(str(exc), 1) from exc
     return 0
 
 
@@ -638,11 +879,20 @@ def _cmd_models(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _version() -> str:
+    import torch
+
+    from risloss import __version__
+
+    return f"risloss {__version__} (torch {torch.__version__})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="risloss",
         description="Data-free model compression with Robustness-Guided Image Synthesis (RIS).",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser(
         "train-teacher",
@@ -654,10 +904,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=15, help="default: 15")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="default: 128")
     p.add_argument(
-        "--lr", type=_positive_float, default=0.1, help="initial SGD learning rate (default: 0.1)"
+        "--lr",
+        type=_learning_rate,
+        default=0.1,
+        help="initial SGD learning rate, in (0, 10] (default: 0.1)",
     )
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="default: 0")
-    p.add_argument("--out", default="teacher", help="output path without suffix (.pt, .json)")
+    p.add_argument("--seed", type=_seed, default=0, help=f"0..{2**32 - 1} (default: 0)")
+    p.add_argument(
+        "--out",
+        default="teacher",
+        help="output path without suffix: OUT.pt, OUT.json, and OUT.ckpt while training; an "
+        "OUT.ckpt of the same settings is continued",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT.pt and OUT.json, and start over instead of continuing "
+        "OUT.ckpt",
+    )
+    _add_debug(p)
     p.set_defaults(func=_cmd_train_teacher)
 
     q = sub.add_parser(
@@ -665,21 +930,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="data-free quantization-aware training (default: W4A4 RIS on the shipped teacher)",
     )
     _add_run_options(q, "quantize")
-    q.set_defaults(func=_cmd_run)
+    q.set_defaults(func=_cmd_run, parser=q)
 
     dist = sub.add_parser(
         "distill",
         help="data-free knowledge distillation into a smaller student (default: ResNet-8)",
     )
     _add_run_options(dist, "distill")
-    dist.set_defaults(func=_cmd_run)
+    dist.set_defaults(func=_cmd_run, parser=dist)
 
     pr = sub.add_parser(
         "prune",
         help="prune a copy of the teacher, then recover it by data-free distillation",
     )
     _add_run_options(pr, "prune")
-    pr.set_defaults(func=_cmd_run)
+    pr.set_defaults(func=_cmd_run, parser=pr)
 
     syn = sub.add_parser(
         "synthesize",
@@ -690,12 +955,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=512,
         metavar="N",
-        help="images to write (default: 512)",
+        help="images to write, >= 1 (default: 512)",
     )
     _add_run_options(syn, "synthesize")
     # The student's settings, which synthesize does not use, as the library's defaults.
     syn.set_defaults(
         func=_cmd_synthesize,
+        parser=syn,
         w_bits=4,
         a_bits=4,
         first_last_bits=None,
@@ -714,14 +980,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``risloss`` command line.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 for a mistake the user can fix (one line on standard
+        error, no traceback unless ``--debug`` or ``RISLOSS_DEBUG=1``), 1 for missing or
+        unreadable data-set files or a failed write (a full disk; one line too), 130 after
+        Ctrl-C.
+
+    Example:
+        >>> from risloss.cli import main
+        >>> main(["quantize", "--batch-size", "1"])
+        2
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line argparse error
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
-    return int(args.func(args, argv))
+    try:
+        return int(args.func(args, argv))
+    except _Exit as exc:
+        if _debug(args):
+            raise
+        if _main_process():
+            kind = "" if exc.code == 130 else "error: "
+            print(f"risloss {args.command}: {kind}{exc}", file=sys.stderr, flush=True)
+        return exc.code
+    except KeyboardInterrupt:
+        if _debug(args):
+            raise
+        if _main_process():
+            print(f"risloss {args.command}: interrupted", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

@@ -182,24 +182,26 @@ class DistributedContext:
         means, variances, _ = all_reduce_moments(stats.batch_means, stats.batch_vars, batch)
         return attrs.evolve(stats, batch_means=means, batch_vars=variances)
 
-    def average(self, values: dict[str, float], stop: bool, *, skip: Sequence[str] = ()) -> bool:
-        """Average ``values`` over ranks in place (but the keys in ``skip``); whether any
-        rank set ``stop``.
-
-        In a single process ``values`` stay as they are and ``stop`` is returned.
-        """
+    def average(self, values: dict[str, float], *, skip: Sequence[str] = ()) -> None:
+        """Average ``values`` over ranks in place, but the keys in ``skip`` (a no-op in a single
+        process)."""
         dist = _dist()
         if not self.distributed or dist is None:
-            return stop
+            return
         keys = sorted(k for k in values if k not in skip)
-        packed = torch.tensor(
-            [values[k] for k in keys] + [float(stop)], dtype=torch.float64, device=self.device
-        )
+        packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(packed)
-        summed = packed.tolist()
-        for k, v in zip(keys, summed, strict=False):
+        for k, v in zip(keys, packed.tolist(), strict=True):
             values[k] = v / self.world_size
-        return summed[-1] > 0
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (``flag`` itself in a single process)."""
+        dist = _dist()
+        if not self.distributed or dist is None:
+            return flag
+        packed = torch.tensor([float(flag)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(packed)
+        return bool(packed.item() > 0)
 
     def evaluate(self, model: nn.Module, dataset: Any) -> float:
         """Top-1 accuracy of ``model`` on ``dataset`` in percent, the same on every rank.

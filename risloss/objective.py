@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from risloss._validators import bits, int_at_least, non_negative, one_of
+from risloss._validators import bits, int_at_least, int_in, non_negative, number_in, one_of
 from risloss.functional import (
     DIVERGENCE_KINDS,
     FEATURE_KINDS,
@@ -100,7 +100,8 @@ class RISConfig:
             ``"none"``.
         correlation_pairs: which pairs the penalty covers (``"all"``, ``"same"``,
             ``"different"``).
-        soft_label_classes: classes mixed in each soft label.
+        soft_label_classes: classes mixed in each soft label; at most the teacher's number of
+            classes (checked when a run starts, once the teacher is known).
 
     Raises:
         ValueError: a value out of range (the message names the field and the allowed values),
@@ -117,20 +118,21 @@ class RISConfig:
         ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'sequential'
     """
 
-    bns_weight: float = attrs.field(default=0.1, validator=non_negative)
-    robustness_weight: float = attrs.field(default=1.0, validator=non_negative)
-    diversity_weight: float = attrs.field(default=0.1, validator=non_negative)
+    # Ranges that fit the meaning: a typo (1e30) fails here, not as NaN in the middle of a run.
+    bns_weight: float = attrs.field(default=0.1, validator=number_in(0.0, 1000.0))
+    robustness_weight: float = attrs.field(default=1.0, validator=number_in(0.0, 1000.0))
+    diversity_weight: float = attrs.field(default=0.1, validator=number_in(0.0, 1000.0))
     input_perturbation: bool = True
     weight_perturbation: bool = True
-    weight_noise_eps: float = attrs.field(default=0.05, validator=non_negative)
+    weight_noise_eps: float = attrs.field(default=0.05, validator=number_in(0.0, 1.0))
     weight_noise_mode: RISWeightNoise = attrs.field(
         default="relative", validator=one_of(RIS_WEIGHT_NOISE)
     )
     weight_noise_bits: int = attrs.field(default=4, validator=bits)
-    input_noise_std: float = attrs.field(default=0.1, validator=non_negative)
+    input_noise_std: float = attrs.field(default=0.1, validator=number_in(0.0, 10.0))
     input_pool: InputPool = attrs.field(default="all", validator=one_of(INPUT_POOLS))
     mode: Mode = attrs.field(default="random", validator=one_of(MODES))
-    num_draws: int = attrs.field(default=1, validator=int_at_least(1))
+    num_draws: int = attrs.field(default=1, validator=int_in(1, 64))
     feature_distance: FeatureKind = attrs.field(default="cosine", validator=one_of(FEATURE_KINDS))
     prediction_distance: DivergenceKind = attrs.field(
         default="l1", validator=one_of(DIVERGENCE_KINDS)
@@ -447,7 +449,8 @@ class SynthesisObjective(nn.Module):
             teacher: the frozen classifier.
             config: the weights and options of every term.
             generator: the source of the robustness loss's perturbation draws.
-            gather, batch_statistics: as in the constructor.
+            gather: as in the constructor.
+            batch_statistics: as in the constructor.
 
         Returns:
             The objective.

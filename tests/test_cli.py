@@ -32,7 +32,7 @@ def _exit_code(args: list[str]) -> int:
         ("quantize", ["--iters", "0"], "--iters"),
         ("quantize", ["--device", "tpu"], "--device"),
         ("quantize", ["--model", "nope"], "shipped teachers"),
-        ("quantize", ["--iters", "3", "--warmup", "5"], "warmup must be <= iters"),
+        ("quantize", ["--iters", "3", "--warmup", "5"], "--warmup must be <= --iters"),
         ("quantize", ["--input-pool", "color"], "--input-pool"),
         ("quantize", ["--robustness-weight", "-1"], "--robustness-weight"),
         ("quantize", ["--num-draws", "0"], "--num-draws"),
@@ -57,7 +57,7 @@ def _exit_code(args: list[str]) -> int:
         ("distill", ["--model", "pkg.mod:fn"], "--weights"),
         ("distill", ["--model", "nope"], "shipped teachers"),
         ("distill", ["--model", "pkg.mod:"], "--model"),
-        ("distill", ["--iters", "2", "--warmup", "5"], "warmup must be <= iters"),
+        ("distill", ["--iters", "2", "--warmup", "5"], "--warmup must be <= --iters"),
         ("distill", ["--method", "magic"], "--method"),
     ],
 )

@@ -26,8 +26,18 @@ budget, checkpointing (`--resume`), and the generator objective, one option per 
 [`RISConfig`][risloss.objective.RISConfig]. `synthesize` takes the same options less the
 student's: it trains only the generator and writes a synthetic calibration set (see
 [Calibrate PyTorch's own quantization](guides/ptq-calibration.md)). A run stopped with Ctrl-C
-saves a checkpoint and exits with status 130; bad options exit with status 2 before any work
-starts.
+saves a checkpoint and exits with status 130 (Ctrl-C before the first checkpoint leaves the
+output folder as it was). A folder that already holds a run (`checkpoint.pt` or
+`metrics.json`) is refused unless `--resume` continues it or `--overwrite` starts over; with
+`--overwrite` the old files stay until the new run has saved its first checkpoint.
+
+A mistake (a bad option or value, an unreadable weights file or checkpoint, an output folder
+that cannot be written, a device this machine lacks) ends in one line naming the option or the
+file and exit status 2, before any work starts wherever possible; `--debug` (or
+`RISLOSS_DEBUG=1`) shows the traceback behind it. A run prints one line on what it is about to do
+and, when standard error is not a terminal (a script, CI), a progress line per tenth of the run
+or per minute. Without matplotlib (`pip install 'risloss[plot]'`) everything but the loss plot
+`losses.png` is written.
 """
 
 

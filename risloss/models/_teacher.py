@@ -17,7 +17,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from risloss._checkpoint import atomic_save, load_checkpoint
+from risloss._checkpoint import (
+    CheckpointMismatchError,
+    FileContentError,
+    atomic_save,
+    load_checkpoint,
+    state_dict_mismatch,
+)
 from risloss._eval import evaluate
 from risloss.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, TensorImageDataset, load_dataset
 from risloss.models._resnet import resnet8, resnet20
@@ -25,6 +31,7 @@ from risloss.models._resnet import resnet8, resnet20
 __all__ = ["train_teacher"]
 
 _ARCHS = {"resnet20": resnet20, "resnet8": resnet8}
+_CKPT_KEYS = ("model", "opt", "sched", "gen", "torch_rng", "epoch", "history")
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, pad: int, fill: float) -> torch.Tensor:
@@ -53,6 +60,7 @@ def train_teacher(
     out: str | Path = "teacher",
     command: str = "",
     log: bool = True,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Train a CIFAR-style ResNet teacher on Fashion-MNIST from a seed; resumable per epoch.
 
@@ -61,8 +69,31 @@ def train_teacher(
     (metadata, including the final-epoch test accuracy); ``OUT.ckpt`` holds per-epoch progress
     and is removed when training ends.
 
+    Args:
+        arch: ``"resnet20"`` or ``"resnet8"``.
+        dataset: ``"fashion-mnist"``.
+        epochs: passes over the training split.
+        batch_size: images per step.
+        lr: initial learning rate.
+        weight_decay: SGD weight decay.
+        seed: seed of the initial weights, the batch order and the augmentation.
+        out: output path without suffix.
+        command: the command line, recorded in the metadata.
+        log: print one line per epoch.
+        resume: continue from ``OUT.ckpt`` when it exists (``False``: start over; the old
+            checkpoint is replaced when the first epoch ends).
+
     Returns:
         The metadata dictionary written to ``OUT.json``.
+
+    Raises:
+        ValueError: an unknown ``arch`` or ``dataset``, or ``epochs``/``batch_size`` below 1.
+        CheckpointMismatchError: ``OUT.ckpt`` was written with other settings (resume only).
+        FileContentError: ``OUT.ckpt`` is unreadable or does not fit ``arch`` (resume only).
+
+    Example:
+        >>> from risloss.models._teacher import train_teacher
+        >>> meta = train_teacher("resnet8", epochs=1, out="runs/teacher8")  # doctest: +SKIP
     """
     if arch not in _ARCHS:
         raise ValueError(f"arch must be one of {sorted(_ARCHS)}, got {arch!r}")
@@ -88,9 +119,30 @@ def train_teacher(
     gen = torch.Generator().manual_seed(seed)
     start_epoch, history = 0, []
     ckpt = out.with_suffix(".ckpt")
-    if ckpt.exists():
-        state = load_checkpoint(ckpt)
-        model.load_state_dict(state["model"])
+    settings = {
+        "arch": arch,
+        "dataset": dataset,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "seed": seed,
+    }
+    if resume and ckpt.exists():
+        state = load_checkpoint(ckpt, expected="a train-teacher checkpoint", keys=_CKPT_KEYS)
+        saved = state.get("settings", {"arch": arch})  # older checkpoints: the weights tell
+        differ = sorted(k for k in saved if saved[k] != settings.get(k))
+        if differ:
+            raise CheckpointMismatchError(ckpt, differ)
+        weights = state["model"]
+        problem = (
+            state_dict_mismatch(model, weights)
+            if isinstance(weights, dict)
+            else "its 'model' entry is not a state dict"
+        )
+        if problem is not None:
+            raise FileContentError(f"{ckpt} does not fit a {arch}: {problem}")
+        model.load_state_dict(weights)
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
@@ -132,6 +184,7 @@ def train_teacher(
                 "torch_rng": torch.get_rng_state(),
                 "epoch": epoch + 1,
                 "history": history,
+                "settings": settings,
             },
             ckpt,
         )

@@ -9,11 +9,14 @@ import attrs
 
 from risloss._validators import (
     boolean,
+    device_name,
     int_at_least,
+    int_in,
     non_negative,
+    number_in,
     one_of,
     optional_bits,
-    positive,
+    teacher_name,
 )
 from risloss.data import _image_size_option, _normalize_option
 from risloss.models import CONDITIONINGS, Conditioning
@@ -29,6 +32,11 @@ Task = Literal["quantize", "distill", "prune"]
 TASKS: tuple[str, ...] = get_args(Task)
 Student = Literal["resnet8", "resnet20"]
 STUDENTS: tuple[str, ...] = get_args(Student)
+
+# Ranges of the numeric fields: wide enough for any sensible run, narrow enough that a typo
+# (1e30) fails here rather than as NaN in the middle of a run.
+_LOSS_WEIGHT = number_in(0.0, 1000.0)
+_LR = number_in(0.0, 10.0, open_low=True)
 
 
 def _optional_floats(value: Any) -> tuple[float, ...] | None:
@@ -131,7 +139,7 @@ class TrainConfig:
 
     task: Task = attrs.field(default="quantize", validator=one_of(TASKS))
     method: Method = attrs.field(default="ris", validator=one_of(METHODS))
-    model: str = "resnet20_fashion_mnist"
+    model: str = attrs.field(default="resnet20_fashion_mnist", validator=teacher_name)
     weights: str | None = None
     data: str = "fashion-mnist"
     student: Student = attrs.field(default="resnet8", validator=one_of(STUDENTS))
@@ -143,14 +151,14 @@ class TrainConfig:
     iters: int = attrs.field(default=300, validator=int_at_least(1))
     warmup: int = attrs.field(default=50, validator=int_at_least(0))
     batch_size: int = attrs.field(default=32, validator=int_at_least(2))
-    seed: int = attrs.field(default=0, validator=int_at_least(0))
-    device: str = "cpu"
-    lr_generator: float = attrs.field(default=1e-3, validator=positive)
-    lr_student: float = attrs.field(validator=positive)
-    weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
-    kd_temperature: float = attrs.field(default=1.0, validator=positive)
-    kd_weight: float = attrs.field(default=1.0, validator=non_negative)
-    ce_weight: float = attrs.field(default=0.0, validator=non_negative)
+    seed: int = attrs.field(default=0, validator=int_in(0, 2**32 - 1))
+    device: str = attrs.field(default="cpu", validator=device_name)
+    lr_generator: float = attrs.field(default=1e-3, validator=_LR)
+    lr_student: float = attrs.field(validator=_LR)
+    weight_decay: float = attrs.field(default=1e-4, validator=number_in(0.0, 1.0))
+    kd_temperature: float = attrs.field(default=1.0, validator=number_in(0.0, 100.0, open_low=True))
+    kd_weight: float = attrs.field(default=1.0, validator=_LOSS_WEIGHT)
+    ce_weight: float = attrs.field(default=0.0, validator=_LOSS_WEIGHT)
     checkpoint_every: int = attrs.field(default=100, validator=int_at_least(1))
     eval_every: int = attrs.field(default=0, validator=int_at_least(0))
     eval_limit: int | None = None
@@ -196,9 +204,6 @@ class TrainConfig:
             raise ValueError("input_mean and input_std must both be given or both be None")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
-        dev = self.device
-        if not (dev == "cpu" or dev == "cuda" or dev.startswith("cuda:") or dev == "mps"):
-            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {dev!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (nested ``ris`` included).

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from risloss._checkpoint import load_checkpoint
+from risloss._checkpoint import load_state_dict_into
 from risloss._imports import import_factory
 from risloss.models import list_pretrained, load_pretrained, resnet8, resnet20
 
@@ -43,20 +42,7 @@ def load_teacher(model: str, weights: str | None = None) -> tuple[nn.Module, dic
             raise ValueError(f"model {model!r}: the factory returned {type(teacher).__name__}")
         if weights is None:
             raise ValueError(f"model {model!r} needs weights= (a state-dict file)")
-        path = Path(weights)
-        if not path.is_file():
-            raise ValueError(f"weights file {weights!r} does not exist")
-        state = load_checkpoint(path)
-        if (
-            isinstance(state, dict)
-            and "state_dict" in state
-            and isinstance(state["state_dict"], dict)
-        ):
-            state = state["state_dict"]
-        try:
-            teacher.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ValueError(f"weights {weights!r} do not fit model {model!r}: {exc}") from exc
+        load_state_dict_into(teacher, weights, f"model {model!r}")
         meta = {}
     return teacher.eval().requires_grad_(False), meta
 

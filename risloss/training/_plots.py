@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
 from risloss.models import Generator
 
-__all__ = ["save_loss_plot", "save_samples"]
+__all__ = ["PLOT_HINT", "have_matplotlib", "save_loss_plot", "save_samples"]
+
+PLOT_HINT = "matplotlib is not installed (pip install 'risloss[plot]' adds it)"
+"""The line said when the loss plot is skipped."""
+
+
+def have_matplotlib() -> bool:
+    """Whether matplotlib can be imported (the loss plot needs it; nothing else does)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @torch.no_grad()
@@ -35,8 +48,16 @@ def save_samples(
     save_image(x, str(path), nrow=per_class, padding=1)
 
 
-def save_loss_plot(history: list[dict[str, float]], path: Path) -> None:
-    """Plot every loss component of ``history`` against the iteration."""
+def save_loss_plot(history: list[dict[str, float]], path: Path) -> bool:
+    """Plot every loss component of ``history`` against the iteration.
+
+    Returns:
+        Whether the plot was written: without matplotlib (an optional dependency, the ``plot``
+        extra) nothing is written and a :class:`UserWarning` says how to get it.
+    """
+    if not have_matplotlib():
+        warnings.warn(f"{path.name} skipped: {PLOT_HINT}", UserWarning, stacklevel=2)
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,3 +78,4 @@ def save_loss_plot(history: list[dict[str, float]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return True

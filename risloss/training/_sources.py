@@ -162,6 +162,11 @@ class GeneratorSource(ImageSource):
             gather=ctx.gather,
             batch_statistics=ctx.global_statistics if global_stats else None,
         )
+        if self.ris.uses_soft_labels and self.ris.soft_label_classes > num_classes:
+            raise ValueError(
+                f"soft_label_classes must be at most the teacher's number of classes "
+                f"({num_classes}), got {self.ris.soft_label_classes}"
+            )
 
     def _labels(self) -> torch.Tensor:
         b, c = self.batch_size, self.num_classes

@@ -215,7 +215,9 @@ def _load_resume_state(
         try:
             if not ckpt_path.is_file():
                 raise ValueError(f"resume: no checkpoint at {ckpt_path}")
-            state = load_checkpoint(ckpt_path)
+            state = load_checkpoint(
+                ckpt_path, expected="a checkpoint of a risloss run", keys=("config", "iteration")
+            )
             saved = state["config"]
             if saved != config.to_dict():
                 diff = sorted(k for k in saved if saved[k] != config.to_dict().get(k))
@@ -529,8 +531,7 @@ def _train(
         for it in range(run.start, config.iters):
             record = run.step(it)
             record["iter"] = it + 1
-            # In a distributed run: the global batch's losses; all ranks stop together.
-            stop = ctx.average(record, interrupted(), skip=("iter", "lr"))
+            ctx.average(record, skip=("iter", "lr"))  # distributed: the global batch's losses
             run.history.append(record)
             done = it + 1
             if config.eval_every and done % config.eval_every == 0 and done < config.iters:
@@ -538,7 +539,7 @@ def _train(
             bar.update(done, {k: v for k, v in record.items() if k in _SHOWN})
             if done % config.checkpoint_every == 0 or done == config.iters:
                 run.save(done)
-            if stop and done < config.iters:
+            if ctx.any(interrupted()) and done < config.iters:  # all ranks stop together
                 run.save(done)
                 bar.close()
                 ctx.barrier()  # the checkpoint is on disk before any rank reports it

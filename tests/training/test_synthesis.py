@@ -1,0 +1,120 @@
+"""Synthesis figures in a run's outputs, and a generator that adapts to the teacher's input range.
+
+The generator-only tests need no data: they build a GeneratorSource on the shipped ResNet-8
+teacher directly.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from risloss.models import load_pretrained, pretrained_info
+from risloss.objective import RISConfig
+from risloss.training import TrainConfig, train
+from risloss.training._sources import GeneratorSource
+from risloss.training._trainer import synthesis_summary
+from tests._data import fashion_mnist_or_skip
+
+TEACHER = "resnet8_fashion_mnist"
+
+
+class ZeroOneTeacher(nn.Module):
+    """The shipped teacher behind its own normalization: it takes images in [0, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        info = pretrained_info(TEACHER)["preprocessing"]
+        self.net = load_pretrained(TEACHER)
+        self.register_buffer("mean", torch.tensor(info["mean"]).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(info["std"]).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def generator_bns(teacher: nn.Module, steps: int, **options: Any) -> list[float]:
+    return run_generator(teacher, steps, **options)[1]
+
+
+def run_generator(
+    teacher: nn.Module, steps: int, **options: Any
+) -> tuple[GeneratorSource, list[float]]:
+    torch.manual_seed(0)
+    source = GeneratorSource(
+        teacher.eval().requires_grad_(False),
+        method="gdfq",
+        ris=RISConfig(),
+        num_classes=10,
+        shape=(1, 28, 28),
+        batch_size=16,
+        lr=1e-3,
+        rng=torch.Generator().manual_seed(0),
+        perturbation_rng=torch.Generator().manual_seed(1),
+        device=torch.device("cpu"),
+        **options,
+    )
+    return source, [source.next_batch().parts["g_bns"] for _ in range(steps)]
+
+
+def test_the_output_statistics_adapt_to_a_teacher_that_takes_zero_one_images() -> None:
+    teacher = ZeroOneTeacher()
+    source, learned = run_generator(teacher, 60)
+    frozen = generator_bns(teacher, 60, output_lr_scale=0.0)
+    start, end = statistics.fmean(learned[:3]), statistics.fmean(learned[-5:])
+    assert end < 0.5 * start  # the BNS loss falls
+    assert end < 0.8 * statistics.fmean(frozen[-5:])  # faster than with fixed statistics
+    # The images' statistics moved from (0, 1) towards the teacher's input range.
+    info = pretrained_info(TEACHER)["preprocessing"]
+    g = source.generator
+    print(float(g.output_scale), float(g.output_shift))
+    assert float(g.output_scale) < 1.0 - 0.5 * (1.0 - info["std"][0])
+    assert float(g.output_shift) > 0.5 * info["mean"][0]
+
+
+def test_declared_input_statistics_start_the_generator_in_the_teachers_range() -> None:
+    teacher = ZeroOneTeacher()
+    info = pretrained_info(TEACHER)["preprocessing"]
+    declared = generator_bns(
+        teacher, 3, output_lr_scale=0.0, input_mean=info["mean"], input_std=info["std"]
+    )
+    undeclared = generator_bns(teacher, 3, output_lr_scale=0.0)
+    assert statistics.fmean(declared) < 0.2 * statistics.fmean(undeclared)
+
+
+def test_input_statistics_of_the_wrong_length_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"^input_mean must have 1 or 1 values"):
+        generator_bns(load_pretrained(TEACHER), 1, input_mean=[0.1, 0.2], input_std=[1.0])
+    with pytest.raises(ValueError, match="input_mean and input_std must both be given"):
+        TrainConfig(input_mean=0.5)
+    with pytest.raises(ValueError, match=r"^input_std must be finite numbers > 0"):
+        TrainConfig(input_mean=0.5, input_std=0.0)
+    assert TrainConfig(input_mean=0.5, input_std=[0.25]).input_std == (0.25,)
+
+
+def test_synthesis_summary_averages_the_last_iterations() -> None:
+    history = [{"g_agree": 0.0, "s_kd": 1.0}] + [{"g_agree": 1.0, "g_ce": 0.5}] * 3
+    assert synthesis_summary(history, window=3) == {"g_agree": 1.0, "g_ce": 0.5}
+    assert synthesis_summary([{"s_kd": 1.0}]) == {}
+    assert synthesis_summary([]) == {}
+
+
+@pytest.mark.data
+def test_a_run_reports_what_the_generator_reached(tmp_path: Any) -> None:
+    fashion_mnist_or_skip("test")
+    config = TrainConfig(
+        model=TEACHER, method="gdfq", iters=8, warmup=4, batch_size=8, eval_limit=32
+    )
+    metrics = train(config, tmp_path / "run", log=None, progress=False)
+    for record in metrics["history"]:
+        assert 0.0 <= record["g_agree"] <= 1.0 and record["g_bns"] >= 0.0
+        assert -1.0 <= record["g_sim"] <= 1.0
+    tail = metrics["history"][-8:]
+    assert metrics["synthesis"]["g_agree"] == pytest.approx(
+        statistics.fmean(r["g_agree"] for r in tail)
+    )
+    assert set(metrics["synthesis"]) >= {"g_agree", "g_ce", "g_bns", "g_sim", "g_loss"}
