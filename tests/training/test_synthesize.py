@@ -257,20 +257,23 @@ def test_user_model_pixels_follow_the_normalization(user: dict[str, Any], tmp_pa
 
 def test_cli_writes_the_set(user: dict[str, Any], tmp_path: Path, capsys: Any) -> None:
     out = tmp_path / "run"
-    code = main(
-        [
-            "synthesize", "--model", f"{user['module']}:rgb16", "--weights",
-            user["weights"]["rgb16"], "--data", f"{user['module']}:pixels", "--no-normalize",
-            "--iters", "2", "--batch-size", "4", "--num-images", "5", "--method", "gdfq",
-            "--out", str(out), "--quiet",
-        ]
-    )  # fmt: skip
-    assert code == 0
+    args = [
+        "synthesize", "--model", f"{user['module']}:rgb16", "--weights",
+        user["weights"]["rgb16"], "--data", f"{user['module']}:pixels", "--no-normalize",
+        "--iters", "2", "--batch-size", "4", "--method", "gdfq", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    assert main([*args, "--num-images", "5"]) == 0
     _, _, metrics = _check_files(out, 5, 3, (3, 16, 16))
     assert metrics["config"]["method"] == "gdfq"
     assert metrics["config"]["iters"] == 2 and metrics["config"]["normalize"] is None
     printed = capsys.readouterr().out
     assert f"{100 * metrics['images']['agreement']:.1f}% of 5 images" in printed
+    # The folder now holds a run: refused as it is, replaced with --overwrite.
+    assert main([*args, "--num-images", "7"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    _check_files(out, 5, 3, (3, 16, 16))
+    assert main([*args, "--num-images", "7", "--overwrite"]) == 0
+    _check_files(out, 7, 3, (3, 16, 16))
 
 
 @pytest.mark.parametrize(
