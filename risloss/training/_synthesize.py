@@ -45,6 +45,7 @@ __all__ = ["SYNTHESIS_METHODS", "SynthesisMethod", "synthesize"]
 SynthesisMethod = Literal["ris", "gdfq"]
 """The image sources that train a generator: the RIS objective and GDFQ's."""
 SYNTHESIS_METHODS: tuple[str, ...] = get_args(SynthesisMethod)
+"""The ``method`` values :func:`synthesize` accepts: ``("ris", "gdfq")``."""
 IMAGE_FOLDER = "synthetic"
 """The ImageFolder :func:`synthesize` writes under its output folder: ``CLASS/INDEX.png``."""
 TENSOR_FILE = "synthetic.pt"
