@@ -6,7 +6,8 @@ calibration source and seed:
 
 - ``noise``: Gaussian noise in the normalized input space, the floor;
 - ``synthetic``: the images of a calibration file (``--synthetic FILE``, a ``.pt`` dict with an
-  ``images`` tensor, such as a data-free synthesis writes), a random subset per seed;
+  ``images`` tensor, such as the ``synthetic.pt`` of ``risloss synthesize``, whose
+  ``metrics.json`` beside it is then summarized in the record), a random subset per seed;
 - ``real``: real training images, a random subset per seed, the ceiling.
 
 Each run writes ``benchmarks/results/ptq/ptq-<source>-w8a8-s<seed>.json`` (skipped when it
@@ -14,6 +15,9 @@ exists, like every benchmark here); ``--table`` prints the Markdown table of the
 
     python benchmarks/ptq_calibration.py                          # noise and real, 3 seeds
     python benchmarks/ptq_calibration.py --synthetic calibration.pt
+    risloss synthesize --num-images 512 --seed 1 --out runs/synthesize-s1
+    python benchmarks/ptq_calibration.py --sources synthetic --seeds 1 \
+        --synthetic runs/synthesize-s1/synthetic.pt   # one synthesis per seed
     python benchmarks/ptq_calibration.py --table
 """
 
@@ -60,6 +64,26 @@ def _images(source: str, args: argparse.Namespace, seed: int, example: ModuleTyp
     return images[pick[: args.num_images]]
 
 
+def _synthesis(calibration_file: str) -> dict[str, Any] | None:
+    """How a calibration file was synthesized: the ``metrics.json`` of ``risloss synthesize``
+    beside it, summarized (``None`` for a file from elsewhere)."""
+    path = Path(calibration_file).parent / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    if "images" not in metrics or "synthesis" not in metrics:
+        return None
+    config = metrics["config"]
+    return {
+        **{k: config[k] for k in ("model", "method", "iters", "batch_size", "seed")},
+        "generator_conditioning": config.get("generator_conditioning"),
+        "num_images": metrics["num_images"],
+        "agreement": metrics["images"]["agreement"],
+        "g_agree": metrics["synthesis"].get("g_agree"),
+        "train_seconds": metrics.get("train_seconds"),
+    }
+
+
 def run(source: str, seed: int, args: argparse.Namespace, fp_top1: float) -> dict[str, Any]:
     """Calibrate, quantize and evaluate once; write and return the JSON record."""
     import torch
@@ -82,6 +106,7 @@ def run(source: str, seed: int, args: argparse.Namespace, fp_top1: float) -> dic
         "num_images": len(images),
         "batch_size": args.batch_size,
         "calibration_file": None if source != "synthetic" else Path(args.synthetic).name,
+        "synthesis": None if source != "synthetic" else _synthesis(args.synthetic),
         "flow": "torch.ao.quantization FX (prepare_fx, convert_fx)",
         "qconfig": "get_default_qconfig_mapping('x86')",
     }

@@ -2,12 +2,14 @@
 
 PyTorch calibrates the activation ranges of a quantized model on a few hundred representative
 images. This script takes them from a calibration file (a ``.pt`` dict whose ``images`` entry
-is a float tensor ``(N, C, H, W)`` in the model's normalized input space), from Gaussian noise
-(``noise``) or from real training images (``real``), then reports test top-1 of the int8 model.
+is a float tensor ``(N, C, H, W)`` in the model's normalized input space, such as the
+``synthetic.pt`` that ``risloss synthesize`` writes), from Gaussian noise (``noise``) or from
+real training images (``real``), then reports test top-1 of the int8 model.
 
     python examples/ptq_calibration.py --calibration noise
     python examples/ptq_calibration.py --calibration real --num-images 512
-    python examples/ptq_calibration.py --calibration calibration.pt
+    risloss synthesize --num-images 512 --out runs/synthesize   # data-free
+    python examples/ptq_calibration.py --calibration runs/synthesize/synthetic.pt
 """
 
 from __future__ import annotations

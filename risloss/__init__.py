@@ -21,7 +21,7 @@ from risloss.losses import (
     noise_threshold,
 )
 from risloss.objective import RISConfig, SynthesisObjective, SynthesisParts
-from risloss.training import TrainConfig, train
+from risloss.training import TrainConfig, synthesize, train
 
 __version__ = "0.1.0"
 """The version of the installed risloss package."""
@@ -42,5 +42,6 @@ __all__ = [
     "capture_features",
     "evaluate",
     "noise_threshold",
+    "synthesize",
     "train",
 ]

@@ -182,10 +182,11 @@ def _add_debug(p: argparse.ArgumentParser) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     from risloss.models import DEFAULT_TEACHER
-    from risloss.training import METHODS, TrainConfig
+    from risloss.training import METHODS, SYNTHESIS_METHODS, TrainConfig
     from risloss.training._config import STUDENTS
 
-    d = TrainConfig(task=cast(Any, task))
+    student = task != "synthesize"  # synthesize trains only the generator
+    d = TrainConfig(task=cast(Any, task if student else "quantize"))
 
     def rng(name: str) -> str:
         return _range(TrainConfig, name)
@@ -203,7 +204,8 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         "--data",
         type=_data_name,
         default="fashion-mnist",
-        help="evaluation data: fashion-mnist, cifar10, cifar100, imagefolder:PATH or "
+        help=("evaluation data" if student else "data the model takes (read for its shape)")
+        + ": fashion-mnist, cifar10, cifar100, imagefolder:PATH or "
         "package.module:factory (called with the split, returns a Dataset of (image, label))",
     )
     p.add_argument(
@@ -235,7 +237,12 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         default=argparse.SUPPRESS,  # TrainConfig's "default"
         help="keep the data's pixels in [0, 1] (for models that take such images)",
     )
-    p.add_argument("--method", choices=METHODS, default="ris", help="image source (default: ris)")
+    p.add_argument(
+        "--method",
+        choices=METHODS if student else SYNTHESIS_METHODS,
+        default="ris",
+        help="image source (default: ris)",
+    )
     if task == "distill":
         p.add_argument(
             "--student",
@@ -258,7 +265,7 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
     if task == "quantize":
         p.add_argument("--w-bits", type=_int, default=4, help="weight bits, 2..16 (default: 4)")
         p.add_argument("--a-bits", type=_int, default=4, help="activation bits, 2..16 (default: 4)")
-    else:
+    elif student:
         p.add_argument(
             "--w-bits",
             type=_int,
@@ -271,33 +278,38 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             default=None,
             help="also quantize activations to this width, 2..16 (with --w-bits; default: off)",
         )
-    p.add_argument(
-        "--first-last-bits",
-        type=_int,
-        default=None,
-        help="bits of the first and last layer, 2..16 (default: as the rest)",
-    )
+    if student:
+        p.add_argument(
+            "--first-last-bits",
+            type=_int,
+            default=None,
+            help="bits of the first and last layer, 2..16 (default: as the rest)",
+        )
     p.add_argument(
         "--iters", type=_int, default=d.iters, help=_help("total iterations", rng("iters"), d.iters)
     )
-    p.add_argument(
-        "--warmup",
-        type=_int,
-        default=d.warmup,
-        help=_help("generator-only warm-up iterations, at most --iters", rng("warmup"), d.warmup),
-    )
+    if student:
+        p.add_argument(
+            "--warmup",
+            type=_int,
+            default=d.warmup,
+            help=_help(
+                "generator-only warm-up iterations, at most --iters", rng("warmup"), d.warmup
+            ),
+        )
     p.add_argument(
         "--batch-size",
         type=_int,
         default=d.batch_size,
         help=_help("images per iteration", rng("batch_size"), d.batch_size),
     )
-    p.add_argument(
-        "--lr-student",
-        type=_float,
-        default=None,
-        help=_help("learning rate of the student", rng("lr_student"), d.lr_student),
-    )
+    if student:
+        p.add_argument(
+            "--lr-student",
+            type=_float,
+            default=None,
+            help=_help("learning rate of the student", rng("lr_student"), d.lr_student),
+        )
     p.add_argument(
         "--lr-generator",
         type=_float,
@@ -321,25 +333,27 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         default=d.checkpoint_every,
         help=_help("iterations between checkpoints", rng("checkpoint_every"), d.checkpoint_every),
     )
-    p.add_argument(
-        "--eval-every",
-        type=_int,
-        default=0,
-        help="test evaluations during training (0: at the end only)",
-    )
-    p.add_argument(
-        "--eval-limit",
-        type=_int,
-        default=None,
-        help="evaluate on the first N >= 1 test images only (default: all)",
-    )
-    _add_objective_options(p)
-    p.add_argument(
-        "--local-batch-statistics",
-        action="store_true",
-        help="under torchrun: BatchNorm statistics (generator, distillation student, BNS loss) "
-        "over each process's batch instead of the global batch",
-    )
+    if student:
+        p.add_argument(
+            "--eval-every",
+            type=_int,
+            default=0,
+            help="test evaluations during training (0: at the end only)",
+        )
+        p.add_argument(
+            "--eval-limit",
+            type=_int,
+            default=None,
+            help="evaluate on the first N >= 1 test images only (default: all)",
+        )
+    _add_objective_options(p, student=student)
+    if student:
+        p.add_argument(
+            "--local-batch-statistics",
+            action="store_true",
+            help="under torchrun: BatchNorm statistics (generator, distillation student, BNS "
+            "loss) over each process's batch instead of the global batch",
+        )
     p.add_argument("--quiet", action="store_true", help="no progress report and no messages")
     _add_debug(p)
 
@@ -378,8 +392,9 @@ _STUDENT_LOSS_OPTIONS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _add_objective_options(p: argparse.ArgumentParser) -> None:
-    """One option per field of :class:`~risloss.training.RISConfig`, plus the loss weights."""
+def _add_objective_options(p: argparse.ArgumentParser, *, student: bool = True) -> None:
+    """One option per field of :class:`~risloss.training.RISConfig`, plus the student's loss
+    weights (when the command trains a student)."""
     import attrs
 
     from risloss._validators import choices_of
@@ -423,6 +438,8 @@ def _add_objective_options(p: argparse.ArgumentParser) -> None:
                 default=default,
                 help=_help(text, _range(RISConfig, name), default),
             )
+    if not student:
+        return
     t = TrainConfig()
     g2 = p.add_argument_group("student loss")
     for name, option, text in _STUDENT_LOSS_OPTIONS:
@@ -738,6 +755,69 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_synthesize(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from risloss.data import DataFileError
+    from risloss.training import TrainingInterrupted, synthesize
+    from risloss.training._plots import PLOT_HINT, have_matplotlib
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(f"risloss synthesize: {message}", file=sys.stderr, flush=True)
+
+    problem = _check_run_args(args)
+    if problem is not None:
+        raise _Exit(problem)
+    # The student's fields keep the library's defaults (set on the parser); they are not used.
+    config = _config_from_args(args, "quantize")
+    out = _check_out(args)
+    _check_device(config.device)
+    say(
+        f"{config.model}: {args.num_images} images, method {config.method}, {config.iters} "
+        f"iterations, batch {config.batch_size}, {config.device} -> {args.out}"
+        + (" (resuming)" if args.resume else "")
+    )
+    plot = have_matplotlib()
+    if not plot:
+        say(f"losses.png will be skipped: {PLOT_HINT}")
+    ckpt = out / RUN_MARKERS[0]
+    before = _stamp(ckpt)
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        with _replacing(out, args.overwrite), warnings.catch_warnings():
+            if not plot:
+                warnings.filterwarnings("ignore", message="losses.png skipped")
+            metrics = synthesize(
+                config,
+                out,
+                num_images=args.num_images,
+                resume=args.resume,
+                progress=not args.quiet,
+                log=log,
+            )
+    except TrainingInterrupted as exc:
+        raise _Exit(f"{exc}; continue with --resume", 130) from exc
+    except KeyboardInterrupt as exc:
+        if _stamp(ckpt) not in (None, before):
+            detail = f"; the last checkpoint is {ckpt}: continue with --resume"
+        else:
+            detail = " before the first checkpoint"
+        raise _Exit(f"interrupted{detail}", 130) from exc
+    except ValueError as exc:
+        options = {**_option_names(args.parser), "num_images": "--num-images"}
+        raise _Exit(_in_option_terms(str(exc), options, everywhere=False)) from exc
+    except DataFileError as exc:
+        raise _Exit(str(exc), 1) from exc
+    except OSError as exc:
+        raise _Exit(str(exc), 1) from exc
+    images, trained = metrics["images"], metrics["synthesis"]
+    print(
+        f"teacher agreement: {100 * images['agreement']:.1f}% of {metrics['num_images']} images "
+        f"({100 * trained['g_agree']:.1f}% over the last training iterations)"
+    )
+    print(f"outputs: {args.out} (synthetic/: PNG files per predicted class; synthetic.pt)")
+    return 0
+
+
 def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from risloss._checkpoint import CheckpointMismatchError
     from risloss.data import DataFileError
@@ -865,6 +945,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(pr, "prune")
     pr.set_defaults(func=_cmd_run, parser=pr)
+
+    syn = sub.add_parser(
+        "synthesize",
+        help="train a generator on the teacher and write a synthetic calibration set",
+    )
+    syn.add_argument(
+        "--num-images",
+        type=_positive_int,
+        default=512,
+        metavar="N",
+        help="images to write, >= 1 (default: 512)",
+    )
+    _add_run_options(syn, "synthesize")
+    # The student's settings, which synthesize does not use, as the library's defaults.
+    syn.set_defaults(
+        func=_cmd_synthesize,
+        parser=syn,
+        w_bits=4,
+        a_bits=4,
+        first_last_bits=None,
+        warmup=0,
+        lr_student=None,
+        eval_every=0,
+        eval_limit=None,
+        kd_temperature=1.0,
+        kd_weight=1.0,
+        ce_weight=0.0,
+        local_batch_statistics=False,
+    )
 
     m = sub.add_parser("models", help="list the shipped teachers")
     m.set_defaults(func=_cmd_models)

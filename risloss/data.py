@@ -260,6 +260,20 @@ _CIFAR = {
 }  # fmt: skip
 
 
+def _default_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The ``(mean, std)`` that ``normalize="default"`` applies to data set ``name``.
+
+    ``None`` for a data set built by code, which is used as its factory returns it.
+    """
+    if name == "fashion-mnist":
+        return (FASHION_MNIST_MEAN,), (FASHION_MNIST_STD,)
+    if name in _CIFAR:
+        return _CIFAR[name][4], _CIFAR[name][5]
+    if name.startswith("imagefolder:"):
+        return _IMAGENET_MEAN, _IMAGENET_STD
+    return None
+
+
 def _image_size_option(value: Any, name: str = "image_size") -> ImageSize:
     """``value`` checked as an :data:`ImageSize` (``ValueError`` naming ``name`` otherwise)."""
     if value is None or value == "default":

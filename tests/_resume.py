@@ -3,14 +3,16 @@
 The trainer reports each finished iteration to its progress line; :func:`sigint_after` hooks
 that report to send the signal at a chosen iteration, so the run stops there through its own
 signal handler, exactly as after Ctrl-C. :func:`assert_resume_matches_uninterrupted` runs a
-configuration three times (whole; interrupted; resumed) and compares the outputs.
+configuration three times (whole; interrupted; resumed) and compares the outputs, of
+:func:`~risloss.training.train` by default or of another run function with its signature
+(:func:`~risloss.training.synthesize`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,23 +58,34 @@ def assert_same_state(a: Path, b: Path) -> None:
 
 
 def assert_resume_matches_uninterrupted(
-    config: TrainConfig, root: Path, at: int
+    config: TrainConfig,
+    root: Path,
+    at: int,
+    *,
+    run: Callable[..., dict[str, Any]] = train,
+    same: Sequence[str] = ("history", "student_top1"),
+    files: Sequence[str] = ("student.pt",),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``config`` whole, then interrupted after iteration ``at`` and resumed; compare.
 
-    The resumed run must end with the same history, accuracy and ``student.pt`` (bitwise) as
-    the uninterrupted one.
+    The resumed run must end with the same metrics ``same`` and the same saved ``files``
+    (bitwise) as the uninterrupted one: by default the history, the accuracy and
+    ``student.pt`` of :func:`~risloss.training.train`.
+
+    Args:
+        run: called as ``run(config, out_dir, log=None)`` (and ``resume=True``).
 
     Returns:
         The metrics of the uninterrupted and of the resumed run, for further checks.
     """
-    full = train(config, root / "full", log=None)
+    full = run(config, root / "full", log=None)
     with sigint_after(at), pytest.raises(TrainingInterrupted) as info:
-        train(config, root / "part", log=None)
+        run(config, root / "part", log=None)
     assert info.value.iteration == at
     assert load_state(root / "part" / "checkpoint.pt")["iteration"] == at
-    resumed = train(config, root / "part", resume=True, log=None)
-    assert resumed["history"] == full["history"]
-    assert resumed["student_top1"] == full["student_top1"]
-    assert_same_state(root / "full" / "student.pt", root / "part" / "student.pt")
+    resumed = run(config, root / "part", resume=True, log=None)
+    for key in same:
+        assert resumed[key] == full[key], key
+    for name in files:
+        assert_same_state(root / "full" / name, root / "part" / name)
     return full, resumed

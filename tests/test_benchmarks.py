@@ -213,6 +213,29 @@ def test_ptq_table_summarizes_every_source(tmp_path: Path) -> None:
     assert "| real training images | 89.00 ± 0.00 | 1 |" in lines
 
 
+def test_ptq_records_how_a_synthetic_file_was_made(tmp_path: Path) -> None:
+    ptq = _script("ptq_calibration")
+    (tmp_path / "synthetic.pt").write_bytes(b"")
+    assert ptq._synthesis(str(tmp_path / "synthetic.pt")) is None  # no metrics.json beside it
+    config = {"model": "m", "method": "ris", "iters": 300, "batch_size": 32, "seed": 2}
+    metrics = {
+        "config": {**config, "generator_conditioning": "concat"},
+        "num_images": 512,
+        "images": {"agreement": 0.75},
+        "synthesis": {"g_agree": 0.5},
+    }
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    summary = ptq._synthesis(str(tmp_path / "synthetic.pt"))
+    assert summary == {
+        **config,
+        "generator_conditioning": "concat",
+        "num_images": 512,
+        "agreement": 0.75,
+        "g_agree": 0.5,
+        "train_seconds": None,
+    }
+
+
 @pytest.mark.slow
 def test_ptq_benchmark_takes_a_synthetic_file(tmp_path: Path) -> None:
     import torch

@@ -23,11 +23,13 @@ text with `--help`; this page is generated from the same parser by
 
 `quantize`, `distill` and `prune` share their options: the image source (`--method`), the
 budget, checkpointing (`--resume`), and the generator objective, one option per field of
-[`RISConfig`][risloss.objective.RISConfig]. A run stopped with Ctrl-C saves a checkpoint and exits
-with status 130 (Ctrl-C before the first checkpoint leaves the output folder as it was). A folder
-that already holds a run (`checkpoint.pt` or `metrics.json`) is refused unless `--resume`
-continues it or `--overwrite` starts over; with `--overwrite` the old files stay until the new
-run has saved its first checkpoint.
+[`RISConfig`][risloss.objective.RISConfig]. `synthesize` takes the same options less the
+student's: it trains only the generator and writes a synthetic calibration set (see
+[Calibrate PyTorch's own quantization](guides/ptq-calibration.md)). A run stopped with Ctrl-C
+saves a checkpoint and exits with status 130 (Ctrl-C before the first checkpoint leaves the
+output folder as it was). A folder that already holds a run (`checkpoint.pt` or
+`metrics.json`) is refused unless `--resume` continues it or `--overwrite` starts over; with
+`--overwrite` the old files stay until the new run has saved its first checkpoint.
 
 A mistake (a bad option or value, an unreadable weights file or checkpoint, an output folder
 that cannot be written, a device this machine lacks) ends in one line naming the option or the

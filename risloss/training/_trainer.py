@@ -379,9 +379,10 @@ class _Run:
         return self.ctx.evaluate(model, self.test)
 
 
-def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Run:
-    """Load the teacher and the test set, build the student, the image source and optimizers."""
-    device = ctx.device
+def _teacher_and_test(
+    config: TrainConfig, device: torch.device
+) -> tuple[nn.Module, dict[str, Any], Any, tuple[int, int, int], int]:
+    """The teacher (on ``device``), its metadata, the checked test set, image shape, classes."""
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for but torch.cuda.is_available() is False")
     teacher, meta = load_teacher(config.model, config.weights)
@@ -392,6 +393,44 @@ def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Ru
     num_classes = int(
         meta.get("num_classes") or teacher(torch.zeros(1, *shape, device=device)).shape[1]
     )
+    return teacher, meta, test, shape, num_classes
+
+
+def _generator_source(
+    config: TrainConfig,
+    teacher: nn.Module,
+    *,
+    num_classes: int,
+    shape: tuple[int, int, int],
+    data_rng: torch.Generator,
+    perturbation_rng: torch.Generator,
+    ctx: DistributedContext,
+) -> GeneratorSource:
+    """The generator, its optimizer and objective, as ``config`` describes them."""
+    return GeneratorSource(
+        teacher,
+        method=config.method,
+        ris=config.ris,
+        num_classes=num_classes,
+        shape=shape,
+        batch_size=config.batch_size,
+        lr=config.lr_generator,
+        rng=data_rng,
+        conditioning=config.generator_conditioning,
+        output_lr_scale=config.generator_output_lr_scale,
+        input_mean=config.input_mean,
+        input_std=config.input_std,
+        perturbation_rng=perturbation_rng,
+        device=ctx.device,
+        context=ctx,
+        global_batch_statistics=config.global_batch_statistics,
+    )
+
+
+def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Run:
+    """Load the teacher and the test set, build the student, the image source and optimizers."""
+    device = ctx.device
+    teacher, meta, test, shape, num_classes = _teacher_and_test(config, device)
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     data_rng = torch.Generator().manual_seed(rank_seed(config.seed, ctx.rank))
@@ -416,23 +455,14 @@ def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Ru
         student = convert_batchnorm(student)
     source: ImageSource
     if config.method in ("ris", "gdfq"):
-        source = GeneratorSource(
+        source = _generator_source(
+            config,
             teacher,
-            method=config.method,
-            ris=config.ris,
             num_classes=num_classes,
             shape=shape,
-            batch_size=config.batch_size,
-            lr=config.lr_generator,
-            rng=data_rng,
-            conditioning=config.generator_conditioning,
-            output_lr_scale=config.generator_output_lr_scale,
-            input_mean=config.input_mean,
-            input_std=config.input_std,
+            data_rng=data_rng,
             perturbation_rng=perturbation_rng,
-            device=device,
-            context=ctx,
-            global_batch_statistics=config.global_batch_statistics,
+            ctx=ctx,
         )
     elif config.method == "noise":
         source = NoiseSource(teacher, shape, config.batch_size, data_rng, device)
