@@ -87,14 +87,20 @@ def test_ablation_variants_are_valid_configs(dfq: ModuleType) -> None:
 
 
 def _committed() -> list[Path]:
-    return sorted((BENCH / "results").glob("*/*.json"))
+    """The compression runs of benchmarks/dfq.py: one folder per profile (``v0.1-`` for the
+    runs of the 0.1 defaults, kept as the "before" of later changes)."""
+    return sorted(
+        p
+        for p in (BENCH / "results").glob("*/*.json")
+        if p.parent.name not in ("synthesis", "ptq")
+    )
 
 
 @pytest.mark.parametrize("path", _committed(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_results_have_the_schema(path: Path) -> None:
     record = json.loads(path.read_text())
     assert REQUIRED <= set(record), REQUIRED - set(record)
-    assert record["profile"] == path.parent.name
+    assert record["profile"] == path.parent.name.removeprefix("v0.1-")
     top1 = record["quant_top1"] if record["quant_top1"] is not None else record["student_top1"]
     assert 0.0 <= top1 <= 100.0
     if record["row"] != "fp":
@@ -149,7 +155,7 @@ def test_report_ablation_uses_the_ris_row_as_default() -> None:
     table, findings = report.ablation_table(records)
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
     assert set(rows) == {"default", "alpha-2", "draws-2"}
-    assert "82.00 ± 2.00 (n=3)" in rows["default"]
+    assert "82.00 ± 2.00 (worst 80.00, n=3)" in rows["default"]
     # means 85.5 vs 82; paired with seeds 0 and 1: (85 - 80 + 86 - 82) / 2 = 4.5
     assert rows["alpha-2"].endswith("| +3.50 | +1.8 | +4.50 | 2 of 2 |")
     assert rows["draws-2"].endswith("| -1.00 | -0.5 | +1.00 | 1 of 1 |")
@@ -167,7 +173,8 @@ def test_report_quant_table_gaps() -> None:
     records += [_record("quant", "ris", 3, v, s) for s, v in enumerate((88.0, 90.0))]
     records += [_record("quant", "real", 3, 91.0)]
     table, stats = report.quant_table(records)
-    assert stats[("ris", 3)] == (89.0, pytest.approx(2**0.5), 2)
+    assert stats[("ris", 3)] == (89.0, pytest.approx(2**0.5), 2, 88.0)
+    assert stats[("ris", 3)].worst == 88.0
     ris_line = next(line for line in table.splitlines() if line.startswith("| ris |"))
     assert "| -5.00 | -2.00 |" in ris_line
     assert report._findings(stats) == [
@@ -259,3 +266,31 @@ def test_ptq_benchmark_takes_a_synthetic_file(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
     with pytest.raises(SystemExit):  # a synthetic row needs its file
         ptq.main(["--sources", "synthetic", "--results", str(tmp_path)])
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((BENCH / "results" / "synthesis").glob("*.json")),
+    ids=lambda p: p.name,
+)
+def test_committed_synthesis_results_have_the_schema(path: Path) -> None:
+    record = json.loads(path.read_text())
+    assert path.name == f"{record['variant']}-s{record['seed']}.json"
+    assert record["final"] == record["curve"][-1] and record["final"]["step"] == record["steps"]
+    for point in record["curve"]:
+        assert 0.0 <= point["g_agree"] <= 1.0 and point["g_bns"] >= 0.0
+
+
+def test_synthesis_table_reports_every_variant(tmp_path: Path) -> None:
+    report = _script("report")
+    for seed, agree in enumerate((0.5, 1.0)):
+        curve = [
+            {"step": 50, "g_agree": 0.1, "g_ce": 2.0, "g_bns": 1.0, "g_sim": 0.5},
+            {"step": 100, "g_agree": agree, "g_ce": 0.1, "g_bns": 0.2, "g_sim": 0.9},
+        ]
+        record = {"variant": "concat", "seed": seed, "steps": 100, "curve": curve}
+        record["final"] = curve[-1]
+        (tmp_path / f"concat-s{seed}.json").write_text(json.dumps(record))
+    table = report.synthesis_table(tmp_path)
+    row = next(line for line in table.splitlines() if line.startswith("| concat |"))
+    assert "| 2 | 0.750 | 0.750 (0.500) | 0.100 | 0.200 | 0.900 |" in row
