@@ -316,6 +316,36 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         default=d.lr_generator,
         help=_help("learning rate of the generator", rng("lr_generator"), d.lr_generator),
     )
+    p.add_argument(
+        "--generator-conditioning",
+        choices=("concat", "multiply"),
+        default=d.generator_conditioning,
+        help="how the generator takes its label: concatenated to the noise, or multiplied "
+        f"with it as in GDFQ (default: {d.generator_conditioning})",
+    )
+    p.add_argument(
+        "--input-mean",
+        type=_float,
+        nargs="+",
+        metavar="X",
+        default=None,
+        help="per-channel mean of the images the model expects, with --input-std "
+        "(default: standardized images)",
+    )
+    p.add_argument(
+        "--input-std",
+        type=_float,
+        nargs="+",
+        metavar="X",
+        default=None,
+        help="per-channel standard deviation of the images the model expects, with --input-mean",
+    )
+    p.add_argument(
+        "--fit-input-statistics",
+        action="store_true",
+        help="start the generator in the input range the model's first BatchNorm layer expects "
+        "(for a model whose input range is unknown)",
+    )
     p.add_argument("--seed", type=_int, default=d.seed, help=_help("seed", rng("seed"), d.seed))
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--out", default=f"runs/{task}", help=f"output folder (default: runs/{task})")
@@ -547,6 +577,10 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
             global_batch_statistics=not args.local_batch_statistics,
             image_size=getattr(args, "image_size", d.image_size),
             normalize=getattr(args, "normalize", d.normalize),
+            generator_conditioning=args.generator_conditioning,
+            input_mean=args.input_mean,
+            input_std=args.input_std,
+            fit_input_statistics=args.fit_input_statistics,
         )
     except ValueError as exc:
         raise _Exit(_in_option_terms(str(exc), options, everywhere=True)) from exc

@@ -595,7 +595,7 @@ def fit_input_statistics(
     images = images.detach()
     first = _first_batchnorm(teacher, images)
     bn = dict(teacher.named_modules())[first]
-    running = (bn.running_mean.detach(), bn.running_var.detach())  # type: ignore[union-attr]
+    running = (bn.running_mean.detach(), bn.running_var.detach())
     c = images.shape[1]
     log_scale = torch.zeros(c, device=images.device, requires_grad=True)
     shift = torch.zeros(c, device=images.device, requires_grad=True)

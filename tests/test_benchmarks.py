@@ -90,9 +90,7 @@ def _committed() -> list[Path]:
     """The compression runs of benchmarks/dfq.py: one folder per profile (``v0.1-`` for the
     runs of the 0.1 defaults, kept as the "before" of later changes)."""
     return sorted(
-        p
-        for p in (BENCH / "results").glob("*/*.json")
-        if p.parent.name not in ("synthesis", "ptq")
+        p for p in (BENCH / "results").glob("*/*.json") if p.parent.name not in ("synthesis", "ptq")
     )
 
 

@@ -109,6 +109,11 @@ class TrainConfig:
             them itself, roughly ``0.5`` and ``0.25``): the generator's output statistics start
             there. ``None``: zero mean and unit variance, the statistics of standardized data,
             which the generator then adapts to the teacher during training.
+        fit_input_statistics: without declared ``input_mean``/``input_std``, start the
+            generator's output statistics at the values
+            :func:`~risloss.objective.fit_input_statistics` finds for the teacher (data-free:
+            from its first BatchNorm layer's running statistics). For a teacher whose input
+            range is unknown.
         image_size: size the evaluation (and ``method="real"``) images are resized and
             center-cropped to, ``None`` to keep their size, or ``"default"``: a shipped
             teacher's input size, else the data set's own convention (see
@@ -174,6 +179,7 @@ class TrainConfig:
     input_std: tuple[float, ...] | None = attrs.field(
         default=None, converter=_optional_floats, validator=_optional_positive
     )
+    fit_input_statistics: bool = attrs.field(default=False, validator=boolean)
     # Data options, passed to risloss.data.load_dataset (validated by it, named as fields here).
     image_size: int | str | None = attrs.field(
         default="default", converter=lambda v: _image_size_option(v, "image_size")

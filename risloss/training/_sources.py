@@ -11,7 +11,7 @@ from torch import nn
 
 from risloss.distributed import DistributedContext, convert_batchnorm
 from risloss.models import Conditioning, Generator
-from risloss.objective import RISConfig, SynthesisObjective
+from risloss.objective import RISConfig, SynthesisObjective, fit_input_statistics
 
 __all__ = ["Batch", "GeneratorSource", "ImageSource", "NoiseSource", "RealSource"]
 
@@ -118,6 +118,7 @@ class GeneratorSource(ImageSource):
         output_lr_scale: float = 10.0,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
+        fit_input_statistics: bool = False,
         perturbation_rng: torch.Generator,
         device: torch.device,
         context: DistributedContext | None = None,
@@ -147,6 +148,8 @@ class GeneratorSource(ImageSource):
             output_mean=0.0 if input_mean is None else input_mean,
             output_std=1.0 if input_std is None else input_std,
         ).to(device)
+        if fit_input_statistics and input_mean is None:
+            self._fit_output(teacher)
         self.optimizer = torch.optim.Adam(
             self.generator.param_groups(lr, output_lr_scale=output_lr_scale), betas=(0.5, 0.999)
         )
@@ -167,6 +170,26 @@ class GeneratorSource(ImageSource):
                 f"soft_label_classes must be at most the teacher's number of classes "
                 f"({num_classes}), got {self.ris.soft_label_classes}"
             )
+
+    @torch.no_grad()
+    def _fit_output(self, teacher: nn.Module) -> None:
+        """Start the output statistics where the teacher's first BatchNorm layer wants them.
+
+        One batch of the new generator (from a random source of its own, so the run's draws
+        are unchanged) goes through :func:`~risloss.objective.fit_input_statistics`.
+        """
+        g = self.generator
+        rng = torch.Generator().manual_seed(0)
+        labels = torch.arange(max(self.batch_size, 2 * self.num_classes)) % self.num_classes
+        z = torch.randn((labels.shape[0], g.latent_dim), generator=rng)
+        state = {k: v.clone() for k, v in g.state_dict().items()}
+        images = g.train()(z.to(self.device), labels.to(self.device))
+        g.load_state_dict(state)  # the BatchNorm running statistics as they were
+        scale, shift = fit_input_statistics(
+            teacher, (images - g.output_shift.view(1, -1, 1, 1)) / g.output_scale.view(1, -1, 1, 1)
+        )
+        g.output_scale.copy_(scale)
+        g.output_shift.copy_(shift)
 
     def _labels(self) -> torch.Tensor:
         b, c = self.batch_size, self.num_classes

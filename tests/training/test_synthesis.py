@@ -69,11 +69,19 @@ def test_the_output_statistics_adapt_to_a_teacher_that_takes_zero_one_images() -
     assert end < 0.5 * start  # the BNS loss falls
     assert end < 0.8 * statistics.fmean(frozen[-5:])  # faster than with fixed statistics
     # The images' statistics moved from (0, 1) towards the teacher's input range.
-    info = pretrained_info(TEACHER)["preprocessing"]
     g = source.generator
-    print(float(g.output_scale), float(g.output_shift))
-    assert float(g.output_scale) < 1.0 - 0.5 * (1.0 - info["std"][0])
-    assert float(g.output_shift) > 0.5 * info["mean"][0]
+    assert float(g.output_scale.detach()) < 1.0 and float(g.output_shift.detach()) > 0.0
+
+
+def test_fitted_input_statistics_start_the_generator_in_the_teachers_range() -> None:
+    teacher = ZeroOneTeacher()
+    info = pretrained_info(TEACHER)["preprocessing"]
+    source, fitted = run_generator(teacher, 3, output_lr_scale=0.0, fit_input_statistics=True)
+    undeclared = generator_bns(teacher, 3, output_lr_scale=0.0)
+    assert statistics.fmean(fitted) < 0.2 * statistics.fmean(undeclared)
+    g = source.generator
+    assert abs(float(g.output_shift) - info["mean"][0]) < 0.1
+    assert 0.5 * info["std"][0] < float(g.output_scale) < 1.5 * info["std"][0]
 
 
 def test_declared_input_statistics_start_the_generator_in_the_teachers_range() -> None:
