@@ -320,7 +320,7 @@ def plot(stats: dict[tuple[str, int], Summary], fp: float | None, path: Path) ->
     ax.set_xticks([j + width * (len(bits) - 1) / 2 for j in range(len(rows))])
     ax.set_xticklabels(rows, rotation=20, fontsize=8)
     ax.set_ylabel("final-iteration top-1 (%)")
-    lo = min(m for m, _, _ in stats.values())
+    lo = min(s.mean for s in stats.values())
     ax.set_ylim(max(0.0, lo - 5), 100)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -431,6 +431,41 @@ def synthesis_table(folder: Path | None = None) -> str:
     )
 
 
+def before_after_table(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
+    """The generator rows under the 0.1 defaults and now, with what the generator reached."""
+    lines = [
+        "| row | bits | top-1 before (worst) | top-1 now (worst) | `g_ce` before | `g_ce` now "
+        "| `g_agree` now | `g_sim` now |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    found = False
+    for row in ("gdfq", "ris"):
+        for b in (4, 3):
+            old, new = (
+                [
+                    r for r in records
+                    if r["suite"] == "quant" and r["row"] == row and r.get("w_bits") == b
+                ]
+                for records in (before, after)
+            )  # fmt: skip
+            if not old or not new:
+                continue
+            found = True
+            o, n = summarize([_top1(r) for r in old]), summarize([_top1(r) for r in new])
+
+            def mean(records: list[dict[str, Any]], key: str, field: str) -> str:
+                vals = [r.get(field, {}).get(key) for r in records]
+                vals = [v for v in vals if v is not None]
+                return f"{statistics.fmean(vals):.3f}" if vals else "-"
+
+            lines.append(
+                f"| {row} | W{b}A{b} | {o.mean:.2f} ({o.worst:.2f}) | {n.mean:.2f} ({n.worst:.2f}) "
+                f"| {mean(old, 'g_ce', 'final_losses')} | {mean(new, 'g_ce', 'synthesis')} "
+                f"| {mean(new, 'g_agree', 'synthesis')} | {mean(new, 'g_sim', 'synthesis')} |"
+            )
+    return "\n".join(lines) if found else ""
+
+
 def _findings(stats: dict[tuple[str, int], Summary]) -> list[str]:
     lines = []
     for b in sorted({b for _, b in stats}, reverse=True):
@@ -445,7 +480,11 @@ def _findings(stats: dict[tuple[str, int], Summary]) -> list[str]:
 
 
 def _budget(records: list[dict[str, Any]]) -> str:
-    configs = [r["config"] for r in records if r.get("config") and r["row"] != "ptq-noise"]
+    configs = [
+        r["config"]
+        for r in records
+        if r.get("config") and r["suite"] == "quant" and r["row"] != "ptq-noise"
+    ]
     if not configs:
         return ""
     c = configs[0]
@@ -492,6 +531,18 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     synth = synthesis_table()
     if synth:
         parts += ["### How fast the generator learns", synth]
+    change = before_after_table(load(f"v0.1-{profile}"), records)
+    if change:
+        parts += [
+            "### Before and after the generator's new defaults",
+            f"Before: the 0.1 defaults (GDFQ's multiplied conditioning, fixed output statistics; "
+            f"`benchmarks/results/v0.1-{profile}/`). Now: concatenated conditioning and learnable "
+            "output statistics. Same budget, seeds, teacher and quantizer; 3 seeds each. "
+            "`g_ce` before is the final iteration's, the figures now are means over the last 10 "
+            "iterations.",
+            change,
+        ]
+        readme.append("Before and after the generator's new defaults:\n\n" + change)
     gen = generator_table(records, 3)
     if gen:
         parts += [
@@ -513,7 +564,8 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     ext, ext_findings = extension_table(records)
     if ext:
         parts += ["### Distillation and pruning", ext, "\n".join(ext_findings)]
-        readme.append("Distillation and pruning:\n\n" + "\n".join(ext_findings))
+        if ext_findings:
+            readme.append("Distillation and pruning:\n\n" + "\n".join(ext_findings))
     cost = cost_table()
     if cost:
         parts += ["### Cost", cost]
