@@ -388,6 +388,7 @@ SYNTHESIS_TEXT = {
     "wrapped-concat-frozen": "[0, 1] teacher, concatenated, fixed output statistics",
     "wrapped-concat-outlr1": "[0, 1] teacher, default generator, output lr x1",
     "wrapped-concat": "[0, 1] teacher, default generator (output lr x10)",
+    "wrapped-concat-fit": "[0, 1] teacher, default generator, fitted input statistics",
 }
 
 

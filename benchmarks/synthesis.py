@@ -27,7 +27,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results" / "synthesis"
 
 # Each variant overrides DEFAULTS: the objective, the teacher, Generator keyword arguments, the
-# Adam learning rate and the output statistics' learning-rate multiple.
+# Adam learning rate and the output statistics' learning-rate multiple ("generator" holds
+# keyword arguments of the trainer's GeneratorSource).
 _GDFQ = {"conditioning": "multiply"}
 VARIANTS: dict[str, dict[str, Any]] = {
     # GDFQ's generator as published (the earlier default): the label embedding multiplies the
@@ -49,6 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wrapped-concat-frozen": {"output_lr": 0.0, "teacher": "wrapped"},
     "wrapped-concat-outlr1": {"output_lr": 1.0, "teacher": "wrapped"},
     "wrapped-concat": {"teacher": "wrapped"},
+    # ... starting from the input statistics fitted to the teacher's first BatchNorm layer.
+    "wrapped-concat-fit": {"teacher": "wrapped", "generator": {"fit_input_statistics": True}},
 }
 DEFAULTS: dict[str, Any] = {
     "generator": {},
