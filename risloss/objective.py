@@ -70,9 +70,11 @@ RISWeightNoise = Literal[WeightNoiseMode, "quant"]
 """Weight noise of the RIS objective: a :class:`~risloss.perturb.GaussianWeightNoise` mode, or
 ``"quant"`` (:class:`~risloss.perturb.QuantizationWeightNoise`, the student's rounding error)."""
 RIS_WEIGHT_NOISE: tuple[str, ...] = get_args(RISWeightNoise)
+"""The allowed values of ``RISConfig.weight_noise_mode``."""
 DiversityMode = Literal["penalty", "soft", "both", "none"]
 """How the objective asks for diversity in label space (see :class:`RISConfig`)."""
 DIVERSITY_MODES: tuple[str, ...] = get_args(DiversityMode)
+"""The allowed values of ``RISConfig.diversity``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -513,8 +515,10 @@ class SynthesisObjective(nn.Module):
             )
             loss = loss + w.diversity_weight * div
         similarity = None
-        if self._penultimate is not None:
-            similarity = within_class_similarity(feats[self._penultimate], labels)
+        if self._penultimate is not None:  # over the global batch: the same on every rank
+            similarity = within_class_similarity(
+                self.gather(feats[self._penultimate].detach()), self.gather(labels)
+            )
         return SynthesisParts(
             loss=loss,
             ce=ce,

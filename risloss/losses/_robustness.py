@@ -43,6 +43,7 @@ __all__ = [
 Mode = Literal["random", "joint", "input", "weight"]
 """How each draw of :class:`RobustnessLoss` combines the input and weight perturbations."""
 MODES: tuple[str, ...] = get_args(Mode)
+"""The allowed values of ``mode``."""
 
 
 class _Default:

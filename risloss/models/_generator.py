@@ -13,6 +13,7 @@ __all__ = ["CONDITIONINGS", "Conditioning", "Generator"]
 Conditioning = Literal["concat", "multiply"]
 """How the label enters the generator: concatenated to the noise, or multiplied with it."""
 CONDITIONINGS: tuple[str, ...] = get_args(Conditioning)
+"""The allowed values of ``Generator(conditioning=...)``."""
 
 
 class Generator(nn.Module):

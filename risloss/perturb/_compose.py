@@ -234,6 +234,7 @@ class Compose(InputPerturbation[ComposeParams]):
 InputPool = Literal["all", "noise", "geometric", "photometric"]
 """Names of the operator pools of :func:`default_input_perturbation`."""
 INPUT_POOLS: tuple[str, ...] = get_args(InputPool)
+"""The allowed values of ``default_input_perturbation(pool=...)``."""
 
 
 def default_input_perturbation(

@@ -38,6 +38,7 @@ and ``param_name`` the parameter's local name (``"weight"``).
 WeightNoiseMode = Literal["relative", "filter", "absolute"]
 """How :class:`GaussianWeightNoise` scales its noise."""
 WEIGHT_NOISE_MODES: tuple[str, ...] = get_args(WeightNoiseMode)
+"""The allowed values of ``GaussianWeightNoise(mode=...)``."""
 
 
 def conv_linear_weights(

@@ -27,11 +27,14 @@ __all__ = ["METHODS", "STUDENTS", "TASKS", "Method", "RISConfig", "Task", "Train
 Method = Literal["ris", "gdfq", "noise", "real"]
 """Image sources: the full RIS objective, GDFQ's CE + BNS generator, Gaussian noise, real data."""
 METHODS: tuple[str, ...] = get_args(Method)
+"""The allowed values of ``TrainConfig.method``."""
 Task = Literal["quantize", "distill", "prune"]
 """Compression tasks: a quantized copy of the teacher, a distilled student, a pruned copy."""
 TASKS: tuple[str, ...] = get_args(Task)
+"""The allowed values of ``TrainConfig.task``."""
 Student = Literal["resnet8", "resnet20"]
 STUDENTS: tuple[str, ...] = get_args(Student)
+"""The allowed values of ``TrainConfig.student``."""
 
 # Ranges of the numeric fields: wide enough for any sensible run, narrow enough that a typo
 # (1e30) fails here rather than as NaN in the middle of a run.
