@@ -133,10 +133,8 @@ positive = number_in(0.0, open_low=True)
 """A finite number ``> 0``."""
 
 
-def bits(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """An integer bit width in 2..16."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
-        raise ValueError(f"{attribute.name} must be an integer in 2..16, got {value!r}")
+bits = int_in(2, 16)
+"""An integer bit width in 2..16."""
 
 
 def optional_bits(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
