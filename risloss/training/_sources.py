@@ -185,9 +185,9 @@ class GeneratorSource(ImageSource):
         state = {k: v.clone() for k, v in g.state_dict().items()}
         images = g.train()(z.to(self.device), labels.to(self.device))
         g.load_state_dict(state)  # the BatchNorm running statistics as they were
-        scale, shift = fit_input_statistics(
-            teacher, (images - g.output_shift.view(1, -1, 1, 1)) / g.output_scale.view(1, -1, 1, 1)
-        )
+        # Called only without declared statistics: the output affine is still the identity,
+        # so these are the standardized images the fit expects.
+        scale, shift = fit_input_statistics(teacher, images)
         g.output_scale.copy_(scale)
         g.output_shift.copy_(shift)
 
