@@ -34,7 +34,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # A smoke run of the whole protocol: tiny budgets, a subset of the test split.
     "quick": {"iters": 24, "warmup": 8, "batch_size": 32, "eval_limit": 1000},
     # The committed figures: the budget of the default `risloss quantize`.
-    "full": {"iters": 300, "warmup": 50, "batch_size": 32, "eval_limit": None},
+    "full": {"iters": 300, "warmup": 100, "batch_size": 32, "eval_limit": None},
     # Four times the budget, with a longer generator warm-up: where do the methods separate?
     # Only the rows and the bit width that the question needs.
     "long": {
@@ -68,7 +68,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     # loss weights alpha (robustness) and gamma (diversity)
     "alpha-0.5": {"robustness_weight": 0.5},
     "alpha-2": {"robustness_weight": 2.0},
-    "gamma-0.5": {"diversity_weight": 0.5},
+    "gamma-0.5": {"diversity": "penalty", "diversity_weight": 0.5},
     # weight-noise scale and mode
     "wnoise-eps0.02": {"weight_noise_eps": 0.02},
     "wnoise-eps0.1": {"weight_noise_eps": 0.1},
@@ -78,8 +78,8 @@ ABLATION: dict[str, dict[str, Any]] = {
     # combination mode and number of draws
     "mode-joint": {"mode": "joint"},
     "draws-2": {"num_draws": 2},
-    # the other diversity reading: soft-label conditioning instead of the penalty
-    "diversity-soft": {"diversity": "soft"},
+    # the other diversity reading: the correlation penalty instead of soft labels
+    "diversity-penalty": {"diversity": "penalty"},
     # feature and prediction distances
     "feature-mse": {"feature_distance": "mse"},
     "prediction-kl": {"prediction_distance": "kl"},
@@ -91,7 +91,9 @@ ABLATION: dict[str, dict[str, Any]] = {
     "pool-photometric": {"input_pool": "photometric"},
     "prediction-js": {"prediction_distance": "js"},
     "diversity-both": {"diversity": "both"},
-    "pairs-same": {"correlation_pairs": "same"},
+    "pairs-same": {"diversity": "penalty", "correlation_pairs": "same"},
+    # within-class feature diversity (pushes a class's images apart in the teacher's features)
+    "fdiv-1": {"feature_diversity_weight": 1.0},
 }
 
 EXTENSION_ROWS = ("ris", "gdfq", "noise", "real")
@@ -319,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
 LEGACY_CONFIG: dict[str, Any] = {
     "generator_conditioning": "multiply",
     "generator_output_lr_scale": 0.0,
+    "student_augmentation": "none",
 }
 
 

@@ -432,12 +432,37 @@ def synthesis_table(folder: Path | None = None) -> str:
     )
 
 
+# Earlier defaults, oldest first: their results stay committed under
+# benchmarks/results/<name>-<profile>/ as the "before" of the change that followed them.
+SNAPSHOTS: tuple[tuple[str, str], ...] = (
+    ("v0.1", "the 0.1 defaults: GDFQ's multiplied conditioning, fixed output statistics"),
+    (
+        "v0.2",
+        "concatenated conditioning and learnable output statistics; RIS with the "
+        "label-correlation penalty; no feature-diversity term",
+    ),
+)
+NOW = (
+    "the within-class feature-diversity term for both methods (weight 1); RIS with soft-label "
+    "conditioning instead of the correlation penalty"
+)
+
+
+def _mean_of(records: list[dict[str, Any]], key: str) -> str:
+    """Mean of a synthesis figure (results made before ``synthesis`` existed: the final
+    iteration's value)."""
+    vals = [(r.get("synthesis") or r.get("final_losses") or {}).get(key) for r in records]
+    vals = [v for v in vals if v is not None]
+    return f"{statistics.fmean(vals):.3f}" if vals else "-"
+
+
 def before_after_table(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
-    """The generator rows under the 0.1 defaults and now, with what the generator reached."""
+    """The generator rows under earlier defaults and later ones, with what the generator
+    reached."""
     lines = [
-        "| row | bits | top-1 before (worst) | top-1 now (worst) | `g_ce` before | `g_ce` now "
-        "| `g_agree` now | `g_sim` now |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | bits | top-1 before (worst) | top-1 after (worst) | `g_ce` before | `g_ce` after "
+        "| `g_agree` after | `g_sim` before | `g_sim` after |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     found = False
     for row in ("gdfq", "ris"):
@@ -453,18 +478,36 @@ def before_after_table(before: list[dict[str, Any]], after: list[dict[str, Any]]
                 continue
             found = True
             o, n = summarize([_top1(r) for r in old]), summarize([_top1(r) for r in new])
-
-            def mean(records: list[dict[str, Any]], key: str, field: str) -> str:
-                vals = [r.get(field, {}).get(key) for r in records]
-                vals = [v for v in vals if v is not None]
-                return f"{statistics.fmean(vals):.3f}" if vals else "-"
-
             lines.append(
-                f"| {row} | W{b}A{b} | {o.mean:.2f} ({o.worst:.2f}) | {n.mean:.2f} ({n.worst:.2f}) "
-                f"| {mean(old, 'g_ce', 'final_losses')} | {mean(new, 'g_ce', 'synthesis')} "
-                f"| {mean(new, 'g_agree', 'synthesis')} | {mean(new, 'g_sim', 'synthesis')} |"
+                f"| {row} | W{b}A{b} | {o.mean:.2f} ({o.worst:.2f}, n={o.n}) "
+                f"| {n.mean:.2f} ({n.worst:.2f}, n={n.n}) "
+                f"| {_mean_of(old, 'g_ce')} | {_mean_of(new, 'g_ce')} "
+                f"| {_mean_of(new, 'g_agree')} | {_mean_of(old, 'g_sim')} "
+                f"| {_mean_of(new, 'g_sim')} |"
             )
     return "\n".join(lines) if found else ""
+
+
+def default_changes(profile: str, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(heading text, table)`` for each change of defaults, oldest first."""
+    out = []
+    for i, (name, described) in enumerate(SNAPSHOTS):
+        before = load(f"{name}-{profile}")
+        if i + 1 < len(SNAPSHOTS):
+            after_name, after_described = SNAPSHOTS[i + 1]
+            after, where = load(f"{after_name}-{profile}"), f"{after_name}-{profile}"
+        else:
+            after, after_described, where = records, NOW, profile
+        table = before_after_table(before, after)
+        if table:
+            text = (
+                f"Before: {described} (`benchmarks/results/{name}-{profile}/`). After: "
+                f"{after_described} (`benchmarks/results/{where}/`). Same budget, teacher and "
+                "quantizer. The synthesis figures are means over the last 10 iterations (results "
+                "made before they were recorded: the final iteration's)."
+            )
+            out.append((text, table))
+    return out
 
 
 def _findings(stats: dict[tuple[str, int], Summary]) -> list[str]:
@@ -532,18 +575,12 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     synth = synthesis_table()
     if synth:
         parts += ["### How fast the generator learns", synth]
-    change = before_after_table(load(f"v0.1-{profile}"), records)
-    if change:
-        parts += [
-            "### Before and after the generator's new defaults",
-            f"Before: the 0.1 defaults (GDFQ's multiplied conditioning, fixed output statistics; "
-            f"`benchmarks/results/v0.1-{profile}/`). Now: concatenated conditioning and learnable "
-            "output statistics. Same budget, seeds, teacher and quantizer; 3 seeds each. "
-            "`g_ce` before is the final iteration's, the figures now are means over the last 10 "
-            "iterations.",
-            change,
-        ]
-        readme.append("Before and after the generator's new defaults:\n\n" + change)
+    changes = default_changes(profile, records)
+    if changes:
+        parts.append("### Before and after each change of the defaults")
+        for text, table in changes:
+            parts += [text, table]
+        readme.append("Before and after the latest change of the defaults:\n\n" + changes[-1][1])
     gen = generator_table(records, 3)
     if gen:
         parts += [

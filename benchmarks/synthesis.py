@@ -45,6 +45,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "concat-bns1": {"bns_weight": 1.0},
     "concat-bns10": {"bns_weight": 10.0},
     "concat-ris-soft": {"objective": "ris", "diversity": "soft"},
+    # ... and the within-class feature-diversity term (both objectives).
+    "concat-fdiv1": {"feature_diversity_weight": 1.0},
+    "concat-fdiv3": {"feature_diversity_weight": 3.0},
+    "concat-ris-soft-fdiv1": {
+        "objective": "ris",
+        "diversity": "soft",
+        "feature_diversity_weight": 1.0,
+    },
     # A teacher that takes [0, 1] images and normalizes them itself.
     "wrapped-multiply": {"generator": _GDFQ, "output_lr": 0.0, "teacher": "wrapped"},
     "wrapped-concat-frozen": {"output_lr": 0.0, "teacher": "wrapped"},
@@ -58,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "objective": "gdfq",
     "bns_weight": 0.1,
     "diversity": "penalty",
+    "feature_diversity_weight": 0.0,
     "teacher": "bare",
     "lr": 1e-3,
     "output_lr": 10.0,
@@ -105,7 +114,11 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     source = GeneratorSource(
         teacher,
         method=v["objective"],
-        ris=RISConfig(bns_weight=v["bns_weight"], diversity=v["diversity"]),
+        ris=RISConfig(
+            bns_weight=v["bns_weight"],
+            diversity=v["diversity"],
+            feature_diversity_weight=v["feature_diversity_weight"],
+        ),
         num_classes=10,
         shape=(1, 28, 28),
         batch_size=v["batch_size"],

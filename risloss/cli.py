@@ -181,6 +181,7 @@ def _add_debug(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
+    from risloss._validators import choices_of
     from risloss.models import DEFAULT_TEACHER
     from risloss.training import METHODS, SYNTHESIS_METHODS, TrainConfig
     from risloss.training._config import STUDENTS
@@ -292,9 +293,10 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         p.add_argument(
             "--warmup",
             type=_int,
-            default=d.warmup,
+            default=None,
             help=_help(
-                "generator-only warm-up iterations, at most --iters", rng("warmup"), d.warmup
+                "generator-only warm-up iterations, at most --iters", rng("warmup"),
+                f"a third of --iters, {d.warmup}",
             ),
         )
     p.add_argument(
@@ -309,6 +311,14 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             type=_float,
             default=None,
             help=_help("learning rate of the student", rng("lr_student"), d.lr_student),
+        )
+        p.add_argument(
+            "--student-augmentation",
+            choices=choices_of(TrainConfig)["student_augmentation"],
+            default=d.student_augmentation,
+            help="train the student on perturbed views of each batch (an operator of this pool "
+            "per image, the teacher's logits of the view as target) "
+            f"(default: {d.student_augmentation})",
         )
     p.add_argument(
         "--lr-generator",
@@ -393,6 +403,11 @@ _RIS_OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("bns_weight", "--bns-weight", "beta, weight of the BatchNorm-statistics loss"),
     ("robustness_weight", "--robustness-weight", "alpha, weight of the robustness loss"),
     ("diversity_weight", "--diversity-weight", "gamma, weight of the correlation penalty"),
+    (
+        "feature_diversity_weight",
+        "--feature-diversity-weight",
+        "weight of the within-class feature similarity (both methods)",
+    ),
     ("input_perturbation", "--input-perturbation", "perturb the inputs"),
     ("weight_perturbation", "--weight-perturbation", "perturb the teacher's weights"),
     ("input_pool", "--input-pool", "operators the input perturbation draws from"),
@@ -561,7 +576,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
             sparsity=getattr(args, "sparsity", d.sparsity),
             structured=getattr(args, "structured", d.structured),
             iters=args.iters,
-            warmup=args.warmup,
+            **({} if getattr(args, "warmup", None) is None else {"warmup": args.warmup}),
             batch_size=args.batch_size,
             seed=args.seed,
             device=args.device,
@@ -581,6 +596,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
             input_mean=args.input_mean,
             input_std=args.input_std,
             fit_input_statistics=args.fit_input_statistics,
+            student_augmentation=getattr(args, "student_augmentation", d.student_augmentation),
         )
     except ValueError as exc:
         raise _Exit(_in_option_terms(str(exc), options, everywhere=True)) from exc

@@ -98,13 +98,18 @@ class RISConfig:
             :func:`~risloss.perturb.default_input_perturbation`).
         mode, num_draws, feature_distance, prediction_distance, threshold: as in
             :class:`~risloss.RobustnessLoss`.
-        diversity: ``"penalty"`` (label-correlation penalty on the teacher's predictions),
-            ``"soft"`` (soft-label conditioning with soft-target cross-entropy), ``"both"`` or
-            ``"none"``.
+        diversity: ``"soft"`` (soft-label conditioning with soft-target cross-entropy; the
+            default, measured ahead of the penalty at W4A4 and W3A3 in the benchmark's
+            ablation), ``"penalty"`` (label-correlation penalty on the teacher's predictions,
+            weighted by ``diversity_weight``), ``"both"`` or ``"none"``.
         correlation_pairs: which pairs the penalty covers (``"all"``, ``"same"``,
             ``"different"``).
         soft_label_classes: classes mixed in each soft label; at most the teacher's number of
             classes (checked when a run starts, once the teacher is known).
+        feature_diversity_weight: weight of the mean within-class cosine similarity of the
+            teacher's penultimate features (:func:`class_similarity`), a term against
+            within-class collapse. A generator setting, not an RIS term: :meth:`baseline`
+            keeps it, so GDFQ's objective and RIS's share it.
 
     Raises:
         ValueError: a value out of range (the message names the field and the allowed values),
@@ -141,9 +146,10 @@ class RISConfig:
         default="l1", validator=one_of(DIVERGENCE_KINDS)
     )
     threshold: float = attrs.field(default=0.0, validator=non_negative)
-    diversity: DiversityMode = attrs.field(default="penalty", validator=one_of(DIVERSITY_MODES))
+    diversity: DiversityMode = attrs.field(default="soft", validator=one_of(DIVERSITY_MODES))
     correlation_pairs: PairSelection = attrs.field(default="all", validator=one_of(PAIR_SELECTIONS))
     soft_label_classes: int = attrs.field(default=2, validator=int_at_least(1))
+    feature_diversity_weight: float = attrs.field(default=0.0, validator=number_in(0.0, 1000.0))
 
     def __attrs_post_init__(self) -> None:
         if self.robustness_weight > 0 and not (self.input_perturbation or self.weight_perturbation):
@@ -156,7 +162,8 @@ class RISConfig:
         """GDFQ's objective: the same BNS weight, no robustness term and no diversity.
 
         Returns:
-            A copy with ``robustness_weight=0`` and ``diversity="none"``.
+            A copy with ``robustness_weight=0`` and ``diversity="none"`` (the BNS and feature
+            diversity weights kept).
 
         Example:
             >>> from risloss import RISConfig
@@ -241,6 +248,46 @@ def label_agreement(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.detach().argmax(1) == hard).float().mean())
 
 
+def class_similarity(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """Mean pairwise cosine similarity of features of the same (primary) label, differentiable.
+
+    Each class with at least two samples contributes the mean over its pairs; the classes are
+    averaged. As a loss term it pushes the images of a class apart in the teacher's feature
+    space (against within-class collapse); :func:`within_class_similarity` is the same figure
+    as a detached float.
+
+    Args:
+        features: ``(B, D)`` (or ``(B, ...)``, flattened) features, e.g. the penultimate ones.
+        labels: hard ``(B,)`` or soft ``(B, C)`` labels.
+
+    Returns:
+        A scalar tensor in ``[-1, 1]`` (with the graph of ``features``), or ``None`` when no
+        class has two samples.
+
+    Example:
+        >>> import torch
+        >>> from risloss.objective import class_similarity
+        >>> f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+        >>> class_similarity(f, torch.tensor([0, 0, 1, 1]))
+        tensor(0.5000, grad_fn=<MeanBackward0>)
+    """
+    hard = labels.argmax(1) if labels.dtype.is_floating_point else labels
+    f = F.normalize(features.flatten(1).float(), dim=1)
+    # One matrix product; same-class pairs picked by a mask (no loop over classes).
+    same = (hard[:, None] == hard[None, :]).float()
+    same.fill_diagonal_(0.0)
+    pairs = same.sum(1)  # same-class partners of each sample
+    counts = torch.zeros(int(hard.max()) + 1 if hard.numel() else 0, device=f.device)
+    counts = counts.index_add(0, hard, torch.ones_like(hard, dtype=counts.dtype))
+    has_pairs = counts >= 2
+    if not bool(has_pairs.any()):
+        return None
+    per_sample = ((f @ f.T) * same).sum(1)
+    per_class = torch.zeros_like(counts).index_add(0, hard, per_sample)
+    pair_count = torch.zeros_like(counts).index_add(0, hard, pairs)
+    return (per_class[has_pairs] / pair_count[has_pairs]).mean()
+
+
 def within_class_similarity(features: torch.Tensor, labels: torch.Tensor) -> float | None:
     """Mean pairwise cosine similarity of features of the same (primary) label.
 
@@ -262,19 +309,8 @@ def within_class_similarity(features: torch.Tensor, labels: torch.Tensor) -> flo
         >>> within_class_similarity(f, torch.tensor([0, 0, 1, 1]))
         0.5
     """
-    hard = labels.argmax(1) if labels.dtype.is_floating_point else labels
-    f = F.normalize(features.detach().flatten(1).float(), dim=1)
-    values = []
-    for c in hard.unique():
-        rows = f[hard == c]
-        n = rows.shape[0]
-        if n < 2:
-            continue
-        gram = rows @ rows.T
-        values.append((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
-    if not values:
-        return None
-    return float(torch.stack(values).mean())
+    value = class_similarity(features.detach(), labels)
+    return None if value is None else float(value)
 
 
 @attrs.frozen
@@ -364,6 +400,10 @@ class SynthesisObjective(nn.Module):
         diversity_weight: ``gamma >= 0``; 0 skips the penalty.
         correlation_pairs: pairs covered by the penalty (``"all"``, ``"same"``,
             ``"different"``).
+        feature_diversity_weight: ``>= 0``, weight of the within-class similarity of the
+            teacher's penultimate features (:func:`class_similarity`, over the gathered batch);
+            0 leaves it a detached figure (``SynthesisParts.similarity``). Needs a teacher
+            whose last layer is an ``nn.Linear``.
         gather: applied to the logits and labels before the penalty (a differentiable
             all-gather in a distributed run; identity by default).
         batch_statistics: applied to the BatchNorm statistics and the batch size before the
@@ -401,6 +441,7 @@ class SynthesisObjective(nn.Module):
         robustness_weight: float = 1.0,
         diversity_weight: float = 0.0,
         correlation_pairs: PairSelection = "all",
+        feature_diversity_weight: float = 0.0,
         gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
         batch_statistics: Callable[[BNStatistics, int], BNStatistics] | None = None,
     ) -> None:
@@ -412,6 +453,7 @@ class SynthesisObjective(nn.Module):
             robustness_weight=robustness_weight,
             diversity_weight=diversity_weight,
             correlation_pairs=correlation_pairs,
+            feature_diversity_weight=feature_diversity_weight,
         )
         if robustness is not None and robustness.model is not teacher:
             raise ValueError("robustness must be a RobustnessLoss built on the same teacher")
@@ -427,6 +469,11 @@ class SynthesisObjective(nn.Module):
         except ValueError:  # no final nn.Linear: no similarity figure
             penultimate = {}
         self._penultimate = next(iter(penultimate), None)
+        if feature_diversity_weight > 0 and self._penultimate is None:
+            raise ValueError(
+                "feature_diversity_weight > 0 needs a teacher whose last layer is an nn.Linear "
+                "(its input is the penultimate feature); set feature_diversity_weight=0"
+            )
         for name, kind in penultimate.items():
             layers.setdefault(name, kind)
         self._layers = layers
@@ -465,6 +512,7 @@ class SynthesisObjective(nn.Module):
             robustness_weight=config.robustness_weight,
             diversity_weight=config.diversity_weight if config.uses_penalty else 0.0,
             correlation_pairs=config.correlation_pairs,
+            feature_diversity_weight=config.feature_diversity_weight,
             gather=gather,
             batch_statistics=batch_statistics,
         )
@@ -516,9 +564,14 @@ class SynthesisObjective(nn.Module):
             loss = loss + w.diversity_weight * div
         similarity = None
         if self._penultimate is not None:  # over the global batch: the same on every rank
-            similarity = within_class_similarity(
-                self.gather(feats[self._penultimate].detach()), self.gather(labels)
-            )
+            penultimate = feats[self._penultimate]
+            if w.feature_diversity_weight == 0:
+                penultimate = penultimate.detach()
+            sim = class_similarity(self.gather(penultimate), self.gather(labels))
+            if sim is not None:
+                similarity = float(sim.detach())
+                if w.feature_diversity_weight > 0:
+                    loss = loss + w.feature_diversity_weight * sim
         return SynthesisParts(
             loss=loss,
             ce=ce,
@@ -546,6 +599,7 @@ class _Weights:
     robustness_weight: float = attrs.field(validator=non_negative)
     diversity_weight: float = attrs.field(validator=non_negative)
     correlation_pairs: PairSelection = attrs.field(validator=one_of(PAIR_SELECTIONS))
+    feature_diversity_weight: float = attrs.field(default=0.0, validator=non_negative)
 
 
 class _Reached(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -87,8 +88,8 @@ def test_ablation_variants_are_valid_configs(dfq: ModuleType) -> None:
 
 
 def _committed() -> list[Path]:
-    """The compression runs of benchmarks/dfq.py: one folder per profile (``v0.1-`` for the
-    runs of the 0.1 defaults, kept as the "before" of later changes)."""
+    """The compression runs of benchmarks/dfq.py: one folder per profile (``v0.1-``, ``v0.2-``
+    for the runs of earlier defaults, kept as the "before" of later changes)."""
     return sorted(
         p for p in (BENCH / "results").glob("*/*.json") if p.parent.name not in ("synthesis", "ptq")
     )
@@ -98,7 +99,8 @@ def _committed() -> list[Path]:
 def test_committed_results_have_the_schema(path: Path) -> None:
     record = json.loads(path.read_text())
     assert REQUIRED <= set(record), REQUIRED - set(record)
-    assert record["profile"] == path.parent.name.removeprefix("v0.1-")
+    # A folder of earlier defaults is named <version>-<profile>, e.g. v0.1-full.
+    assert record["profile"] == re.sub(r"^v[0-9.]+-", "", path.parent.name)
     top1 = record["quant_top1"] if record["quant_top1"] is not None else record["student_top1"]
     assert 0.0 <= top1 <= 100.0
     if record["row"] != "fp":

@@ -16,7 +16,7 @@ from risloss._stateless import module_state_snapshot
 from risloss.functional import label_correlation_penalty
 from risloss.hooks import capture_features
 from risloss.losses import BNStatisticsLoss
-from risloss.objective import label_agreement, within_class_similarity
+from risloss.objective import class_similarity, label_agreement, within_class_similarity
 from tests.losses.test_robustness import images, make_teacher, seeded, untouched
 
 
@@ -48,7 +48,8 @@ def test_equals_the_terms_written_by_hand() -> None:
     teacher = make_teacher()
     x = images(batch=8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    objective = SynthesisObjective.from_config(teacher, RISConfig(), generator=seeded(3))
+    config = RISConfig(diversity="penalty")
+    objective = SynthesisObjective.from_config(teacher, config, generator=seeded(3))
     with untouched(teacher):
         parts = objective(x, labels)
 
@@ -144,6 +145,69 @@ def test_within_class_similarity_matches_a_plain_loop() -> None:
     assert within_class_similarity(f, torch.arange(12)) is None
     same = f[:1].repeat(4, 1)
     assert within_class_similarity(same, torch.zeros(4, dtype=torch.long)) == pytest.approx(1.0)
+
+
+def _loop_similarity(f: torch.Tensor, labels: torch.Tensor) -> float | None:
+    per_class = []
+    for c in labels.unique():
+        rows = F.normalize(f[labels == c], dim=1)
+        n = len(rows)
+        if n >= 2:
+            gram = rows @ rows.T
+            per_class.append((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
+    return float(torch.stack(per_class).mean()) if per_class else None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    labels=st.lists(st.integers(0, 4), min_size=1, max_size=20),
+    seed=st.integers(0, 2**16),
+)
+def test_class_similarity_is_the_per_class_mean_of_pair_similarities(
+    labels: list[int], seed: int
+) -> None:
+    y = torch.tensor(labels)
+    f = torch.randn(len(labels), 6, generator=seeded(seed))
+    value = class_similarity(f, y)
+    expected = _loop_similarity(f, y)
+    if expected is None:
+        assert value is None
+    else:
+        assert value is not None and float(value) == pytest.approx(expected, abs=1e-5)
+        assert -1.0 - 1e-6 <= float(value) <= 1.0 + 1e-6
+    # Soft labels count by their largest entry.
+    soft = F.one_hot(y, 5).float() * 0.6 + 0.08
+    soft_value = class_similarity(f, soft)
+    assert (soft_value is None) == (value is None)
+    if value is not None and soft_value is not None:
+        assert torch.equal(soft_value, value)
+
+
+def test_feature_diversity_adds_the_differentiable_similarity() -> None:
+    teacher = make_teacher()
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    plain = SynthesisObjective(teacher, bns_weight=0.1)
+    diverse = SynthesisObjective(teacher, bns_weight=0.1, feature_diversity_weight=2.0)
+    x = images(batch=8)
+    base, parts = plain(x, labels), diverse(x, labels)
+    with capture_features(teacher, "penultimate") as feats:
+        teacher(x)
+    sim = class_similarity(next(iter(feats.values())), labels)
+    assert sim is not None and parts.similarity == pytest.approx(float(sim.detach()))
+    torch.testing.assert_close(parts.loss, base.loss + 2.0 * sim)
+    # A step against the gradient of the term alone lowers the similarity.
+    only = SynthesisObjective(teacher, bns_weight=0.0, feature_diversity_weight=1.0)
+    (grad,) = torch.autograd.grad(only(x, labels).loss - only(x, labels).ce, x)
+    moved = (x - 0.5 * grad / grad.norm()).detach()
+    after, before = only(moved, labels).similarity, parts.similarity
+    assert after is not None and before is not None and after < before
+    # A setting of the generator, kept by GDFQ's objective; a teacher it cannot serve fails.
+    assert RISConfig(feature_diversity_weight=0.5).baseline().feature_diversity_weight == 0.5
+    no_linear = nn.Sequential(nn.Conv2d(1, 3, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    with pytest.raises(ValueError, match="feature_diversity_weight > 0 needs"):
+        SynthesisObjective(no_linear, bns_weight=0.0, feature_diversity_weight=1.0)
+    with pytest.raises(ValueError, match="feature_diversity_weight must be"):
+        RISConfig(feature_diversity_weight=-1.0)
 
 
 def test_bad_arguments_name_the_argument() -> None:

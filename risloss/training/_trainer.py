@@ -36,6 +36,7 @@ from risloss.distributed import (
     rank_seed,
 )
 from risloss.functional import kd_loss, soft_cross_entropy
+from risloss.perturb import default_input_perturbation
 from risloss.pruning import finalize_pruning, model_stats
 from risloss.quant import calibration, freeze, quantized_layers
 from risloss.training._config import TrainConfig
@@ -295,6 +296,7 @@ class _Run:
     data_rng: torch.Generator
     perturbation_rng: torch.Generator
     quant: _QuantPolicy
+    augment: nn.Module | None = None
     student_step: nn.Module = attrs.field(init=False)
     history: list[dict[str, float]] = attrs.field(factory=list)
     evals: list[dict[str, float]] = attrs.field(factory=list)
@@ -359,8 +361,13 @@ class _Run:
         self.quant.before_iteration(it, batch.images)
         if it < config.warmup:
             return record
-        s_logits = self.student_step(batch.images)
-        s_kd = kd_loss(s_logits, batch.teacher_logits, config.kd_temperature)
+        images, target = batch.images, batch.teacher_logits
+        if self.augment is not None:
+            with torch.no_grad():
+                images = self.augment(images, self.data_rng)
+                target = self.teacher(images)
+        s_logits = self.student_step(images)
+        s_kd = kd_loss(s_logits, target, config.kd_temperature)
         loss = config.kd_weight * s_kd
         record["s_kd"] = float(s_kd.detach())
         if batch.labels is not None and config.ce_weight > 0:
@@ -499,6 +506,11 @@ def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Ru
         data_rng=data_rng,
         perturbation_rng=perturbation_rng,
         quant=quant,
+        augment=(
+            None
+            if config.student_augmentation == "none"
+            else default_input_perturbation(per_sample=True, pool=config.student_augmentation)
+        ),
     )
 
 

@@ -25,6 +25,11 @@ from risloss.training import RISConfig, TrainConfig
         ({"task": "distill", "student": "vgg"}, "student must be one of"),
         ({"task": "distill", "w_bits": 4, "a_bits": None}, "w_bits and a_bits"),
         ({"task": "prune", "w_bits": None, "a_bits": 3}, "w_bits and a_bits"),
+        (
+            {"student_augmentation": "mixup"},
+            r"student_augmentation must be one of \('none', 'all', 'noise', 'geometric', "
+            r"'photometric'\), got 'mixup'",
+        ),
     ],
 )
 def test_bad_config(kwargs: dict[str, Any], match: str) -> None:
@@ -43,3 +48,11 @@ def test_student_learning_rate_depends_on_the_task() -> None:
     assert TrainConfig(task="distill").lr_student == 0.05  # a student trained from scratch
     assert TrainConfig(task="quantize").lr_student == TrainConfig(task="prune").lr_student == 1e-3
     assert TrainConfig(task="distill", lr_student=0.2).lr_student == 0.2
+
+
+def test_warmup_is_a_third_of_the_iterations_unless_given() -> None:
+    assert TrainConfig().warmup == 100 and TrainConfig().iters == 300
+    assert TrainConfig(iters=30).warmup == 10  # a shorter run keeps a valid warm-up
+    assert TrainConfig(iters=30, warmup=0).warmup == 0
+    config = TrainConfig(iters=90)
+    assert TrainConfig.from_dict(config.to_dict()) == config

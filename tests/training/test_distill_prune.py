@@ -218,3 +218,45 @@ def _main_exit_code(args: list[str]) -> int:
         return main(args)
     except SystemExit as exc:  # argparse errors
         return int(exc.code or 0)
+
+
+def test_student_augmentation_trains_on_views_labelled_by_the_teacher(tmp_path: Path) -> None:
+    from risloss.distributed import DistributedContext
+    from risloss.functional import kd_loss
+    from risloss.training._trainer import _setup
+
+    config = TrainConfig(task="distill", method="gdfq", **TINY)
+    assert config.student_augmentation == "all"  # the default of distillation
+    run = _setup(config, tmp_path / "checkpoint.pt", DistributedContext())
+    batches: list[Any] = []
+    next_batch = run.source.next_batch
+
+    def spy_batch() -> Any:
+        batches.append(next_batch())
+        return batches[-1]
+
+    seen: dict[str, Any] = {}
+    run.source.next_batch = spy_batch  # type: ignore[method-assign]
+    h1 = run.student.register_forward_hook(
+        lambda m, args, out: seen.update(student_in=args[0], student_out=out.detach())
+    )
+    h2 = run.teacher.register_forward_hook(
+        lambda m, args, out: seen.update(teacher_in=args[0], teacher_out=out.detach())
+    )
+    try:
+        record = run.step(config.warmup)  # a student step
+    finally:
+        h1.remove()
+        h2.remove()
+    images = batches[-1].images
+    assert seen["student_in"].shape == images.shape
+    assert not torch.equal(seen["student_in"], images)  # a perturbed view, not the batch
+    assert torch.equal(seen["teacher_in"], seen["student_in"])  # labelled by the teacher
+    expected = kd_loss(seen["student_out"], seen["teacher_out"], config.kd_temperature)
+    assert record["s_kd"] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_quantize_and_prune_train_on_the_batch_itself() -> None:
+    assert TrainConfig().student_augmentation == "none"
+    assert TrainConfig(task="prune").student_augmentation == "none"
+    assert TrainConfig(task="distill", student_augmentation="none").student_augmentation == "none"
