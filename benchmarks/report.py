@@ -251,7 +251,11 @@ def extension_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
         diff = "-"
         if "ris" in stats and "gdfq" in stats:
             diff = f"{stats['ris'][0] - stats['gdfq'][0]:+.2f}"
-            findings.append(f"- {t}: `ris` minus `gdfq` = {diff} points.")
+            findings.append(
+                f"- {t}: "
+                + paired(records, lambda r, t=t: r["suite"] == "extension" and r["task"] == t)
+                + "."
+            )
         lines.append(f"| {t} | {TASK_TEXT.get(t, t)} | " + " | ".join(cells) + f" | {diff} |")
     return "\n".join(lines), findings
 
@@ -438,12 +442,13 @@ SNAPSHOTS: tuple[tuple[str, str], ...] = (
     ("v0.1", "the 0.1 defaults: GDFQ's multiplied conditioning, fixed output statistics"),
     (
         "v0.2",
-        "concatenated conditioning and learnable output statistics; RIS with the "
-        "label-correlation penalty; no feature-diversity term",
+        "concatenated conditioning and learnable output statistics, 50 warm-up iterations, RIS "
+        "with the label-correlation penalty",
     ),
 )
 NOW = (
-    "the within-class feature-diversity term for both methods (weight 1); RIS with soft-label "
+    "the warm-up a third of the run (100 of 300 iterations), so activation ranges are "
+    "calibrated on images of a generator that has learned the classes; RIS with soft-label "
     "conditioning instead of the correlation penalty"
 )
 
@@ -510,17 +515,72 @@ def default_changes(profile: str, records: list[dict[str, Any]]) -> list[tuple[s
     return out
 
 
-def _findings(stats: dict[tuple[str, int], Summary]) -> list[str]:
+def paired(records: list[dict[str, Any]], select: Any, a: str = "ris", b: str = "gdfq") -> str:
+    """``a`` minus ``b`` over the seeds both rows ran: the mean difference, the standard
+    deviation of the per-seed differences and on how many seeds ``a`` was ahead."""
+    by_seed: dict[str, dict[int, float]] = {a: {}, b: {}}
+    for r in records:
+        if r["row"] in by_seed and select(r):
+            by_seed[r["row"]][int(r["seed"])] = _top1(r)
+    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+    if not seeds:
+        return ""
+    diffs = [by_seed[a][s] - by_seed[b][s] for s in seeds]
+    spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    ahead = sum(d > 0 for d in diffs)
+    return (
+        f"`{a}` minus `{b}` = {statistics.fmean(diffs):+.2f} points (per-seed differences "
+        f"{', '.join(f'{d:+.2f}' for d in diffs)}; standard deviation {spread:.2f}; "
+        f"ahead on {ahead} of {len(seeds)} seeds)"
+    )
+
+
+def _findings(records: list[dict[str, Any]], stats: dict[tuple[str, int], Summary]) -> list[str]:
     lines = []
     for b in sorted({b for _, b in stats}, reverse=True):
         ris, gdfq, real = stats.get(("ris", b)), stats.get(("gdfq", b)), stats.get(("real", b))
         if ris and gdfq:
-            line = f"- W{b}A{b}: `ris` minus `gdfq` = {ris[0] - gdfq[0]:+.2f} points"
+            line = f"- W{b}A{b}: " + paired(
+                records, lambda r, b=b: r["suite"] == "quant" and r.get("w_bits") == b
+            )
             if real and real[0] > gdfq[0]:
                 closed = (ris[0] - gdfq[0]) / (real[0] - gdfq[0])
                 line += f"; share of the `gdfq` to `real` gap closed by `ris`: {closed:+.0%}"
             lines.append(line + ".")
     return lines
+
+
+def wrapped_table(records: list[dict[str, Any]]) -> str:
+    """``benchmarks/wrapped.py``: the teacher behind its own normalization, beside the bare one."""
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / "wrapped").glob("*.json"))]
+    if not runs:
+        return ""
+    lines = [
+        "| teacher | generator start | method | W4A4 top-1 (worst, n) | `g_agree` | `g_bns` |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in ("gdfq", "ris"):
+        bare = [
+            r for r in records
+            if r["suite"] == "quant" and r["row"] == method and r.get("w_bits") == 4
+        ]  # fmt: skip
+        if bare:
+            s = summarize([_top1(r) for r in bare])
+            lines.append(
+                f"| bare (standardized inputs) | identity | {method} "
+                f"| {s.mean:.2f} ({s.worst:.2f}, n={s.n}) | {_mean_of(bare, 'g_agree')} "
+                f"| {_mean_of(bare, 'g_bns')} |"
+            )
+        for variant, start in (("fit", "fitted to the first BatchNorm"), ("plain", "identity")):
+            group = [r for r in runs if r["method"] == method and r["variant"] == variant]
+            if group:
+                s = summarize([float(r["quant_top1"]) for r in group])
+                lines.append(
+                    f"| wrapped ([0, 1] inputs) | {start} | {method} "
+                    f"| {s.mean:.2f} ({s.worst:.2f}, n={s.n}) | {_mean_of(group, 'g_agree')} "
+                    f"| {_mean_of(group, 'g_bns')} |"
+                )
+    return "\n".join(lines)
 
 
 def _budget(records: list[dict[str, Any]]) -> str:
@@ -542,7 +602,7 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     records = load(profile)
     table, stats = quant_table(records)
     fp = next((_top1(r) for r in records if r["suite"] == "quant" and r["row"] == "fp"), None)
-    findings = _findings(stats)
+    findings = _findings(records, stats)
     parts = [
         f"Profile `{profile}` ({_budget(records)}): {len(records)} runs, from "
         f"`benchmarks/results/{profile}/`. Mean ± standard deviation over seeds of the "
@@ -560,7 +620,7 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     fp_records = [r for r in records if r["suite"] == "quant" and r["row"] == "fp"]
     long_table, long_stats = quant_table(long_records + fp_records)
     if long_stats:
-        long_findings = _findings(long_stats)
+        long_findings = _findings(long_records, long_stats)
         parts += [
             "### A four times longer budget",
             f"Profile `{long_profile}` ({_budget(long_records)}): {len(long_records)} runs, "
@@ -596,6 +656,15 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
         long_gen = generator_table(long_records, 3)
         if long_gen:
             parts += [f"Profile `{long_profile}`:", long_gen]
+    wrapped = wrapped_table(records)
+    if wrapped:
+        parts += [
+            "### A teacher that takes [0, 1] images",
+            "The shipped teacher wrapped behind its own normalization (`benchmarks/wrapped.py`), "
+            "quantized to W4A4 at the default budget with `--fit-input-statistics`, beside the "
+            "bare teacher's rows above. Synthesis figures: means over the last 10 iterations.",
+            wrapped,
+        ]
     abl, abl_findings = ablation_table(records)
     if abl:
         parts += ["### Ablation of the open choices", abl, "\n".join(abl_findings)]

@@ -427,6 +427,7 @@ def _generator_source(
         output_lr_scale=config.generator_output_lr_scale,
         input_mean=config.input_mean,
         input_std=config.input_std,
+        fit_input_statistics=config.fit_input_statistics,
         perturbation_rng=perturbation_rng,
         device=ctx.device,
         context=ctx,

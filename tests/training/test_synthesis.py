@@ -84,6 +84,28 @@ def test_fitted_input_statistics_start_the_generator_in_the_teachers_range() -> 
     assert 0.5 * info["std"][0] < float(g.output_scale) < 1.5 * info["std"][0]
 
 
+@pytest.mark.parametrize("fit", [True, False])
+def test_the_trainer_passes_the_fit_option_to_its_generator(fit: bool) -> None:
+    from risloss.distributed import DistributedContext
+    from risloss.training._trainer import _generator_source
+
+    info = pretrained_info(TEACHER)["preprocessing"]
+    source = _generator_source(
+        TrainConfig(model=TEACHER, method="gdfq", fit_input_statistics=fit),
+        ZeroOneTeacher().eval().requires_grad_(False),
+        num_classes=10,
+        shape=(1, 28, 28),
+        data_rng=torch.Generator().manual_seed(0),
+        perturbation_rng=torch.Generator().manual_seed(1),
+        ctx=DistributedContext(),
+    )
+    shift = float(source.generator.output_shift)
+    if fit:
+        assert abs(shift - info["mean"][0]) < 0.1
+    else:
+        assert shift == 0.0
+
+
 def test_declared_input_statistics_start_the_generator_in_the_teachers_range() -> None:
     teacher = ZeroOneTeacher()
     info = pretrained_info(TEACHER)["preprocessing"]
