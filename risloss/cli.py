@@ -295,7 +295,8 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             type=_int,
             default=None,
             help=_help(
-                "generator-only warm-up iterations, at most --iters", rng("warmup"),
+                "generator-only warm-up iterations, at most --iters",
+                rng("warmup"),
                 f"a third of --iters, {d.warmup}",
             ),
         )
@@ -487,14 +488,15 @@ def _add_objective_options(p: argparse.ArgumentParser, *, student: bool = True) 
         return
     t = TrainConfig()
     g2 = p.add_argument_group("student loss")
+    by_task = {"kd_temperature": "1, or 4 for distill"}  # the defaults that depend on --task
     for name, option, text in _STUDENT_LOSS_OPTIONS:
         default = getattr(t, name)
         g2.add_argument(
             option,
             metavar="X",
             type=_float,
-            default=default,
-            help=_help(text, _range(TrainConfig, name), default),
+            default=None if name in by_task else default,
+            help=_help(text, _range(TrainConfig, name), by_task.get(name, default)),
         )
 
 
@@ -585,7 +587,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
             checkpoint_every=args.checkpoint_every,
             eval_every=args.eval_every,
             eval_limit=args.eval_limit,
-            kd_temperature=args.kd_temperature,
+            **({} if args.kd_temperature is None else {"kd_temperature": args.kd_temperature}),
             kd_weight=args.kd_weight,
             ce_weight=args.ce_weight,
             ris=ris,

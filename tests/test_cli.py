@@ -115,3 +115,22 @@ def test_student_learning_rate_follows_the_command() -> None:
         assert cfg.lr_student == lr
     args = build_parser().parse_args(["distill", "--lr-student", "0.3"])
     assert _config_from_args(args, "distill").lr_student == 0.3
+
+
+def test_task_dependent_defaults_follow_the_command() -> None:
+    for task in ("distill", "prune", "quantize"):
+        cfg = _config_from_args(build_parser().parse_args([task]), task)
+        bits = 4 if task == "quantize" else None  # distill and prune: unquantized by default
+        expected = TrainConfig(task=task, w_bits=bits, a_bits=bits)
+        assert cfg == expected, task  # every other default is the library's
+    distill = _config_from_args(build_parser().parse_args(["distill"]), "distill")
+    assert (distill.kd_temperature, distill.student_augmentation, distill.warmup) == (
+        4.0,
+        "all",
+        100,
+    )
+    args = build_parser().parse_args(
+        ["distill", "--kd-temperature", "1", "--student-augmentation", "none", "--iters", "60"]
+    )
+    cfg = _config_from_args(args, "distill")
+    assert (cfg.kd_temperature, cfg.student_augmentation, cfg.warmup) == (1.0, "none", 20)

@@ -56,3 +56,10 @@ def test_warmup_is_a_third_of_the_iterations_unless_given() -> None:
     assert TrainConfig(iters=30, warmup=0).warmup == 0
     config = TrainConfig(iters=90)
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_distillation_defaults_soften_the_targets_and_augment_the_batch() -> None:
+    distill, quantize = TrainConfig(task="distill"), TrainConfig()
+    assert (distill.kd_temperature, distill.student_augmentation) == (4.0, "all")
+    assert (quantize.kd_temperature, quantize.student_augmentation) == (1.0, "none")
+    assert TrainConfig(task="distill", kd_temperature=1.0).kd_temperature == 1.0
