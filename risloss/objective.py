@@ -333,6 +333,9 @@ class SynthesisParts:
         agreement: share of the batch the teacher classifies as the requested label.
         similarity: mean within-class cosine similarity of the teacher's penultimate features
             (``None`` when the teacher has no final ``nn.Linear`` or no class has two samples).
+        label_entropy: mean entropy of soft requested labels (``None`` for hard labels):
+            the floor of a soft-target ``ce``, which ``ce - label_entropy`` (the KL divergence
+            of the teacher's prediction from the requested mixture) removes.
     """
 
     loss: torch.Tensor
@@ -345,6 +348,7 @@ class SynthesisParts:
     logits: torch.Tensor
     agreement: float
     similarity: float | None
+    label_entropy: float | None = None
 
     def scalars(self, prefix: str = "g_") -> dict[str, float]:
         """The parts as plain floats, named as the trainer logs them.
@@ -354,7 +358,8 @@ class SynthesisParts:
 
         Returns:
             ``{prefix + "ce": ..., "bns", "rob", "rob_feature", "rob_prediction", "div",
-            "loss", "agree", "sim"}`` for the parts that were computed.
+            "loss", "agree", "sim"}`` for the parts that were computed, and with soft labels
+            ``"kl"``: ``ce`` less the labels' entropy, comparable with a hard-label ``ce``.
         """
         named: dict[str, Any] = {
             "ce": self.ce,
@@ -366,12 +371,18 @@ class SynthesisParts:
             "loss": self.loss,
             "agree": self.agreement,
             "sim": self.similarity,
+            "kl": None if self.label_entropy is None else self.ce - self.label_entropy,
         }
         return {
             prefix + k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
             for k, v in named.items()
             if v is not None
         }
+
+
+def _entropy(labels: torch.Tensor) -> float:
+    p = labels.detach().float()
+    return float(-(p * p.clamp_min(1e-12).log()).sum(1).mean())
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -585,6 +596,7 @@ class SynthesisObjective(nn.Module):
             diversity=div,
             logits=logits,
             agreement=label_agreement(logits, labels),
+            label_entropy=_entropy(labels) if labels.dtype.is_floating_point else None,
             similarity=similarity,
         )
 

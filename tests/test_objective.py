@@ -231,3 +231,16 @@ def test_teacher_without_linear_or_batchnorm() -> None:
     parts = objective(images(batch=4), torch.tensor([0, 1, 2, 0]))
     assert parts.similarity is None and parts.bns is None
     assert objective.feature_layers == {}
+
+
+def test_soft_labels_report_the_divergence_from_the_requested_mixture() -> None:
+    teacher = make_teacher()
+    x = images(batch=6)
+    with torch.no_grad():
+        target = F.softmax(teacher(x), dim=1)
+    parts = SynthesisObjective(teacher)(x, target)  # the teacher predicts exactly the mixture
+    scalars = parts.scalars()
+    entropy = float(-(target * target.log()).sum(1).mean())
+    assert scalars["g_ce"] == pytest.approx(entropy, rel=1e-5)
+    assert scalars["g_kl"] == pytest.approx(0.0, abs=1e-5)
+    assert "g_kl" not in SynthesisObjective(teacher)(x, target.argmax(1)).scalars()
