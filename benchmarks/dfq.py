@@ -225,7 +225,11 @@ def _plan_suite(suite: str, seed: int, bit_widths: list[int], rows: list[str],
     quantize = {"task": "quantize"}
     if suite == "extension":
         for task_name, extra in EXTENSION_TASKS.items():
+            if args.tasks and task_name not in args.tasks:
+                continue
             for row in EXTENSION_ROWS:
+                if args.rows and row not in args.rows:
+                    continue
                 add("extension", task_name, row, row, seed, None, dict(extra), {})
             if extra["task"] == "prune" and seed == args.seeds[0]:  # deterministic: one run
                 add("extension", task_name, "no-recovery", "none", seed, None, dict(extra), {})
@@ -266,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         "--rows", nargs="+", choices=ALL_QUANT_ROWS, default=None, help="default: the profile's"
     )
     p.add_argument("--variants", nargs="+", choices=sorted(ABLATION), default=None)
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=sorted(EXTENSION_TASKS),
+        default=None,
+        help="extension suite: only these tasks (default: all; --rows selects its rows)",
+    )
     p.add_argument(
         "--bits",
         nargs="+",
