@@ -583,6 +583,29 @@ def wrapped_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def exploration_table() -> str:
+    """``benchmarks/explore.py``: single-seed runs behind the choice of the defaults."""
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / "exploration").glob("*.json"))]
+    if not runs:
+        return ""
+    lines = [
+        "| run | what it asks | top-1 % | test images | `g_agree` | `g_sim` | `s_kd` (last 20) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["config"]["task"] != "quantize", r["run"])):
+        syn = r.get("synthesis") or {}
+
+        def fmt(v: Any) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        lines.append(
+            f"| `{r['run']}` | {r['question']} | {r['student_top1']:.2f} "
+            f"| {r.get('num_test_images') or 'all'} | {fmt(syn.get('g_agree'))} "
+            f"| {fmt(syn.get('g_sim'))} | {fmt(r.get('s_kd_last20'))} |"
+        )
+    return "\n".join(lines)
+
+
 def _budget(records: list[dict[str, Any]]) -> str:
     configs = [
         r["config"]
@@ -656,6 +679,16 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
         long_gen = generator_table(long_records, 3)
         if long_gen:
             parts += [f"Profile `{long_profile}`:", long_gen]
+    explored = exploration_table()
+    if explored:
+        parts += [
+            "### Exploratory runs behind the defaults",
+            "One seed each (`benchmarks/explore.py`): W3A3 (`q3-`) and W4A4 (`q4-`) "
+            "quantization at the default budget, and distillation (`d-`) at 600 iterations "
+            "evaluated on the first 2,000 test images. The choices they suggested were then "
+            "measured by the suites above.",
+            explored,
+        ]
     wrapped = wrapped_table(records)
     if wrapped:
         parts += [

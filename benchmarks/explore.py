@@ -1,0 +1,163 @@
+"""Single-seed exploratory runs behind the choice of the defaults (see docs/benchmarks.md).
+
+Each run is one ``risloss.training.train`` call with the settings named below (every setting
+the defaults have since changed is pinned, so the runs mean the same thing under later
+defaults). They are cheaper than the benchmark's suites: one seed, and for distillation 600
+iterations evaluated on the first 2,000 test images. A choice they suggest becomes a default only
+after the full benchmark has measured it. One JSON file per run under
+``benchmarks/results/exploration/``; existing files are skipped.
+
+    python benchmarks/explore.py --jobs 2
+    python benchmarks/explore.py --runs q3-gdfq-wu100 d-aug-T4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results" / "exploration"
+
+_Q3 = {"task": "quantize", "w_bits": 3, "a_bits": 3, "student_augmentation": "none"}
+_Q4 = {**_Q3, "w_bits": 4, "a_bits": 4}
+_D = {
+    "task": "distill",
+    "method": "gdfq",
+    "w_bits": None,
+    "a_bits": None,
+    "iters": 600,
+    "warmup": 100,
+    "eval_limit": 2000,
+    "kd_temperature": 1.0,
+    "student_augmentation": "none",
+}
+_PENALTY = {"diversity": "penalty"}
+# name: (what it asks, TrainConfig settings, RISConfig settings)
+RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "q3-gdfq-wu50": ("warm-up 50 of 300", {**_Q3, "method": "gdfq", "warmup": 50}, _PENALTY),
+    "q3-gdfq-wu100": ("warm-up 100 of 300", {**_Q3, "method": "gdfq", "warmup": 100}, _PENALTY),
+    "q3-gdfq-wu100-s1": (
+        "warm-up 100 of 300, seed 1",
+        {**_Q3, "method": "gdfq", "warmup": 100, "seed": 1},
+        _PENALTY,
+    ),
+    "q3-gdfq-wu150": ("warm-up 150 of 300", {**_Q3, "method": "gdfq", "warmup": 150}, _PENALTY),
+    "q3-gdfq-wu200": ("warm-up 200 of 300", {**_Q3, "method": "gdfq", "warmup": 200}, _PENALTY),
+    "q4-gdfq-wu100": ("warm-up 100, W4A4", {**_Q4, "method": "gdfq", "warmup": 100}, _PENALTY),
+    "q3-gdfq-fdiv3": (
+        "feature diversity 3, warm-up 50",
+        {**_Q3, "method": "gdfq", "warmup": 50},
+        {**_PENALTY, "feature_diversity_weight": 3.0},
+    ),
+    "q3-gdfq-wu100-fdiv3": (
+        "feature diversity 3, warm-up 100",
+        {**_Q3, "method": "gdfq", "warmup": 100},
+        {**_PENALTY, "feature_diversity_weight": 3.0},
+    ),
+    "q3-gdfq-wu100-aug": (
+        "student augmentation, warm-up 100",
+        {**_Q3, "method": "gdfq", "warmup": 100, "student_augmentation": "all"},
+        _PENALTY,
+    ),
+    "q3-ris-wu100": (
+        "RIS, penalty, warm-up 100",
+        {**_Q3, "method": "ris", "warmup": 100},
+        _PENALTY,
+    ),
+    "q3-rissoft-wu100": (
+        "RIS, soft labels, warm-up 100",
+        {**_Q3, "method": "ris", "warmup": 100},
+        {"diversity": "soft"},
+    ),
+    "d-base": ("distillation as before", _D, _PENALTY),
+    "d-fdiv1": ("feature diversity 1", _D, {**_PENALTY, "feature_diversity_weight": 1.0}),
+    "d-ris-soft": ("RIS, soft labels", {**_D, "method": "ris"}, {"diversity": "soft"}),
+    "d-aug": ("student augmentation", {**_D, "student_augmentation": "all"}, _PENALTY),
+    "d-aug-fdiv1": (
+        "student augmentation, feature diversity 1",
+        {**_D, "student_augmentation": "all"},
+        {**_PENALTY, "feature_diversity_weight": 1.0},
+    ),
+    "d-aug-T4": (
+        "student augmentation, temperature 4",
+        {**_D, "student_augmentation": "all", "kd_temperature": 4.0},
+        {"diversity": "soft"},
+    ),
+    "d-aug-T4-fdiv1": (
+        "student augmentation, temperature 4, feature diversity 1",
+        {**_D, "student_augmentation": "all", "kd_temperature": 4.0},
+        {"diversity": "soft", "feature_diversity_weight": 1.0},
+    ),
+    "d-aug-T4-ris": (
+        "RIS (soft labels), student augmentation, temperature 4",
+        {**_D, "method": "ris", "student_augmentation": "all", "kd_temperature": 4.0},
+        {"diversity": "soft"},
+    ),
+}
+
+
+def config_of(name: str) -> Any:
+    from risloss.training import RISConfig, TrainConfig
+
+    _, settings, ris = RUNS[name]
+    return TrainConfig(ris=RISConfig(**ris), **settings)
+
+
+def run_one(name: str) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    from risloss.training import train
+
+    config = config_of(name)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as out:
+        metrics = train(config, out, log=None, progress=False)
+    record = record_of(name, metrics)
+    record["wall_seconds"] = time.monotonic() - t0
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return record
+
+
+def record_of(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The committed summary of one run's ``metrics.json``."""
+    history = metrics["history"]
+    tail = [r["s_kd"] for r in history[-20:] if "s_kd" in r]
+    return {
+        "run": name,
+        "question": RUNS[name][0],
+        "student_top1": metrics["student_top1"],
+        "num_test_images": metrics.get("num_test_images"),
+        "synthesis": metrics.get("synthesis", {}),
+        "s_kd_last20": sum(tail) / len(tail) if tail else None,
+        "config": metrics["config"],
+        "train_seconds": metrics["train_seconds"],
+        "torch_version": metrics["torch_version"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS), default=list(RUNS))
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    todo = [n for n in args.runs if not (RESULTS / f"{n}.json").exists()]
+    print(f"{len(todo)} runs to do", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for r in pool.map(run_one, todo):
+            print(f"{r['run']}: top-1 {r['student_top1']:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
