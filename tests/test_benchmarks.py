@@ -91,7 +91,9 @@ def _committed() -> list[Path]:
     """The compression runs of benchmarks/dfq.py: one folder per profile (``v0.1-``, ``v0.2-``
     for the runs of earlier defaults, kept as the "before" of later changes)."""
     return sorted(
-        p for p in (BENCH / "results").glob("*/*.json") if p.parent.name not in ("synthesis", "ptq")
+        p
+        for p in (BENCH / "results").glob("*/*.json")
+        if p.parent.name not in ("synthesis", "ptq", "exploration", "wrapped")
     )
 
 
@@ -294,3 +296,28 @@ def test_synthesis_table_reports_every_variant(tmp_path: Path) -> None:
     table = report.synthesis_table(tmp_path)
     row = next(line for line in table.splitlines() if line.startswith("| concat |"))
     assert "| 2 | 0.750 | 0.750 (0.500) | 0.100 | 0.200 | 0.900 |" in row
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((BENCH / "results" / "exploration").glob("*.json")),
+    ids=lambda p: p.name,
+)
+def test_exploration_results_are_the_runs_the_script_names(path: Path) -> None:
+    explore = _script("explore")
+    record = json.loads(path.read_text())
+    assert record["run"] == path.stem and record["question"] == explore.RUNS[path.stem][0]
+    assert record["config"] == explore.config_of(path.stem).to_dict()
+    assert 0.0 <= record["student_top1"] <= 100.0
+
+
+@pytest.mark.parametrize(
+    "path", sorted((BENCH / "results" / "wrapped").glob("*.json")), ids=lambda p: p.name
+)
+def test_wrapped_teacher_results_name_their_settings(path: Path) -> None:
+    wrapped = _script("wrapped")
+    record = json.loads(path.read_text())
+    assert path.stem == f"{record['variant']}-{record['method']}-w4a4-s{record['seed']}"
+    fit = record["config"]["fit_input_statistics"]
+    assert fit == bool(wrapped.VARIANTS[record["variant"]].get("fit_input_statistics", False))
+    assert record["config"]["normalize"] is None and record["config"]["w_bits"] == 4
