@@ -32,7 +32,8 @@ def dfq() -> ModuleType:
 
 def _plan(dfq: ModuleType, *args: str) -> list[dict]:
     ns = argparse.Namespace(
-        profile="full", suite="quant", rows=None, variants=None, bits=None, seeds=[0, 1, 2],
+        profile="full", suite="quant", rows=None, variants=None, tasks=None, bits=None,
+        seeds=[0, 1, 2],
         model="resnet20_fashion_mnist", device="cpu", iters=None, results=str(BENCH / "results"),
     )  # fmt: skip
     for pair in zip(args[::2], args[1::2], strict=True):
@@ -47,7 +48,8 @@ def test_plan_quant_suite(dfq: ModuleType) -> None:
     assert len(jobs) == 1 + 8 * 2 * 3 and len(set(names)) == len(names)
     assert names.count("quant-fp.json") == 1
     ptq = [j for j in jobs if j["row"] == "ptq-noise"]
-    assert all(j["config"]["iters"] == j["config"]["warmup"] == 50 for j in ptq)
+    # post-training quantization: the run is the default warm-up (a third of 300 iterations)
+    assert all(j["config"]["iters"] == j["config"]["warmup"] == 100 for j in ptq)
     ris = next(j for j in jobs if j["row"] == "ris")
     assert ris["config"]["iters"] == 300 and ris["ris"] == {}
 
@@ -71,6 +73,16 @@ def test_plan_all_has_no_duplicates(dfq: ModuleType) -> None:
     paths = [j["path"] for j in jobs]
     assert len(paths) == len(set(paths))
     assert {j["suite"] for j in jobs} == {"quant", "ablation", "extension"}
+
+
+def test_plan_extension_selects_tasks_and_rows(dfq: ModuleType) -> None:
+    every = _plan(dfq, "suite", "extension")
+    assert {j["task"] for j in every} == {"distill", "prune50", "prune80"}
+    jobs = _plan(dfq, "suite", "extension", "tasks", ["distill"], "rows", ["ris", "gdfq"])
+    names = sorted(Path(j["path"]).name for j in jobs)
+    assert names == sorted(
+        f"extension-distill-{row}-fp32-s{s}.json" for row in ("ris", "gdfq") for s in range(3)
+    )
 
 
 def test_plan_long_profile(dfq: ModuleType) -> None:
