@@ -280,7 +280,7 @@ def class_similarity(features: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     same = (hard[:, None] == hard[None, :]).float()
     same.fill_diagonal_(0.0)
     pairs = same.sum(1)  # same-class partners of each sample
-    counts = torch.zeros(int(hard.max()) + 1 if hard.numel() else 0, device=f.device)
+    counts = torch.zeros(int(hard.max()) + 1 if hard.numel() else 0, device=f.device, dtype=f.dtype)
     counts = counts.index_add(0, hard, torch.ones_like(hard, dtype=counts.dtype))
     has_pairs = counts >= 2
     if not bool(has_pairs.any()):

@@ -191,8 +191,9 @@ def test_report_quant_table_gaps() -> None:
     assert stats[("ris", 3)].worst == 88.0
     ris_line = next(line for line in table.splitlines() if line.startswith("| ris |"))
     assert "| -5.00 | -2.00 |" in ris_line
-    assert report._findings(stats) == [
-        "- W3A3: `ris` minus `gdfq` = +2.00 points; share of the `gdfq` to `real` gap closed by "
+    assert report._findings(records, stats) == [
+        "- W3A3: `ris` minus `gdfq` = +2.00 points (per-seed differences +2.00, +2.00; standard "
+        "deviation 0.00; ahead on 2 of 2 seeds); share of the `gdfq` to `real` gap closed by "
         "`ris`: +50%."
     ]
 

@@ -306,7 +306,9 @@ def _ris_config() -> Any:
     from risloss.training import RISConfig
 
     # Every term weighs in; "same" pairs need the labels of the other rank too.
-    return RISConfig(diversity_weight=1.0, correlation_pairs="same", bns_weight=0.1)
+    return RISConfig(
+        diversity="penalty", diversity_weight=1.0, correlation_pairs="same", bns_weight=0.1
+    )
 
 
 def _noise(rank: int) -> torch.Tensor:
