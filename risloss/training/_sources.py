@@ -148,8 +148,20 @@ class GeneratorSource(ImageSource):
             output_mean=0.0 if input_mean is None else input_mean,
             output_std=1.0 if input_std is None else input_std,
         ).to(device)
-        if fit_input_statistics and input_mean is None:
-            self._fit_output(teacher)
+        # Where the teacher's first BatchNorm layer wants the images (None: declared, or no
+        # BatchNorm); applied with fit_input_statistics, else only reported (see train()).
+        self.fitted_input_statistics: tuple[torch.Tensor, torch.Tensor] | None = None
+        if input_mean is None:
+            try:
+                self.fitted_input_statistics = self._fitted_output(teacher)
+            except ValueError:  # a teacher without BatchNorm layers
+                if fit_input_statistics:
+                    raise
+        if fit_input_statistics and self.fitted_input_statistics is not None:
+            scale, shift = self.fitted_input_statistics
+            with torch.no_grad():
+                self.generator.output_scale.copy_(scale)
+                self.generator.output_shift.copy_(shift)
         self.optimizer = torch.optim.Adam(
             self.generator.param_groups(lr, output_lr_scale=output_lr_scale), betas=(0.5, 0.999)
         )
@@ -172,11 +184,13 @@ class GeneratorSource(ImageSource):
             )
 
     @torch.no_grad()
-    def _fit_output(self, teacher: nn.Module) -> None:
-        """Start the output statistics where the teacher's first BatchNorm layer wants them.
+    def _fitted_output(self, teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, shift)`` that start the images where the teacher's first BatchNorm layer
+        wants them.
 
         One batch of the new generator (from a random source of its own, so the run's draws
-        are unchanged) goes through :func:`~risloss.objective.fit_input_statistics`.
+        are unchanged) goes through :func:`~risloss.objective.fit_input_statistics`; the
+        generator's state is left as it was.
         """
         g = self.generator
         rng = torch.Generator().manual_seed(0)
@@ -187,9 +201,7 @@ class GeneratorSource(ImageSource):
         g.load_state_dict(state)  # the BatchNorm running statistics as they were
         # Called only without declared statistics: the output affine is still the identity,
         # so these are the standardized images the fit expects.
-        scale, shift = fit_input_statistics(teacher, images)
-        g.output_scale.copy_(scale)
-        g.output_shift.copy_(shift)
+        return fit_input_statistics(teacher, images)
 
     def _labels(self) -> torch.Tensor:
         b, c = self.batch_size, self.num_classes

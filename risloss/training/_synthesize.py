@@ -37,6 +37,7 @@ from risloss.training._trainer import (
     _interruptible,
     _load_resume_state,
     _teacher_and_test,
+    input_range_hint,
     synthesis_summary,
 )
 
@@ -160,6 +161,9 @@ def synthesize(
     ctx = DistributedContext(device=torch.device(config.device))
     state = _load_resume_state(out / CHECKPOINT, config, ctx) if resume else None
     run = _SynthesisRun.setup(config, out / CHECKPOINT, ctx)
+    hint = input_range_hint(run.source, config)
+    if hint:
+        say(hint)
     if state is not None:
         run.restore(state)
         say(f"resumed from {run.ckpt_path} at iteration {run.start}")

@@ -528,6 +528,9 @@ def _train(
     ckpt_path = out / CHECKPOINT
     state = _load_resume_state(ckpt_path, config, ctx) if resume else None
     run = _setup(config, ckpt_path, ctx)
+    hint = input_range_hint(run.source, config)
+    if hint:
+        say(hint)
     if state is not None:
         run.restore(state)
         say(f"resumed from {ckpt_path} at iteration {run.start}")
@@ -568,6 +571,34 @@ def _train(
         _write_outputs(run, metrics, out)
     ctx.barrier()  # the outputs are written before train() returns on any rank
     return metrics
+
+
+def input_range_hint(source: ImageSource, config: TrainConfig) -> str | None:
+    """A one-line note when the teacher seems to expect images far from standardized ones.
+
+    The generator starts with zero-mean, unit-variance images; if the teacher's first
+    BatchNorm layer wants a scale outside ``[0.5, 2]`` or a shift beyond ``0.5`` per channel
+    (a model that takes ``[0, 1]`` images and normalizes them itself), the run still adapts,
+    but starting there (``fit_input_statistics``) is measurably better.
+
+    Returns:
+        The note, or ``None`` (statistics declared or fitted, or close to standardized).
+    """
+    if not isinstance(source, GeneratorSource) or config.fit_input_statistics:
+        return None
+    fitted = source.fitted_input_statistics
+    if fitted is None:
+        return None
+    scale, shift = fitted
+    if bool(((scale >= 0.5) & (scale <= 2.0) & (shift.abs() <= 0.5)).all()):
+        return None
+    fmt = ", ".join
+    return (
+        "note: the model's first BatchNorm layer expects inputs of about scale "
+        f"[{fmt(f'{v:.2f}' for v in scale.tolist())}] and shift "
+        f"[{fmt(f'{v:.2f}' for v in shift.tolist())}] per channel, not standardized ones; "
+        "--fit-input-statistics (fit_input_statistics=True) starts the generator there"
+    )
 
 
 _SHOWN = ("g_loss", "g_agree", "s_loss")

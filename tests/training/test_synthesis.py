@@ -148,3 +148,29 @@ def test_a_run_reports_what_the_generator_reached(tmp_path: Any) -> None:
         statistics.fmean(r["g_agree"] for r in tail)
     )
     assert set(metrics["synthesis"]) >= {"g_agree", "g_ce", "g_bns", "g_sim", "g_loss"}
+
+
+def test_a_teacher_that_wants_another_input_range_gets_a_hint() -> None:
+    from risloss.distributed import DistributedContext
+    from risloss.training._trainer import _generator_source, input_range_hint
+
+    def source(teacher: nn.Module, config: TrainConfig) -> GeneratorSource:
+        return _generator_source(
+            config,
+            teacher.eval().requires_grad_(False),
+            num_classes=10,
+            shape=(1, 28, 28),
+            data_rng=torch.Generator().manual_seed(0),
+            perturbation_rng=torch.Generator().manual_seed(1),
+            ctx=DistributedContext(),
+        )
+
+    plain = TrainConfig(model=TEACHER, method="gdfq")
+    hint = input_range_hint(source(ZeroOneTeacher(), plain), plain)
+    assert hint is not None and "--fit-input-statistics" in hint
+    # A standardized teacher, a fitted start or declared statistics: nothing to say.
+    assert input_range_hint(source(load_pretrained(TEACHER), plain), plain) is None
+    fitted = TrainConfig(model=TEACHER, method="gdfq", fit_input_statistics=True)
+    assert input_range_hint(source(ZeroOneTeacher(), fitted), fitted) is None
+    declared = TrainConfig(model=TEACHER, method="gdfq", input_mean=0.3, input_std=0.35)
+    assert input_range_hint(source(ZeroOneTeacher(), declared), declared) is None
