@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -74,31 +75,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class Wrapped:
-    """Builds the shipped teacher behind its own normalization: it takes [0, 1] images."""
-
-    @staticmethod
-    def build() -> Any:
-        import torch
-        from torch import nn
-
-        from risloss.models import load_pretrained, pretrained_info
-
-        info = pretrained_info("resnet20_fashion_mnist")["preprocessing"]
-
-        class Normalized(nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = load_pretrained()
-                self.register_buffer("mean", torch.tensor(info["mean"]).view(1, -1, 1, 1))
-                self.register_buffer("std", torch.tensor(info["std"]).view(1, -1, 1, 1))
-
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return self.net((x - self.mean) / self.std)
-
-        return Normalized().eval().requires_grad_(False)
-
-
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -108,7 +84,13 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     from risloss.training._sources import GeneratorSource
 
     v = {**DEFAULTS, **VARIANTS[job["variant"]]}
-    teacher = Wrapped.build() if v["teacher"] == "wrapped" else load_pretrained()
+    if v["teacher"] == "wrapped":  # the teacher of benchmarks/wrapped.py: it takes [0, 1] images
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from wrapped import pretrained
+
+        teacher = pretrained()
+    else:
+        teacher = load_pretrained()
     torch.manual_seed(job["seed"])
     # The trainer's own image source: the generator, its optimizer, labels and objective.
     source = GeneratorSource(

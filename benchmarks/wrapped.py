@@ -54,18 +54,24 @@ def build() -> nn.Module:
     return Normalized()
 
 
+def pretrained() -> nn.Module:
+    """The wrapped teacher with the shipped weights, frozen (also used by ``synthesis.py``)."""
+    from risloss.models import load_pretrained
+
+    wrapped = Normalized()
+    wrapped.net.load_state_dict(load_pretrained().state_dict())
+    return wrapped.eval().requires_grad_(False)
+
+
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from risloss.models import load_pretrained
     from risloss.training import RISConfig, TrainConfig, train
 
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        wrapped = Normalized()
-        wrapped.net.load_state_dict(load_pretrained().state_dict())
         weights = Path(tmp) / "wrapped.pt"
-        torch.save(wrapped.state_dict(), weights)
+        torch.save(pretrained().state_dict(), weights)
         config = TrainConfig(
             model="wrapped:build",
             weights=str(weights),
