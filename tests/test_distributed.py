@@ -306,8 +306,13 @@ def _ris_config() -> Any:
     from risloss.training import RISConfig
 
     # Every term weighs in; "same" pairs need the labels of the other rank too.
+    # The feature-diversity term needs the penultimate features of the other rank too.
     return RISConfig(
-        diversity="penalty", diversity_weight=1.0, correlation_pairs="same", bns_weight=0.1
+        diversity="penalty",
+        diversity_weight=1.0,
+        correlation_pairs="same",
+        bns_weight=0.1,
+        feature_diversity_weight=0.5,
     )
 
 
@@ -362,9 +367,10 @@ def _generator_step_worker(ctx: DistributedContext, out: Path) -> None:
 def _reference_step() -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The same step written plainly in one process, on the concatenated batch."""
     from risloss.functional import bn_statistics_loss, label_correlation_penalty
-    from risloss.hooks import capture_bn_statistics
+    from risloss.hooks import capture_bn_statistics, capture_features
     from risloss.losses import RobustnessLoss
     from risloss.models import Generator, load_pretrained
+    from risloss.objective import class_similarity
     from risloss.perturb import GaussianWeightNoise, default_input_perturbation
 
     ris = _ris_config()
@@ -374,9 +380,11 @@ def _reference_step() -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, 
     z = torch.cat([_noise(r) for r in range(WORLD)])
     labels = torch.cat(LABELS)
     x = generator(z, labels)
-    with capture_bn_statistics(teacher) as bn:
+    with capture_bn_statistics(teacher) as bn, capture_features(teacher, "penultimate") as feats:
         logits = teacher(x)
     stats = bn.statistics()
+    fdiv = class_similarity(next(iter(feats.values())), labels)
+    assert fdiv is not None
     ce = F.cross_entropy(logits, labels)
     bns = bn_statistics_loss(
         stats.batch_means, stats.batch_vars, stats.running_means, stats.running_vars
@@ -401,7 +409,7 @@ def _reference_step() -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, 
         robs.append(rob(x[r * B : (r + 1) * B]))
     rob_mean = torch.stack(robs).mean()
     div = label_correlation_penalty(logits, labels, pairs="same")
-    loss = ce + ris.bns_weight * bns + ris.robustness_weight * rob_mean + 1.0 * div
+    loss = ce + ris.bns_weight * bns + ris.robustness_weight * rob_mean + 1.0 * div + 0.5 * fdiv
     loss.backward()
     grads = {n: p.grad for n, p in generator.named_parameters() if p.grad is not None}
     parts = {"g_ce": ce, "g_bns": bns, "g_rob": rob_mean, "g_div": div, "g_loss": loss}
