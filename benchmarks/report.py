@@ -552,40 +552,37 @@ def _findings(records: list[dict[str, Any]], stats: dict[tuple[str, int], Summar
 
 def wrapped_table(records: list[dict[str, Any]]) -> str:
     """``benchmarks/wrapped.py``: the teacher behind its own normalization, beside the bare one."""
-    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / "wrapped").glob("*.json"))]
+    runs = load("wrapped")
     if not runs:
         return ""
     lines = [
         "| teacher | generator start | method | W4A4 top-1 (worst, n) | `g_agree` | `g_bns` |",
         "|---|---|---|---|---|---|",
     ]
+
+    def row(teacher: str, start: str, method: str, group: list[dict[str, Any]]) -> None:
+        if group:
+            s = summarize([_top1(r) for r in group])
+            lines.append(
+                f"| {teacher} | {start} | {method} | {s.mean:.2f} ({s.worst:.2f}, n={s.n}) "
+                f"| {_mean_of(group, 'g_agree')} | {_mean_of(group, 'g_bns')} |"
+            )
+
     for method in ("gdfq", "ris"):
         bare = [
             r for r in records
             if r["suite"] == "quant" and r["row"] == method and r.get("w_bits") == 4
         ]  # fmt: skip
-        if bare:
-            s = summarize([_top1(r) for r in bare])
-            lines.append(
-                f"| bare (standardized inputs) | identity | {method} "
-                f"| {s.mean:.2f} ({s.worst:.2f}, n={s.n}) | {_mean_of(bare, 'g_agree')} "
-                f"| {_mean_of(bare, 'g_bns')} |"
-            )
+        row("bare (standardized inputs)", "identity", method, bare)
         for variant, start in (("fit", "fitted to the first BatchNorm"), ("plain", "identity")):
             group = [r for r in runs if r["method"] == method and r["variant"] == variant]
-            if group:
-                s = summarize([float(r["quant_top1"]) for r in group])
-                lines.append(
-                    f"| wrapped ([0, 1] inputs) | {start} | {method} "
-                    f"| {s.mean:.2f} ({s.worst:.2f}, n={s.n}) | {_mean_of(group, 'g_agree')} "
-                    f"| {_mean_of(group, 'g_bns')} |"
-                )
+            row("wrapped ([0, 1] inputs)", start, method, group)
     return "\n".join(lines)
 
 
 def exploration_table() -> str:
     """``benchmarks/explore.py``: single-seed runs behind the choice of the defaults."""
-    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / "exploration").glob("*.json"))]
+    runs = load("exploration")
     if not runs:
         return ""
     lines = [

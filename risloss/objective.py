@@ -279,7 +279,6 @@ def class_similarity(features: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     # One matrix product; same-class pairs picked by a mask (no loop over classes).
     same = (hard[:, None] == hard[None, :]).float()
     same.fill_diagonal_(0.0)
-    pairs = same.sum(1)  # same-class partners of each sample
     counts = torch.zeros(int(hard.max()) + 1 if hard.numel() else 0, device=f.device, dtype=f.dtype)
     counts = counts.index_add(0, hard, torch.ones_like(hard, dtype=counts.dtype))
     has_pairs = counts >= 2
@@ -287,8 +286,8 @@ def class_similarity(features: torch.Tensor, labels: torch.Tensor) -> torch.Tens
         return None
     per_sample = ((f @ f.T) * same).sum(1)
     per_class = torch.zeros_like(counts).index_add(0, hard, per_sample)
-    pair_count = torch.zeros_like(counts).index_add(0, hard, pairs)
-    return (per_class[has_pairs] / pair_count[has_pairs]).mean()
+    n = counts[has_pairs]
+    return (per_class[has_pairs] / (n * (n - 1))).mean()  # n (n - 1) ordered pairs per class
 
 
 def within_class_similarity(features: torch.Tensor, labels: torch.Tensor) -> float | None:
