@@ -333,6 +333,7 @@ LEGACY_CONFIG: dict[str, Any] = {
     "generator_conditioning": "multiply",
     "generator_output_lr_scale": 0.0,
     "student_augmentation": "none",
+    "input_range": "none",
 }
 
 

@@ -99,7 +99,33 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {**_D, "method": "ris", "student_augmentation": "all", "kd_temperature": 4.0},
         {"diversity": "soft"},
     ),
+    "d-aug-T4-bns1": (
+        "student augmentation, temperature 4, BNS weight 1",
+        {**_D, "student_augmentation": "all", "kd_temperature": 4.0},
+        {"diversity": "soft", "bns_weight": 1.0},
+    ),
+    "d-aug-T4-bns10": (
+        "student augmentation, temperature 4, BNS weight 10",
+        {**_D, "student_augmentation": "all", "kd_temperature": 4.0},
+        {"diversity": "soft", "bns_weight": 10.0},
+    ),
 }
+# Images clamped to the pixel range of the teacher's inputs, against the same run unbounded,
+# over three seeds (single distillation runs differ by several points from seed to seed).
+_DAUG = {**_D, "student_augmentation": "all", "kd_temperature": 4.0}
+for _seed in (0, 1, 2):
+    _tag = "" if _seed == 0 else f"-s{_seed}"
+    if _seed:
+        RUNS[f"d-aug-T4{_tag}"] = (
+            f"student augmentation, temperature 4, seed {_seed}",
+            {**_DAUG, "seed": _seed},
+            {"diversity": "soft"},
+        )
+    RUNS[f"d-aug-T4-range{_tag}"] = (
+        f"student augmentation, temperature 4, images in the pixel range, seed {_seed}",
+        {**_DAUG, "seed": _seed, "input_range": "auto"},
+        {"diversity": "soft"},
+    )
 
 
 def config_of(name: str) -> Any:

@@ -72,6 +72,20 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _input_range(words: list[str]) -> Any:
+    """``--input-range``'s words as :class:`~risloss.training.TrainConfig` takes them."""
+    if len(words) == 1 and words[0] in ("auto", "none"):
+        return words[0]
+    if len(words) != 2:
+        raise _Exit(f"--input-range must be auto, none or LOW HIGH (two numbers), got {words}")
+    try:
+        return (float(words[0]), float(words[1]))
+    except ValueError:
+        raise _Exit(
+            f"--input-range must be auto, none or LOW HIGH (two numbers), got {words}"
+        ) from None
+
+
 def _positive_int(text: str) -> int:
     value = _int(text)
     if value < 1:
@@ -357,6 +371,15 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
         help="start the generator in the input range the model's first BatchNorm layer expects "
         "(for a model whose input range is unknown)",
     )
+    p.add_argument(
+        "--input-range",
+        nargs="+",
+        metavar="BOUND",
+        default=[d.input_range],
+        help="where the generator's images may lie: auto (pixels in [0, 1] under the model's "
+        "normalization), none (unbounded), or LOW HIGH in the model's input space "
+        f"(default: {d.input_range})",
+    )
     p.add_argument("--seed", type=_int, default=d.seed, help=_help("seed", rng("seed"), d.seed))
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--out", default=f"runs/{task}", help=f"output folder (default: runs/{task})")
@@ -598,6 +621,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
             input_mean=args.input_mean,
             input_std=args.input_std,
             fit_input_statistics=args.fit_input_statistics,
+            input_range=_input_range(args.input_range),
             student_augmentation=getattr(args, "student_augmentation", d.student_augmentation),
         )
     except ValueError as exc:

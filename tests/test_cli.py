@@ -59,6 +59,10 @@ def _exit_code(args: list[str]) -> int:
         ("distill", ["--model", "pkg.mod:"], "--model"),
         ("distill", ["--iters", "2", "--warmup", "5"], "--warmup must be <= --iters"),
         ("distill", ["--method", "magic"], "--method"),
+        ("quantize", ["--input-range", "wide"], "--input-range must be auto, none or LOW HIGH"),
+        ("quantize", ["--input-range", "0", "x"], "--input-range must be auto, none or LOW"),
+        ("quantize", ["--input-range", "0", "1", "2"], "--input-range must be auto, none"),
+        ("quantize", ["--input-range", "1", "0"], "--input-range must be 'auto', 'none' or"),
     ],
 )
 def test_bad_options_fail_before_any_work(
@@ -134,3 +138,13 @@ def test_task_dependent_defaults_follow_the_command() -> None:
     )
     cfg = _config_from_args(args, "distill")
     assert (cfg.kd_temperature, cfg.student_augmentation, cfg.warmup) == (1.0, "none", 20)
+
+
+def test_input_range_reaches_the_config() -> None:
+    def parsed(*words: str) -> object:
+        args = build_parser().parse_args(["distill", "--input-range", *words])
+        return _config_from_args(args, "distill").input_range
+
+    assert parsed("auto") == "auto"
+    assert parsed("none") == "none"
+    assert parsed("-1", "2.5") == ((-1.0,), (2.5,))

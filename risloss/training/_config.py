@@ -71,6 +71,38 @@ def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: An
         )
 
 
+InputRange = Literal["auto", "none"] | tuple[tuple[float, ...], tuple[float, ...]]
+"""Where the generator's images may lie: ``"auto"`` (pixels in ``[0, 1]`` under the model's
+normalization), ``"none"`` (unbounded) or per-channel ``(low, high)`` in the model's input space."""
+
+
+def _input_range_option(value: Any) -> str | tuple[tuple[float, ...], tuple[float, ...]]:
+    """``value`` checked as an :data:`InputRange` (``ValueError`` naming the field otherwise)."""
+    if value is None:
+        return "none"
+    if isinstance(value, str) and value in ("auto", "none"):
+        return value
+    problem = (
+        "input_range must be 'auto', 'none' or (low, high), each one number or one per channel "
+        f"with low < high, got {value!r}"
+    )
+    if isinstance(value, str) or not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(problem)
+    try:
+        low, high = (_optional_floats(v) for v in value)
+    except ValueError:
+        raise ValueError(problem) from None
+    if (
+        not low
+        or not high
+        or len(low) != len(high)
+        or not all(math.isfinite(v) for v in low + high)
+        or not all(lo < hi for lo, hi in zip(low, high, strict=True))
+    ):
+        raise ValueError(problem)
+    return low, high
+
+
 @attrs.frozen(kw_only=True)
 class TrainConfig:
     """Everything that defines one data-free compression run; validated at construction.
@@ -130,6 +162,11 @@ class TrainConfig:
             :func:`~risloss.objective.fit_input_statistics` finds for the teacher (data-free:
             from its first BatchNorm layer's running statistics). For a teacher whose input
             range is unknown.
+        input_range: where the generator's images may lie (they are clamped to it):
+            ``"none"`` (unbounded, the default), ``"auto"`` (pixels in ``[0, 1]`` under the
+            model's normalization: a shipped teacher's recorded one, ``normalize``, or the data
+            set's default; unbounded where a data set from code leaves it unknown) or
+            ``(low, high)`` in the model's input space, one number or one per channel each.
         student_augmentation: ``"none"``, or a pool of
             :func:`~risloss.perturb.default_input_perturbation` (``"all"``, ``"noise"``,
             ``"geometric"``, ``"photometric"``): the student trains on the batch perturbed by
@@ -204,6 +241,9 @@ class TrainConfig:
         default=None, converter=_optional_floats, validator=_optional_positive
     )
     fit_input_statistics: bool = attrs.field(default=False, validator=boolean)
+    input_range: str | tuple[tuple[float, ...], tuple[float, ...]] = attrs.field(
+        default="none", converter=_input_range_option
+    )
     student_augmentation: StudentAugmentation = attrs.field(validator=one_of(STUDENT_AUGMENTATIONS))
     # Data options, passed to risloss.data.load_dataset (validated by it, named as fields here).
     image_size: int | str | None = attrs.field(

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
 from risloss._checkpoint import load_state_dict_into
 from risloss._imports import import_factory
+from risloss.data import _channel_stats, _default_normalization
 from risloss.models import list_pretrained, load_pretrained, resnet8, resnet20
 
-__all__ = ["build_student", "data_options", "load_teacher"]
+__all__ = ["build_student", "data_options", "input_range_of", "load_teacher", "model_normalization"]
 
 _STUDENTS = {"resnet8": resnet8, "resnet20": resnet20}
 
@@ -67,6 +68,58 @@ def data_options(
     if normalize == "default" and "mean" in prep and "std" in prep:
         normalize = (tuple(prep["mean"]), tuple(prep["std"]))
     return image_size, normalize
+
+
+def model_normalization(
+    data: str, normalize: Any, meta: dict[str, Any]
+) -> tuple[tuple[float, ...], tuple[float, ...]] | Literal["unknown"] | None:
+    """How the model's inputs relate to pixels in ``[0, 1]``: the ``(mean, std)`` they are
+    normalized with, ``None`` (the model takes the pixels as they are) or ``"unknown"`` (a data
+    set built by code, whose preprocessing only its factory knows).
+
+    ``normalize`` as :class:`~risloss.training.TrainConfig` holds it; ``"default"`` resolves to
+    a shipped teacher's recorded normalization, else to the data set's default.
+    """
+    norm: Any = normalize
+    if norm == "default":
+        prep = meta.get("preprocessing") or {}
+        if "mean" in prep and "std" in prep:
+            return tuple(prep["mean"]), tuple(prep["std"])
+        norm = _default_normalization(data)
+        if norm is None:
+            return "unknown"
+    return None if norm is None else (tuple(norm[0]), tuple(norm[1]))
+
+
+def input_range_of(
+    value: Any, data: str, normalize: Any, meta: dict[str, Any], channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The per-channel ``(low, high)`` a :class:`~risloss.training.TrainConfig`'s
+    ``input_range`` asks the generator's images to stay in (``None``: unbounded).
+
+    ``"auto"`` is the image of pixels in ``[0, 1]`` under the model's normalization
+    (:func:`model_normalization`); ``None`` where that normalization is unknown.
+    """
+    if value == "none":
+        return None
+    if value == "auto":
+        norm = model_normalization(data, normalize, meta)
+        if norm == "unknown":
+            return None
+        if norm is None:
+            return (0.0,) * channels, (1.0,) * channels
+        mean, std = _channel_stats(norm[0], norm[1], channels, "normalize")
+        return (
+            tuple((0.0 - m) / s for m, s in zip(mean, std, strict=True)),
+            tuple((1.0 - m) / s for m, s in zip(mean, std, strict=True)),
+        )
+    low, high = value
+    if len(low) not in (1, channels):
+        raise ValueError(
+            f"input_range must have 1 or {channels} values per bound (one per image channel), "
+            f"got {len(low)}"
+        )
+    return (tuple(low) * channels, tuple(high) * channels) if len(low) == 1 else (low, high)
 
 
 def build_student(

@@ -119,6 +119,7 @@ class GeneratorSource(ImageSource):
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
         fit_input_statistics: bool = False,
+        output_range: tuple[Sequence[float], Sequence[float]] | None = None,
         perturbation_rng: torch.Generator,
         device: torch.device,
         context: DistributedContext | None = None,
@@ -147,6 +148,7 @@ class GeneratorSource(ImageSource):
             conditioning=conditioning,
             output_mean=0.0 if input_mean is None else input_mean,
             output_std=1.0 if input_std is None else input_std,
+            output_range=output_range,
         ).to(device)
         # Where the teacher's first BatchNorm layer wants the images (None: declared, or no
         # BatchNorm); applied with fit_input_statistics, else only reported (see train()).
@@ -197,7 +199,11 @@ class GeneratorSource(ImageSource):
         labels = torch.arange(max(self.batch_size, 2 * self.num_classes)) % self.num_classes
         z = torch.randn((labels.shape[0], g.latent_dim), generator=rng)
         state = {k: v.clone() for k, v in g.state_dict().items()}
-        images = g.train()(z.to(self.device), labels.to(self.device))
+        bounds, g.output_range = g.output_range, None  # the fit wants the unclamped images
+        try:
+            images = g.train()(z.to(self.device), labels.to(self.device))
+        finally:
+            g.output_range = bounds
         g.load_state_dict(state)  # the BatchNorm running statistics as they were
         # Called only without declared statistics: the output affine is still the identity,
         # so these are the standardized images the fit expects.

@@ -23,10 +23,11 @@ import torch
 from torch import nn
 
 from risloss._checkpoint import atomic_save
-from risloss.data import _channel_stats, _default_normalization
+from risloss.data import _channel_stats
 from risloss.distributed import DistributedContext, rank_seed
 from risloss.objective import SynthesisObjective
 from risloss.training._config import TrainConfig
+from risloss.training._models import model_normalization
 from risloss.training._plots import save_loss_plot
 from risloss.training._progress import Progress
 from risloss.training._sources import GeneratorSource
@@ -215,15 +216,9 @@ class _PixelMapping:
 
     @classmethod
     def of(cls, config: TrainConfig, meta: dict[str, Any], channels: int) -> _PixelMapping:
-        norm: Any = config.normalize
-        if norm == "default":
-            prep = meta.get("preprocessing") or {}
-            if "mean" in prep and "std" in prep:
-                norm = (tuple(prep["mean"]), tuple(prep["std"]))
-            else:
-                norm = _default_normalization(config.data)
-                if norm is None:  # a data set from code, as its factory returns it
-                    return cls("min-max")
+        norm = model_normalization(config.data, config.normalize, meta)
+        if norm == "unknown":  # a data set from code, as its factory returns it
+            return cls("min-max")
         if norm is None:
             return cls("clip")
         mean, std = _channel_stats(norm[0], norm[1], channels, "normalize")
@@ -288,6 +283,7 @@ class _SynthesisRun:
             data_rng=data_rng,
             perturbation_rng=perturbation_rng,
             ctx=ctx,
+            meta=meta,
         )
         return cls(
             config=config,

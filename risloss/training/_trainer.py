@@ -40,7 +40,7 @@ from risloss.perturb import default_input_perturbation
 from risloss.pruning import finalize_pruning, model_stats
 from risloss.quant import calibration, freeze, quantized_layers
 from risloss.training._config import TrainConfig
-from risloss.training._models import build_student, data_options, load_teacher
+from risloss.training._models import build_student, data_options, input_range_of, load_teacher
 from risloss.training._plots import save_loss_plot, save_samples
 from risloss.training._progress import Progress
 from risloss.training._sources import (
@@ -412,8 +412,13 @@ def _generator_source(
     data_rng: torch.Generator,
     perturbation_rng: torch.Generator,
     ctx: DistributedContext,
+    meta: dict[str, Any] | None = None,
 ) -> GeneratorSource:
-    """The generator, its optimizer and objective, as ``config`` describes them."""
+    """The generator, its optimizer and objective, as ``config`` describes them (``meta``: the
+    teacher's recorded metadata, for ``input_range="auto"``)."""
+    bounds = input_range_of(
+        config.input_range, config.data, config.normalize, meta or {}, shape[0]
+    )
     return GeneratorSource(
         teacher,
         method=config.method,
@@ -428,6 +433,7 @@ def _generator_source(
         input_mean=config.input_mean,
         input_std=config.input_std,
         fit_input_statistics=config.fit_input_statistics,
+        output_range=bounds,
         perturbation_rng=perturbation_rng,
         device=ctx.device,
         context=ctx,
@@ -471,6 +477,7 @@ def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Ru
             data_rng=data_rng,
             perturbation_rng=perturbation_rng,
             ctx=ctx,
+            meta=meta,
         )
     elif config.method == "noise":
         source = NoiseSource(teacher, shape, config.batch_size, data_rng, device)

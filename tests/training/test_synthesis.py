@@ -6,6 +6,7 @@ teacher directly.
 
 from __future__ import annotations
 
+import json
 import statistics
 from typing import Any
 
@@ -174,3 +175,86 @@ def test_a_teacher_that_wants_another_input_range_gets_a_hint() -> None:
     assert input_range_hint(source(ZeroOneTeacher(), fitted), fitted) is None
     declared = TrainConfig(model=TEACHER, method="gdfq", input_mean=0.3, input_std=0.35)
     assert input_range_hint(source(ZeroOneTeacher(), declared), declared) is None
+
+
+def test_an_output_range_clamps_the_images_per_channel() -> None:
+    from risloss.models import Generator
+
+    torch.manual_seed(0)
+    g = Generator(num_classes=3, image_size=8, channels=2, output_range=([-0.5, 0.0], [0.5, 2.0]))
+    x = g(torch.randn(12, g.latent_dim), torch.arange(12) % 3).detach()
+    for c, (low, high) in enumerate([(-0.5, 0.5), (0.0, 2.0)]):
+        assert float(x[:, c].min()) == low and float(x[:, c].max()) == high  # both bounds hit
+    free = Generator(num_classes=3, image_size=8, channels=2)
+    free.load_state_dict(g.state_dict())  # the bounds are not part of the weights
+    y = free(torch.randn(12, g.latent_dim), torch.arange(12) % 3).detach()
+    assert float(y.min()) < -0.5 and float(y.max()) > 2.0
+    with pytest.raises(ValueError, match=r"^output_range must have low < high per channel"):
+        Generator(num_classes=3, image_size=8, channels=1, output_range=(1.0, 1.0))
+    with pytest.raises(ValueError, match=r"^output_range low must have 1 or 2 values"):
+        Generator(num_classes=3, image_size=8, channels=2, output_range=([0, 0, 0], 1.0))
+
+
+def test_input_range_values_are_checked_and_round_trip() -> None:
+    assert TrainConfig().input_range == "none"
+    assert TrainConfig(input_range=None).input_range == "none"
+    assert TrainConfig(input_range="auto").input_range == "auto"
+    config = TrainConfig(input_range=([-1, -2], [1, 2]))
+    assert config.input_range == ((-1.0, -2.0), (1.0, 2.0))
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert TrainConfig(input_range=(0, 1)).input_range == ((0.0,), (1.0,))
+    for bad in ("all", (1.0, 0.0), (0.0, float("inf")), ([0, 0], [1]), (0.0,), ("a", "b")):
+        with pytest.raises(ValueError, match=r"^input_range must be 'auto', 'none' or \(low"):
+            TrainConfig(input_range=bad)
+
+
+def test_auto_input_range_is_the_pixel_range_under_the_models_normalization() -> None:
+    from risloss.training._models import input_range_of
+
+    info = pretrained_info(TEACHER)
+    mean, std = info["preprocessing"]["mean"][0], info["preprocessing"]["std"][0]
+    low, high = input_range_of("auto", "fashion-mnist", "default", info, 1)
+    assert low == pytest.approx((-mean / std,)) and high == pytest.approx(((1 - mean) / std,))
+    # a model that takes [0, 1] images, declared by normalize=None
+    assert input_range_of("auto", "fashion-mnist", None, {}, 3) == ((0.0,) * 3, (1.0,) * 3)
+    assert input_range_of("auto", "fashion-mnist", ((0.5,), (0.25,)), {}, 1) == ((-2.0,), (2.0,))
+    assert input_range_of("auto", "tests._data:digits", "default", {}, 1) is None  # unknown
+    assert input_range_of("none", "fashion-mnist", "default", info, 1) is None
+    assert input_range_of(((0.0,), (1.0,)), "fashion-mnist", "default", {}, 3) == (
+        (0.0,) * 3,
+        (1.0,) * 3,
+    )
+    with pytest.raises(ValueError, match=r"^input_range must have 1 or 3 values per bound"):
+        input_range_of(((0.0, 0.0), (1.0, 1.0)), "fashion-mnist", "default", {}, 3)
+
+
+def test_the_trainer_gives_its_generator_the_input_range() -> None:
+    from risloss.distributed import DistributedContext
+    from risloss.training._trainer import _generator_source
+
+    info = pretrained_info(TEACHER)
+    mean, std = info["preprocessing"]["mean"][0], info["preprocessing"]["std"][0]
+
+    def source(input_range: str, fit: bool) -> GeneratorSource:
+        torch.manual_seed(0)
+        return _generator_source(
+            TrainConfig(
+                model=TEACHER, method="gdfq", input_range=input_range, fit_input_statistics=fit
+            ),
+            load_pretrained(TEACHER).eval().requires_grad_(False),
+            num_classes=10,
+            shape=(1, 28, 28),
+            data_rng=torch.Generator().manual_seed(0),
+            perturbation_rng=torch.Generator().manual_seed(1),
+            ctx=DistributedContext(),
+            meta=info,
+        )
+
+    bounded, free = source("auto", True), source("none", True)
+    # the fit of the output statistics sees the unclamped images: the same start either way
+    assert torch.equal(bounded.generator.output_scale, free.generator.output_scale)
+    assert torch.equal(bounded.generator.output_shift, free.generator.output_shift)
+    images = bounded.next_batch().images
+    assert float(images.min()) == pytest.approx(-mean / std)
+    assert float(images.max()) <= (1 - mean) / std + 1e-6
+    assert float(free.next_batch().images.min()) < -mean / std - 0.1
