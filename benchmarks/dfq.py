@@ -179,7 +179,8 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every run the arguments ask for, as job dicts (including those already done)."""
     profile = dict(PROFILES[args.profile])
-    rows = args.rows or list(profile.pop("rows", ALL_QUANT_ROWS))
+    profile_rows = profile.pop("rows", ALL_QUANT_ROWS)  # not a training setting
+    rows = args.rows or list(profile_rows)
     profile_bits = profile.pop("bits", None)
     if args.iters is not None:
         profile["iters"] = args.iters

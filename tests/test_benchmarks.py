@@ -89,6 +89,13 @@ def test_plan_long_profile(dfq: ModuleType) -> None:
     jobs = _plan(dfq, "profile", "long")
     assert {(j["row"], j["w_bits"]) for j in jobs} == {("gdfq", 3), ("ris", 3), ("real", 3)}
     assert all(j["config"]["iters"] == 1200 and "/long/" in j["path"] for j in jobs)
+    # a row selection on a profile that names its rows: every job is still a valid config
+    from risloss.training import RISConfig, TrainConfig
+
+    chosen = _plan(dfq, "profile", "long", "rows", ["ris"])
+    assert [j["row"] for j in chosen] == ["ris"] * 3
+    for job in jobs + chosen:
+        TrainConfig(ris=RISConfig(**job["ris"]), **job["config"])
 
 
 def test_ablation_variants_are_valid_configs(dfq: ModuleType) -> None:
