@@ -416,9 +416,7 @@ def _generator_source(
 ) -> GeneratorSource:
     """The generator, its optimizer and objective, as ``config`` describes them (``meta``: the
     teacher's recorded metadata, for ``input_range="auto"``)."""
-    bounds = input_range_of(
-        config.input_range, config.data, config.normalize, meta or {}, shape[0]
-    )
+    bounds = input_range_of(config.input_range, config.data, config.normalize, meta or {}, shape[0])
     return GeneratorSource(
         teacher,
         method=config.method,
