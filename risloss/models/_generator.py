@@ -77,6 +77,9 @@ class Generator(nn.Module):
         ([0.28999999165534973], [0.3499999940395355])
     """
 
+    output_low: torch.Tensor | None
+    output_high: torch.Tensor | None
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -130,7 +133,7 @@ class Generator(nn.Module):
         self.out_norm = nn.BatchNorm2d(channels, affine=False)
         self.output_scale = nn.Parameter(std)
         self.output_shift = nn.Parameter(mean)
-        self.output_range: tuple[torch.Tensor, torch.Tensor] | None = None
+        low = high = None
         if output_range is not None:
             if len(output_range) != 2:
                 raise ValueError(f"output_range must be (low, high), got {output_range!r}")
@@ -141,7 +144,12 @@ class Generator(nn.Module):
                     f"output_range must have low < high per channel, got {low.tolist()} and "
                     f"{high.tolist()}"
                 )
-            self.output_range = (low, high)
+        # Not part of the weights (a bounded and an unbounded generator share state dicts);
+        # buffers, so that they follow the module to its device.
+        self.register_buffer("output_low", low, persistent=False)
+        self.register_buffer("output_high", high, persistent=False)
+        self.clamp_output = output_range is not None
+        """Whether :meth:`forward` clamps to ``output_range`` (set at construction)."""
 
     def param_groups(self, lr: float, *, output_lr_scale: float = 10.0) -> list[dict[str, Any]]:
         """Optimizer parameter groups: the network at ``lr``, the output statistics faster.
@@ -223,9 +231,10 @@ class Generator(nn.Module):
         x = self.out_norm(torch.tanh(self.conv3(h)))
         shape = (1, self.channels, 1, 1)
         x = x * self.output_scale.view(shape) + self.output_shift.view(shape)
-        if self.output_range is not None:
-            low, high = (t.to(x.device, x.dtype).view(shape) for t in self.output_range)
-            x = torch.maximum(torch.minimum(x, high), low)
+        if self.clamp_output and self.output_low is not None and self.output_high is not None:
+            x = torch.maximum(
+                torch.minimum(x, self.output_high.view(shape)), self.output_low.view(shape)
+            )
         return x
 
     def sample(

@@ -199,11 +199,11 @@ class GeneratorSource(ImageSource):
         labels = torch.arange(max(self.batch_size, 2 * self.num_classes)) % self.num_classes
         z = torch.randn((labels.shape[0], g.latent_dim), generator=rng)
         state = {k: v.clone() for k, v in g.state_dict().items()}
-        bounds, g.output_range = g.output_range, None  # the fit wants the unclamped images
+        clamp, g.clamp_output = g.clamp_output, False  # the fit wants the unclamped images
         try:
             images = g.train()(z.to(self.device), labels.to(self.device))
         finally:
-            g.output_range = bounds
+            g.clamp_output = clamp
         g.load_state_dict(state)  # the BatchNorm running statistics as they were
         # Called only without declared statistics: the output affine is still the identity,
         # so these are the standardized images the fit expects.
