@@ -231,10 +231,9 @@ class Generator(nn.Module):
         x = self.out_norm(torch.tanh(self.conv3(h)))
         shape = (1, self.channels, 1, 1)
         x = x * self.output_scale.view(shape) + self.output_shift.view(shape)
-        if self.clamp_output and self.output_low is not None and self.output_high is not None:
-            x = torch.maximum(
-                torch.minimum(x, self.output_high.view(shape)), self.output_low.view(shape)
-            )
+        if self.clamp_output:
+            assert self.output_low is not None and self.output_high is not None  # set together
+            x = x.clamp(self.output_low.view(shape), self.output_high.view(shape))
         return x
 
     def sample(
