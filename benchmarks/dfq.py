@@ -335,6 +335,9 @@ LEGACY_CONFIG: dict[str, Any] = {
     "generator_output_lr_scale": 0.0,
     "student_augmentation": "none",
     "input_range": "none",
+    "adversarial_weight": 0.0,
+    "student_steps": 1,
+    "replay_size": 0,
 }
 
 

@@ -126,6 +126,20 @@ for _seed in (0, 1, 2):
         {**_DAUG, "seed": _seed, "input_range": "auto"},
         {"diversity": "soft"},
     )
+# What the student is shown: an adversarial generator term, more student steps per iteration on
+# a pool of past batches, and both.
+_SOFT = {"diversity": "soft"}
+RUNS["d-adv1"] = ("adversarial weight 1", {**_DAUG, "adversarial_weight": 1.0}, _SOFT)
+RUNS["d-replay-k4"] = (
+    "4 student steps per iteration, 3 of them on a pool of 4,096 past images",
+    {**_DAUG, "student_steps": 4, "replay_size": 4096},
+    _SOFT,
+)
+RUNS["d-adv1-replay-k4"] = (
+    "adversarial weight 1, 4 student steps per iteration on a pool of 4,096 past images",
+    {**_DAUG, "adversarial_weight": 1.0, "student_steps": 4, "replay_size": 4096},
+    _SOFT,
+)
 
 
 def config_of(name: str) -> Any:

@@ -335,6 +335,41 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             "per image, the teacher's logits of the view as target) "
             f"(default: {d.student_augmentation})",
         )
+        p.add_argument(
+            "--student-steps",
+            type=_int,
+            metavar="N",
+            default=d.student_steps,
+            help=_help(
+                "student optimizer steps per iteration after warm-up (the extra ones on "
+                "--replay-size past images, or on the batch again)",
+                rng("student_steps"),
+                d.student_steps,
+            ),
+        )
+        p.add_argument(
+            "--replay-size",
+            type=_int,
+            metavar="N",
+            default=d.replay_size,
+            help=_help(
+                "images of past batches kept for the extra student steps, 0 for none",
+                rng("replay_size"),
+                d.replay_size,
+            ),
+        )
+        p.add_argument(
+            "--adversarial-weight",
+            type=_float,
+            metavar="X",
+            default=d.adversarial_weight,
+            help=_help(
+                "weight of the generator's adversarial term once the student trains (it "
+                "also seeks images the student gets wrong), 0 for none",
+                rng("adversarial_weight"),
+                d.adversarial_weight,
+            ),
+        )
     p.add_argument(
         "--lr-generator",
         type=_float,
@@ -623,6 +658,9 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
             fit_input_statistics=args.fit_input_statistics,
             input_range=_input_range(args.input_range),
             student_augmentation=getattr(args, "student_augmentation", d.student_augmentation),
+            student_steps=getattr(args, "student_steps", d.student_steps),
+            replay_size=getattr(args, "replay_size", d.replay_size),
+            adversarial_weight=getattr(args, "adversarial_weight", d.adversarial_weight),
         )
     except ValueError as exc:
         raise _Exit(_in_option_terms(str(exc), options, everywhere=True)) from exc

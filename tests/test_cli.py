@@ -63,6 +63,11 @@ def _exit_code(args: list[str]) -> int:
         ("quantize", ["--input-range", "0", "x"], "--input-range must be auto, none or LOW"),
         ("quantize", ["--input-range", "0", "1", "2"], "--input-range must be auto, none"),
         ("quantize", ["--input-range", "1", "0"], "--input-range must be 'auto', 'none' or"),
+        ("distill", ["--student-steps", "0"], "--student-steps must be an integer in 1..100"),
+        ("distill", ["--student-steps", "2.5"], "--student-steps"),
+        ("prune", ["--replay-size", "-1"], "--replay-size must be an integer in 0.."),
+        ("quantize", ["--adversarial-weight", "-1"], "--adversarial-weight must be a finite"),
+        ("quantize", ["--adversarial-weight", "nan"], "--adversarial-weight"),
     ],
 )
 def test_bad_options_fail_before_any_work(
@@ -138,6 +143,17 @@ def test_task_dependent_defaults_follow_the_command() -> None:
     )
     cfg = _config_from_args(args, "distill")
     assert (cfg.kd_temperature, cfg.student_augmentation, cfg.warmup) == (1.0, "none", 20)
+
+
+def test_student_schedule_options_reach_the_config() -> None:
+    args = build_parser().parse_args(
+        ["distill", "--student-steps", "4", "--replay-size", "4096", "--adversarial-weight", "0.5"]
+    )
+    cfg = _config_from_args(args, "distill")
+    assert (cfg.student_steps, cfg.replay_size, cfg.adversarial_weight) == (4, 4096, 0.5)
+    for task in ("quantize", "prune"):
+        args = build_parser().parse_args([task, "--adversarial-weight", "2"])
+        assert _config_from_args(args, task).adversarial_weight == 2.0
 
 
 def test_input_range_reaches_the_config() -> None:

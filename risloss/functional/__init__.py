@@ -21,7 +21,7 @@ from risloss.functional._correlation import (
     label_correlation_penalty,
     prediction_correlation,
 )
-from risloss.functional._distill import kd_loss, soft_cross_entropy
+from risloss.functional._distill import adversarial_divergence, kd_loss, soft_cross_entropy
 from risloss.functional._divergence import (
     DIVERGENCE_KINDS,
     DivergenceKind,
@@ -31,6 +31,7 @@ from risloss.functional._feature import FEATURE_KINDS, FeatureKind, feature_inco
 from risloss.functional._reduction import REDUCTIONS, Reduction
 
 __all__ = [
+    "adversarial_divergence",
     "kd_loss",
     "soft_cross_entropy",
     "CHANNEL_REDUCTIONS",

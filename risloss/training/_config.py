@@ -175,6 +175,19 @@ class TrainConfig:
             By default ``"all"`` for ``distill`` (a student trained from scratch learns only
             what the images show it) and ``"none"`` for ``quantize`` and ``prune`` (a copy of
             the teacher, measured no better with it).
+        adversarial_weight: weight of the adversarial term of the generator once the student
+            trains: the generator also maximizes the student's divergence from the teacher on
+            its batch (:func:`~risloss.functional.adversarial_divergence`, samples the two
+            classify alike), so its images follow what the student has not learned yet. One
+            more student pass per iteration (without a parameter gradient). 0 (the default):
+            the generator objective alone.
+        student_steps: student optimizer steps per iteration after warm-up (each on its own
+            augmented view; after the first, on batches drawn from the replay pool when
+            ``replay_size > 0``, else on the iteration's batch again). The learning-rate
+            schedule still advances once per iteration.
+        replay_size: capacity, in images, of a pool of past synthesized batches (with the
+            teacher's logits and the labels) that the extra student steps draw from; the
+            oldest images leave first; checkpointed with the run. 0 (the default): no pool.
         image_size: size the evaluation (and ``method="real"``) images are resized and
             center-cropped to, ``None`` to keep their size, or ``"default"``: a shipped
             teacher's input size, else the data set's own convention (see
@@ -245,6 +258,9 @@ class TrainConfig:
         default="none", converter=_input_range_option
     )
     student_augmentation: StudentAugmentation = attrs.field(validator=one_of(STUDENT_AUGMENTATIONS))
+    adversarial_weight: float = attrs.field(default=0.0, validator=_LOSS_WEIGHT)
+    student_steps: int = attrs.field(default=1, validator=int_in(1, 100))
+    replay_size: int = attrs.field(default=0, validator=int_in(0, 10_000_000))
     # Data options, passed to risloss.data.load_dataset (validated by it, named as fields here).
     image_size: int | str | None = attrs.field(
         default="default", converter=lambda v: _image_size_option(v, "image_size")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from risloss.distributed import DistributedContext, convert_batchnorm
+from risloss.functional import adversarial_divergence
 from risloss.models import Conditioning, Generator
 from risloss.objective import RISConfig, SynthesisObjective, fit_input_statistics
 
@@ -26,10 +27,15 @@ class Batch:
     parts: dict[str, float]  # the generator's loss parts and synthesis figures, by name
 
 
+Adversary = Callable[[torch.Tensor], torch.Tensor]
+"""The student's logits of a batch, differentiable with respect to the images only."""
+
+
 class ImageSource:
     """Produces a :class:`Batch` per iteration; its state is checkpointed with the run."""
 
-    def next_batch(self) -> Batch:
+    def next_batch(self, adversary: Adversary | None = None) -> Batch:
+        """The next batch; ``adversary`` is used only by a source that trains a generator."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -55,7 +61,8 @@ class NoiseSource(ImageSource):
         )  # fmt: skip
 
     @torch.no_grad()
-    def next_batch(self) -> Batch:
+    def next_batch(self, adversary: Adversary | None = None) -> Batch:
+        del adversary
         x = torch.randn((self.batch_size, *self.shape), generator=self.rng).to(self.device)
         return Batch(x, None, self.teacher(x), {})
 
@@ -76,7 +83,8 @@ class RealSource(ImageSource):
         )  # fmt: skip
 
     @torch.no_grad()
-    def next_batch(self) -> Batch:
+    def next_batch(self, adversary: Adversary | None = None) -> Batch:
+        del adversary
         idx = torch.randint(0, len(self.dataset), (self.batch_size,), generator=self.rng)
         if hasattr(self.dataset, "images"):
             x, y = self.dataset.images[idx], self.dataset.labels[idx]
@@ -124,7 +132,11 @@ class GeneratorSource(ImageSource):
         device: torch.device,
         context: DistributedContext | None = None,
         global_batch_statistics: bool = True,
+        adversarial_weight: float = 0.0,
     ) -> None:
+        if not adversarial_weight >= 0:
+            raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
+        self.adversarial_weight = float(adversarial_weight)
         self.teacher = teacher
         self.ris = ris if method == "ris" else ris.baseline()
         self.num_classes = num_classes
@@ -228,17 +240,28 @@ class GeneratorSource(ImageSource):
         soft.scatter_(1, extra, rest)
         return soft.to(self.device)
 
-    def next_batch(self) -> Batch:
-        """Synthesize a batch, take one generator step on its objective, return it detached."""
+    def next_batch(self, adversary: Adversary | None = None) -> Batch:
+        """Synthesize a batch, take one generator step on its objective, return it detached.
+
+        Args:
+            adversary: the student's logits of a batch (gradients to the images only); with
+                ``adversarial_weight > 0`` the step also maximizes the student's divergence
+                from the teacher on this batch. ``None``: the objective alone.
+        """
         labels = self._labels()
         z = torch.randn((self.batch_size, self.generator.latent_dim), generator=self.rng)
         self.generator.train()
         images = self._trainable(z.to(self.device), labels)
         parts = self.objective(images, labels)
+        loss, scalars = parts.loss, parts.scalars()
+        if adversary is not None and self.adversarial_weight > 0:
+            adv = adversarial_divergence(adversary(images), parts.logits)
+            loss = loss - self.adversarial_weight * adv
+            scalars["g_adv"] = float(adv.detach())
         self.optimizer.zero_grad(set_to_none=True)
-        parts.loss.backward()
+        loss.backward()
         self.optimizer.step()
-        return Batch(images.detach(), labels, parts.logits.detach(), parts.scalars())
+        return Batch(images.detach(), labels, parts.logits.detach(), scalars)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}

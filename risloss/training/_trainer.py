@@ -43,6 +43,7 @@ from risloss.training._config import TrainConfig
 from risloss.training._models import build_student, data_options, input_range_of, load_teacher
 from risloss.training._plots import save_loss_plot, save_samples
 from risloss.training._progress import Progress
+from risloss.training._replay import ReplayPool
 from risloss.training._sources import (
     GeneratorSource,
     ImageSource,
@@ -297,6 +298,7 @@ class _Run:
     perturbation_rng: torch.Generator
     quant: _QuantPolicy
     augment: nn.Module | None = None
+    replay: ReplayPool | None = None
     student_step: nn.Module = attrs.field(init=False)
     history: list[dict[str, float]] = attrs.field(factory=list)
     evals: list[dict[str, float]] = attrs.field(factory=list)
@@ -326,6 +328,7 @@ class _Run:
                 "iteration": iteration,
                 "student": self.student.state_dict(),
                 "source": self.source.state_dict(),
+                **({} if self.replay is None else {"replay": self.replay.state_dict()}),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 **self._rng_states(),
@@ -340,6 +343,8 @@ class _Run:
         """Continue from a checkpoint written by :meth:`save`."""
         self.student.load_state_dict(state["student"])
         self.source.load_state_dict(state["source"])
+        if self.replay is not None:
+            self.replay.load_state_dict(state["replay"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         rng_state = state["rank_rng"][self.ctx.rank] if self.ctx.distributed else state
@@ -349,19 +354,52 @@ class _Run:
         self.history, self.evals = state["history"], state["evals"]
         self.start = int(state["iteration"])
 
+    def _adversary(self, images: torch.Tensor) -> torch.Tensor:
+        """The student's logits of ``images``, differentiable with respect to the images only:
+        its parameters are detached and its buffers (BatchNorm running statistics, activation
+        ranges) copied, so this pass neither trains nor changes the student."""
+        student = self.student
+        params = {n: p.detach() for n, p in student.named_parameters()}
+        buffers = {n: b.clone() for n, b in student.named_buffers()}
+        out: torch.Tensor = torch.func.functional_call(student, (params, buffers), (images,))
+        return out
+
     def step(self, it: int) -> dict[str, float]:
-        """One iteration: a batch (and a generator step), then a student step after warm-up.
+        """One iteration: a batch (and a generator step), then the student's steps after
+        warm-up (``student_steps``: the first on the batch, the others on the replay pool or
+        the batch again).
 
         Returns:
-            The iteration's record: the source's parts, the student's losses and ``lr``.
+            The iteration's record: the source's parts, the student's losses (means over its
+            steps) and ``lr``.
         """
         config = self.config
-        batch = self.source.next_batch()
+        adversarial = it >= config.warmup and config.adversarial_weight > 0
+        batch = self.source.next_batch(adversary=self._adversary if adversarial else None)
         record = dict(batch.parts)
         self.quant.before_iteration(it, batch.images)
         if it < config.warmup:
             return record
-        images, target = batch.images, batch.teacher_logits
+        if self.replay is not None:
+            self.replay.add(batch.images, batch.teacher_logits, batch.labels)
+        sums: dict[str, float] = {}
+        for k in range(config.student_steps):
+            if k == 0 or self.replay is None:
+                images, target, labels = batch.images, batch.teacher_logits, batch.labels
+            else:
+                images, target, labels = self.replay.sample(config.batch_size, self.data_rng)
+            for name, value in self._student_step(images, target, labels).items():
+                sums[name] = sums.get(name, 0.0) + value
+        record.update({name: total / config.student_steps for name, total in sums.items()})
+        self.scheduler.step()
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        return record
+
+    def _student_step(
+        self, images: torch.Tensor, target: torch.Tensor, labels: torch.Tensor | None
+    ) -> dict[str, float]:
+        """One optimizer step of the student on a batch; its losses by name."""
+        config = self.config
         if self.augment is not None:
             with torch.no_grad():
                 images = self.augment(images, self.data_rng)
@@ -369,18 +407,16 @@ class _Run:
         s_logits = self.student_step(images)
         s_kd = kd_loss(s_logits, target, config.kd_temperature)
         loss = config.kd_weight * s_kd
-        record["s_kd"] = float(s_kd.detach())
-        if batch.labels is not None and config.ce_weight > 0:
-            s_ce = soft_cross_entropy(s_logits, batch.labels)
+        parts = {"s_kd": float(s_kd.detach())}
+        if labels is not None and config.ce_weight > 0:
+            s_ce = soft_cross_entropy(s_logits, labels)
             loss = loss + config.ce_weight * s_ce
-            record["s_ce"] = float(s_ce.detach())
+            parts["s_ce"] = float(s_ce.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.scheduler.step()
-        record["s_loss"] = float(loss.detach())
-        record["lr"] = self.optimizer.param_groups[0]["lr"]
-        return record
+        parts["s_loss"] = float(loss.detach())
+        return parts
 
     def evaluate(self, model: nn.Module) -> float:
         return self.ctx.evaluate(model, self.test)
@@ -436,6 +472,7 @@ def _generator_source(
         device=ctx.device,
         context=ctx,
         global_batch_statistics=config.global_batch_statistics,
+        adversarial_weight=config.adversarial_weight,
     )
 
 
@@ -517,6 +554,7 @@ def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Ru
             if config.student_augmentation == "none"
             else default_input_perturbation(per_sample=True, pool=config.student_augmentation)
         ),
+        replay=ReplayPool(config.replay_size) if config.replay_size else None,
     )
 
 

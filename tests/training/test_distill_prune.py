@@ -231,8 +231,8 @@ def test_student_augmentation_trains_on_views_labelled_by_the_teacher(tmp_path: 
     batches: list[Any] = []
     next_batch = run.source.next_batch
 
-    def spy_batch() -> Any:
-        batches.append(next_batch())
+    def spy_batch(adversary: Any = None) -> Any:
+        batches.append(next_batch(adversary))
         return batches[-1]
 
     seen: dict[str, Any] = {}

@@ -1,0 +1,162 @@
+"""What the student is shown: the adversarial generator term, several student steps per
+iteration and the replay pool of past batches, through the shared trainer."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from risloss.distributed import DistributedContext
+from risloss.functional import adversarial_divergence
+from risloss.training import TrainConfig, train
+from risloss.training._trainer import _setup
+from tests._data import fashion_mnist_or_skip
+from tests._resume import assert_resume_matches_uninterrupted
+
+pytestmark = pytest.mark.data
+
+TINY: dict[str, Any] = dict(
+    model="resnet8_fashion_mnist",
+    iters=6,
+    warmup=1,
+    batch_size=8,
+    checkpoint_every=2,
+    eval_limit=64,
+    w_bits=None,
+    a_bits=None,
+)
+
+
+@pytest.fixture(autouse=True)
+def _needs_data() -> None:
+    fashion_mnist_or_skip("test")
+
+
+def _run(tmp_path: Path, **settings: Any) -> Any:
+    config = TrainConfig(**{"task": "distill", "method": "gdfq", **TINY, **settings})
+    return _setup(config, tmp_path / "checkpoint.pt", DistributedContext())
+
+
+def test_the_adversary_pass_reaches_the_images_and_leaves_the_student_as_it_was(
+    tmp_path: Path,
+) -> None:
+    run = _run(tmp_path, adversarial_weight=1.0)
+    student = run.student
+    assert student.training  # a distillation student: BatchNorm updates its statistics
+    before = copy.deepcopy(student.state_dict())
+    images = torch.randn(8, 1, 28, 28, requires_grad=True)
+    logits = run._adversary(images)
+    logits.square().sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert all(p.grad is None for p in student.parameters())
+    after = student.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running stats included
+    with torch.no_grad():
+        assert torch.allclose(logits, student(images), atol=1e-6)  # the same function
+
+
+def test_adversarial_term_is_recorded_from_the_student_phase_on(tmp_path: Path) -> None:
+    run = _run(tmp_path, adversarial_weight=1.0)
+    warm = run.step(0)  # warm-up: no student yet, no adversarial term
+    assert "g_adv" not in warm
+    batches: list[Any] = []
+    next_batch = run.source.next_batch
+
+    def spy(adversary: Any = None) -> Any:
+        batches.append(next_batch(adversary))
+        return batches[-1]
+
+    run.source.next_batch = spy  # type: ignore[method-assign]
+    student_then = copy.deepcopy(run.student)
+    record = run.step(1)
+    images = batches[-1].images
+    with torch.no_grad():
+        expected = adversarial_divergence(student_then(images), run.teacher(images))
+    assert record["g_adv"] == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
+    plain = _run(tmp_path / "plain")
+    assert "g_adv" not in plain.step(1)  # weight 0: the objective alone
+
+
+def test_the_adversarial_term_changes_the_generator_step(tmp_path: Path) -> None:
+    weights, records = [], []
+    for w in (0.0, 10.0):
+        run = _run(tmp_path / str(w), adversarial_weight=w)
+        # A student of the teacher's architecture with its weights and a shifted last bias:
+        # it predicts the teacher's classes with other probabilities, so the term is active.
+        run.student.load_state_dict(run.teacher.state_dict())
+        run.student.eval()
+        last = [m for m in run.student.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.bias += torch.linspace(-0.5, 0.5, last.bias.numel())
+        run.step(0)
+        records.append(run.step(1))
+        generator = run.source.generator
+        weights.append(torch.cat([p.detach().flatten() for p in generator.parameters()]))
+    assert records[1]["g_adv"] > 0
+    assert not torch.equal(weights[0], weights[1])
+
+
+def test_student_steps_draw_from_the_replay_pool(tmp_path: Path) -> None:
+    run = _run(tmp_path, student_steps=3, replay_size=20, student_augmentation="none")
+    seen: list[torch.Tensor] = []
+    hook = run.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    steps: list[int] = []
+    counter = run.optimizer.register_step_post_hook(lambda *_: steps.append(1))
+    try:
+        run.step(0)  # warm-up
+        lr0 = run.optimizer.param_groups[0]["lr"]
+        for it in (1, 2, 3):
+            run.step(it)
+    finally:
+        hook.remove()
+        counter.remove()
+    assert len(steps) == 9  # three student steps per iteration after warm-up
+    assert run.scheduler.last_epoch == 3  # the schedule advances once per iteration
+    assert run.optimizer.param_groups[0]["lr"] < lr0
+    assert run.replay is not None and len(run.replay) == 20  # 3 batches of 8, capacity 20
+    stored = {tuple(x.flatten()[:5].tolist()) for x in run.replay.images}
+    for batch in seen[3:]:  # the draws of the second and third steps of the last iteration
+        assert batch.shape == (8, 1, 28, 28)
+    for batch in (seen[-2], seen[-1]):
+        assert all(tuple(x.flatten()[:5].tolist()) in stored for x in batch)
+    assert not torch.equal(seen[-2], seen[-3])  # a pool draw, not the iteration's batch again
+
+
+def test_without_a_pool_the_extra_steps_see_new_views_of_the_batch(tmp_path: Path) -> None:
+    run = _run(tmp_path, student_steps=2)  # distillation: augmentation on
+    seen: list[torch.Tensor] = []
+    hook = run.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    try:
+        run.step(1)
+    finally:
+        hook.remove()
+    assert len(seen) == 2
+    assert not torch.equal(seen[0], seen[1])
+
+
+def test_resume_equals_uninterrupted_with_pool_steps_and_adversary(tmp_path: Path) -> None:
+    config = TrainConfig(
+        task="distill",
+        method="ris",
+        adversarial_weight=0.5,
+        student_steps=2,
+        replay_size=12,
+        **TINY,
+    )
+    full, _ = assert_resume_matches_uninterrupted(config, tmp_path, at=3)
+    assert any("g_adv" in r for r in full["history"])
+
+
+@pytest.mark.parametrize("task", ["quantize", "prune"])
+def test_quantized_and_pruned_students_take_the_adversarial_term(task: str, tmp_path: Path) -> None:
+    bits = {"w_bits": 4, "a_bits": 4} if task == "quantize" else {}
+    config = TrainConfig(
+        **{**TINY, "iters": 3, **bits}, task=task, method="gdfq", adversarial_weight=1.0
+    )
+    metrics = train(config, tmp_path, log=None)
+    assert [("g_adv" in r) for r in metrics["history"]] == [False, True, True]
+    assert all(r["g_adv"] >= 0 for r in metrics["history"][1:])
