@@ -338,6 +338,7 @@ LEGACY_CONFIG: dict[str, Any] = {
     "adversarial_weight": 0.0,
     "student_steps": 1,
     "replay_size": 0,
+    "student_init": "random",
 }
 
 

@@ -140,6 +140,26 @@ RUNS["d-adv1-replay-k4"] = (
     {**_DAUG, "adversarial_weight": 1.0, "student_steps": 4, "replay_size": 4096},
     _SOFT,
 )
+RUNS["d-init-teacher"] = (
+    "student started from the teacher's matching layers",
+    {**_DAUG, "student_init": "teacher"},
+    _SOFT,
+)
+RUNS["d-init-teacher-real"] = (
+    "student started from the teacher's matching layers, real images",
+    {**_DAUG, "method": "real", "student_init": "teacher"},
+    _SOFT,
+)
+RUNS["d-real"] = ("real images", {**_DAUG, "method": "real"}, _SOFT)
+
+# The same two levers on quantization at the default budget (W3A3, current defaults).
+_Q3RIS = {**_Q3, "method": "ris", "warmup": 100}
+RUNS["q3-ris-adv1"] = ("RIS, adversarial weight 1", {**_Q3RIS, "adversarial_weight": 1.0}, _SOFT)
+RUNS["q3-ris-replay-k4"] = (
+    "RIS, 4 student steps per iteration on a pool of 4,096 past images",
+    {**_Q3RIS, "student_steps": 4, "replay_size": 4096},
+    _SOFT,
+)
 
 
 def config_of(name: str) -> Any:

@@ -264,6 +264,13 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             default=d.student,
             help=f"architecture of the student: {' or '.join(STUDENTS)} (default: {d.student})",
         )
+        p.add_argument(
+            "--student-init",
+            choices=choices_of(TrainConfig)["student_init"],
+            default=d.student_init,
+            help="start the student from random weights, or from the teacher's where names "
+            f"and shapes match (default: {d.student_init})",
+        )
     if task == "prune":
         p.add_argument(
             "--sparsity",
@@ -630,6 +637,7 @@ def _config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
             weights=args.weights,
             data=args.data,
             student=getattr(args, "student", d.student),
+            student_init=getattr(args, "student_init", d.student_init),
             w_bits=args.w_bits,
             a_bits=args.a_bits,
             first_last_bits=args.first_last_bits,

@@ -64,6 +64,8 @@ def _exit_code(args: list[str]) -> int:
         ("quantize", ["--input-range", "0", "1", "2"], "--input-range must be auto, none"),
         ("quantize", ["--input-range", "1", "0"], "--input-range must be 'auto', 'none' or"),
         ("distill", ["--student-steps", "0"], "--student-steps must be an integer in 1..100"),
+        ("distill", ["--student-init", "pretrained"], "--student-init"),
+        ("quantize", ["--student-init", "teacher"], "--student-init"),
         ("distill", ["--student-steps", "2.5"], "--student-steps"),
         ("prune", ["--replay-size", "-1"], "--replay-size must be an integer in 0.."),
         ("quantize", ["--adversarial-weight", "-1"], "--adversarial-weight must be a finite"),
@@ -151,6 +153,8 @@ def test_student_schedule_options_reach_the_config() -> None:
     )
     cfg = _config_from_args(args, "distill")
     assert (cfg.student_steps, cfg.replay_size, cfg.adversarial_weight) == (4, 4096, 0.5)
+    args = build_parser().parse_args(["distill", "--student-init", "teacher"])
+    assert _config_from_args(args, "distill").student_init == "teacher"
     for task in ("quantize", "prune"):
         args = build_parser().parse_args([task, "--adversarial-weight", "2"])
         assert _config_from_args(args, task).adversarial_weight == 2.0

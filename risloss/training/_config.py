@@ -41,6 +41,11 @@ STUDENT_AUGMENTATIONS: tuple[str, ...] = ("none", *INPUT_POOLS)
 Student = Literal["resnet8", "resnet20"]
 STUDENTS: tuple[str, ...] = get_args(Student)
 """The allowed values of ``TrainConfig.student``."""
+StudentInit = Literal["random", "teacher"]
+"""How a distillation student starts: random weights, or the teacher's where names and shapes
+match."""
+STUDENT_INITS: tuple[str, ...] = get_args(StudentInit)
+"""The allowed values of ``TrainConfig.student_init``."""
 
 # Ranges of the numeric fields: wide enough for any sensible run, narrow enough that a typo
 # (1e30) fails here rather than as NaN in the middle of a run.
@@ -116,6 +121,11 @@ class TrainConfig:
         data: data set name for evaluation (and for ``method="real"``), as
             :func:`risloss.data.load_dataset` names it.
         student: architecture of the distillation student (``"resnet8"`` or ``"resnet20"``).
+        student_init: how a distillation student starts: ``"random"`` (the default, trained
+            from scratch) or ``"teacher"``: every parameter and buffer whose name and shape
+            match one of the teacher's is copied from it (for a ResNet-8 student of a ResNet-20
+            teacher: the stem, the first block of each stage and the classifier), the rest
+            stays random. ``task="distill"`` only.
         w_bits, a_bits: bit widths of weights and activations (``None``: no quantization;
             ``task="quantize"`` needs both).
         first_last_bits: keep the first conv and last linear at this width (``None``: as the rest).
@@ -222,6 +232,7 @@ class TrainConfig:
     weights: str | None = None
     data: str = "fashion-mnist"
     student: Student = attrs.field(default="resnet8", validator=one_of(STUDENTS))
+    student_init: StudentInit = attrs.field(default="random", validator=one_of(STUDENT_INITS))
     w_bits: int | None = attrs.field(default=4, validator=optional_bits)
     a_bits: int | None = attrs.field(default=4, validator=optional_bits)
     first_last_bits: int | None = attrs.field(default=None, validator=optional_bits)
@@ -298,6 +309,11 @@ class TrainConfig:
             raise ValueError(
                 f"model {self.model!r} is given as package.module:factory, so weights= "
                 "(a state-dict file) is required"
+            )
+        if self.student_init != "random" and self.task != "distill":
+            raise ValueError(
+                f"student_init={self.student_init!r} applies to task='distill' only (a "
+                f"{self.task} student is a copy of the teacher), got task={self.task!r}"
             )
         if (self.input_mean is None) != (self.input_std is None):
             raise ValueError("input_mean and input_std must both be given or both be None")

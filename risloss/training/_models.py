@@ -122,6 +122,35 @@ def input_range_of(
     return (tuple(low) * channels, tuple(high) * channels) if len(low) == 1 else (low, high)
 
 
+def copy_matching(source: nn.Module, target: nn.Module) -> list[str]:
+    """Copy into ``target`` every parameter and buffer of ``source`` with the same name and shape.
+
+    Returns:
+        The names copied.
+
+    Raises:
+        ValueError: no name and shape in common (nothing to start from).
+
+    Example:
+        >>> from risloss.models import resnet8, resnet20
+        >>> from risloss.training._models import copy_matching
+        >>> teacher, student = resnet20(num_classes=10), resnet8(num_classes=10)
+        >>> copied = copy_matching(teacher, student)
+        >>> len(copied) == len(student.state_dict())  # ResNet-8's tensors all exist in ResNet-20
+        True
+    """
+    theirs = source.state_dict()
+    ours = target.state_dict()
+    names = [k for k, v in ours.items() if k in theirs and theirs[k].shape == v.shape]
+    if not names:
+        raise ValueError(
+            "student_init='teacher': the student shares no parameter or buffer (same name and "
+            "shape) with the teacher; use student_init='random'"
+        )
+    target.load_state_dict({k: theirs[k] for k in names}, strict=False)
+    return names
+
+
 def build_student(
     teacher: nn.Module,
     *,
@@ -135,8 +164,10 @@ def build_student(
     w_bits: int | None,
     a_bits: int | None,
     first_last_bits: int | None,
+    student_init: str = "random",
 ) -> nn.Module:
-    """The model a run trains: a copy of the teacher (quantize, prune) or a fresh student.
+    """The model a run trains: a copy of the teacher (quantize, prune) or a fresh student
+    (``student_init="teacher"``: started from the teacher's matching tensors).
 
     Quantization comes before pruning: quantized layers subclass ``nn.Conv2d``/``nn.Linear``
     and recompute their weight ranges at every call, so pruning masks and removed channels
@@ -147,6 +178,8 @@ def build_student(
         net = _STUDENTS[student](
             num_classes=num_classes, in_channels=in_channels, image_size=image_size
         )
+        if student_init == "teacher":
+            copy_matching(teacher, net)
     else:
         net = copy.deepcopy(teacher)
     if w_bits is not None and a_bits is not None:

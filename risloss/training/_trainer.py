@@ -496,6 +496,7 @@ def _setup(config: TrainConfig, ckpt_path: Path, ctx: DistributedContext) -> _Ru
         w_bits=config.w_bits,
         a_bits=config.a_bits,
         first_last_bits=config.first_last_bits,
+        student_init=config.student_init,
     ).to(device)
     # A copy of the teacher keeps its BatchNorm statistics (only the affine parameters train);
     # a fresh distillation student learns them from the synthesized batches.

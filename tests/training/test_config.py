@@ -21,6 +21,8 @@ from risloss.training import RISConfig, TrainConfig
         ({"model": "pkg.mod:fn"}, "weights"),
         ({"task": "shrink"}, "task must be one of"),
         ({"student_steps": 0}, "student_steps must be an integer in 1..100"),
+        ({"student_init": "imagenet"}, "student_init must be one of"),
+        ({"student_init": "teacher"}, "student_init='teacher' applies to task='distill' only"),
         ({"replay_size": -5}, "replay_size must be an integer in 0..10000000"),
         ({"adversarial_weight": -0.1}, r"adversarial_weight must be a finite number in \[0, "),
         ({"task": "prune", "sparsity": 1.0}, r"sparsity must be in \[0, 1\)"),

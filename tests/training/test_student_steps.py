@@ -160,3 +160,20 @@ def test_quantized_and_pruned_students_take_the_adversarial_term(task: str, tmp_
     metrics = train(config, tmp_path, log=None)
     assert [("g_adv" in r) for r in metrics["history"]] == [False, True, True]
     assert all(r["g_adv"] >= 0 for r in metrics["history"][1:])
+
+
+def test_a_student_started_from_the_teacher_holds_its_matching_tensors(tmp_path: Path) -> None:
+    run = _run(tmp_path, student_init="teacher")
+    theirs, ours = run.teacher.state_dict(), run.student.state_dict()
+    assert ours.keys() <= theirs.keys()  # a ResNet-8 teacher: every tensor matches
+    for name, value in ours.items():
+        assert torch.equal(value, theirs[name]), name
+    fresh = _run(tmp_path / "fresh").student.state_dict()
+    assert not torch.equal(fresh["conv1.weight"], theirs["conv1.weight"])
+
+
+def test_student_init_needs_a_tensor_in_common() -> None:
+    from risloss.training._models import copy_matching
+
+    with pytest.raises(ValueError, match="shares no parameter or buffer"):
+        copy_matching(torch.nn.Linear(3, 4), torch.nn.Conv2d(1, 2, 3))
