@@ -161,6 +161,18 @@ RUNS["q3-ris-replay-k4"] = (
     _SOFT,
 )
 
+for _seed in (1, 2):
+    RUNS[f"q3-ris-adv1-s{_seed}"] = (
+        f"RIS, adversarial weight 1, seed {_seed}",
+        {**_Q3RIS, "adversarial_weight": 1.0, "seed": _seed},
+        _SOFT,
+    )
+    RUNS[f"q3-ris-replay-k4-s{_seed}"] = (
+        f"RIS, 4 student steps per iteration on a pool of 4,096 past images, seed {_seed}",
+        {**_Q3RIS, "student_steps": 4, "replay_size": 4096, "seed": _seed},
+        _SOFT,
+    )
+
 
 def config_of(name: str) -> Any:
     from risloss.training import RISConfig, TrainConfig
