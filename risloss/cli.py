@@ -342,41 +342,34 @@ def _add_run_options(p: argparse.ArgumentParser, task: str) -> None:
             "per image, the teacher's logits of the view as target) "
             f"(default: {d.student_augmentation})",
         )
-        p.add_argument(
-            "--student-steps",
-            type=_int,
-            metavar="N",
-            default=d.student_steps,
-            help=_help(
+        for name, option, text in (
+            (
+                "student_steps",
+                "--student-steps",
                 "student optimizer steps per iteration after warm-up (the extra ones on "
                 "--replay-size past images, or on the batch again)",
-                rng("student_steps"),
-                d.student_steps,
             ),
-        )
-        p.add_argument(
-            "--replay-size",
-            type=_int,
-            metavar="N",
-            default=d.replay_size,
-            help=_help(
-                "images of past batches kept for the extra student steps, 0 for none",
-                rng("replay_size"),
-                d.replay_size,
+            (
+                "replay_size",
+                "--replay-size",
+                "images of past batches kept for the extra steps, 0 for none",
             ),
-        )
-        p.add_argument(
-            "--adversarial-weight",
-            type=_float,
-            metavar="X",
-            default=d.adversarial_weight,
-            help=_help(
-                "weight of the generator's adversarial term once the student trains (it "
-                "also seeks images the student gets wrong), 0 for none",
-                rng("adversarial_weight"),
-                d.adversarial_weight,
+            (
+                "adversarial_weight",
+                "--adversarial-weight",
+                "weight of the generator's adversarial term once the student trains (it also "
+                "seeks images the student gets wrong), 0 for none",
             ),
-        )
+        ):
+            default = getattr(d, name)
+            is_int = isinstance(default, int)
+            p.add_argument(
+                option,
+                type=_int if is_int else _float,
+                metavar="N" if is_int else "X",
+                default=default,
+                help=_help(text, rng(name), default),
+            )
     p.add_argument(
         "--lr-generator",
         type=_float,

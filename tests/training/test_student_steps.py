@@ -16,19 +16,11 @@ from risloss.training import TrainConfig, train
 from risloss.training._trainer import _setup
 from tests._data import fashion_mnist_or_skip
 from tests._resume import assert_resume_matches_uninterrupted
+from tests.training.test_distill_prune import TINY as DISTILL_PRUNE_TINY
 
 pytestmark = pytest.mark.data
 
-TINY: dict[str, Any] = dict(
-    model="resnet8_fashion_mnist",
-    iters=6,
-    warmup=1,
-    batch_size=8,
-    checkpoint_every=2,
-    eval_limit=64,
-    w_bits=None,
-    a_bits=None,
-)
+TINY: dict[str, Any] = {**DISTILL_PRUNE_TINY, "iters": 6}
 
 
 @pytest.fixture(autouse=True)
