@@ -173,6 +173,16 @@ for _seed in (1, 2):
         _SOFT,
     )
 
+# The real-image ceiling with the same student schedule (it gets the extra steps too).
+for _seed in (0, 1, 2):
+    _tag = "" if _seed == 0 else f"-s{_seed}"
+    RUNS[f"q3-real-replay-k4{_tag}"] = (
+        f"real images, 4 student steps per iteration on a pool of 4,096 past images, seed {_seed}",
+        {**_Q3, "method": "real", "warmup": 100, "student_steps": 4, "replay_size": 4096,
+         "seed": _seed},
+        _SOFT,
+    )  # fmt: skip
+
 
 def config_of(name: str) -> Any:
     from risloss.training import RISConfig, TrainConfig
