@@ -183,6 +183,20 @@ for _seed in (0, 1, 2):
         _SOFT,
     )  # fmt: skip
 
+RUNS["q4-ris-replay-k4"] = (
+    "RIS W4A4, 4 student steps per iteration on a pool of 4,096 past images",
+    {**_Q4, "method": "ris", "warmup": 100, "student_steps": 4, "replay_size": 4096},
+    _SOFT,
+)
+for _seed in (0, 1, 2):
+    _tag = "" if _seed == 0 else f"-s{_seed}"
+    RUNS[f"q3-gdfq-replay-k4{_tag}"] = (
+        f"GDFQ, 4 student steps per iteration on a pool of 4,096 past images, seed {_seed}",
+        {**_Q3, "method": "gdfq", "warmup": 100, "student_steps": 4, "replay_size": 4096,
+         "seed": _seed},
+        _SOFT,
+    )  # fmt: skip
+
 
 def config_of(name: str) -> Any:
     from risloss.training import RISConfig, TrainConfig

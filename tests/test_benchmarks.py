@@ -344,3 +344,23 @@ def test_wrapped_teacher_results_name_their_settings(path: Path) -> None:
     fit = record["config"]["fit_input_statistics"]
     assert fit == bool(wrapped.VARIANTS[record["variant"]].get("fit_input_statistics", False))
     assert record["config"]["normalize"] is None and record["config"]["w_bits"] == 4
+
+
+def test_student_steps_cost_writes_the_ratio(tmp_path: Path) -> None:
+    fashion_mnist_or_skip("test")
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "cost.json"
+    try:
+        assert (
+            _script("student_steps_cost").main(["--iters", "3", "--rounds", "1", "--out", str(out)])
+            == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads(out.read_text())
+    assert set(report["median_cpu_s"]) == {"1", "4"}
+    assert report["cpu_ratio"]["1"] == 1.0
+    assert report["cpu_ratio"]["4"] == report["median_cpu_s"]["4"] / report["median_cpu_s"]["1"]
+    assert all(len(runs) == 1 for runs in report["runs"].values())
