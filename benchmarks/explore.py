@@ -197,6 +197,26 @@ for _seed in (0, 1, 2):
         _SOFT,
     )  # fmt: skip
 
+# The student schedule combined with the two ablation variants ahead on seed 0 (RIS, W3A3).
+_K4 = {"student_steps": 4, "replay_size": 4096}
+for _seed in (0, 1, 2):
+    _tag = "" if _seed == 0 else f"-s{_seed}"
+    RUNS[f"q3-ris-replay-k4-kl{_tag}"] = (
+        f"RIS, 4 student steps on a pool of 4,096, prediction distance KL, seed {_seed}",
+        {**_Q3RIS, **_K4, "seed": _seed},
+        {**_SOFT, "prediction_distance": "kl"},
+    )
+    RUNS[f"q3-ris-replay-k4-geo{_tag}"] = (
+        f"RIS, 4 student steps on a pool of 4,096, geometric input pool, seed {_seed}",
+        {**_Q3RIS, **_K4, "seed": _seed},
+        {**_SOFT, "input_pool": "geometric"},
+    )
+    RUNS[f"q3-ris-replay-k4-kl-geo{_tag}"] = (
+        f"RIS, 4 student steps on a pool of 4,096, prediction KL, geometric pool, seed {_seed}",
+        {**_Q3RIS, **_K4, "seed": _seed},
+        {**_SOFT, "prediction_distance": "kl", "input_pool": "geometric"},
+    )
+
 
 def config_of(name: str) -> Any:
     from risloss.training import RISConfig, TrainConfig
