@@ -82,7 +82,7 @@ ABLATION: dict[str, dict[str, Any]] = {
     "diversity-penalty": {"diversity": "penalty"},
     # feature and prediction distances
     "feature-mse": {"feature_distance": "mse"},
-    "prediction-kl": {"prediction_distance": "kl"},
+    "prediction-l1": {"prediction_distance": "l1"},
     "wnoise-filter": {"weight_noise_mode": "filter"},
     "wnoise-absolute": {"weight_noise_mode": "absolute", "weight_noise_eps": 0.01},
     # the student's own rounding error at 3 bits (the ablation runs at W3A3) as the weight noise

@@ -126,9 +126,19 @@ def _ablation_changes() -> dict[str, str]:
     from dfq import ABLATION
 
     return {
-        name: ", ".join(f"`{k}={v!r}`" for k, v in over.items()) or "the defaults"
-        for name, over in ABLATION.items()
+        **{
+            name: ", ".join(f"`{k}={v!r}`" for k, v in over.items()) or "the defaults"
+            for name, over in ABLATION.items()
+        },
+        **{name: ", ".join(f"`{k}={v!r}`" for k, v in over.items()) for name, over in RETIRED},
     }
+
+
+# Ablation variants of earlier defaults that became the default since (their results stay in
+# the snapshots).
+RETIRED: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("prediction-kl", {"prediction_distance": "kl"}),
+)
 
 
 def ablation_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -445,11 +455,15 @@ SNAPSHOTS: tuple[tuple[str, str], ...] = (
         "concatenated conditioning and learnable output statistics, 50 warm-up iterations, RIS "
         "with the label-correlation penalty",
     ),
+    (
+        "v0.3",
+        "the warm-up a third of the run (100 of 300 iterations); RIS with soft-label "
+        "conditioning; one student step per iteration; RIS's prediction distance L1",
+    ),
 )
 NOW = (
-    "the warm-up a third of the run (100 of 300 iterations), so activation ranges are "
-    "calibrated on images of a generator that has learned the classes; RIS with soft-label "
-    "conditioning instead of the correlation penalty"
+    "four student steps per iteration when quantizing, three of them on a pool of the last "
+    "4,096 synthesized images; RIS's prediction distance KL"
 )
 
 
@@ -515,6 +529,45 @@ def default_changes(profile: str, records: list[dict[str, Any]]) -> list[tuple[s
     return out
 
 
+def latest_with(
+    profile: str, records: list[dict[str, Any]], has: Any
+) -> tuple[str, list[dict[str, Any]]]:
+    """``(folder, records)``: ``profile``'s own results if any record satisfies ``has``, else
+    those of the latest snapshot of earlier defaults that has such results (a suite not yet
+    rerun on the current defaults is shown on the defaults it was made with, and says so)."""
+    if any(has(r) for r in records):
+        return profile, records
+    for name, _ in reversed(SNAPSHOTS):
+        older = load(f"{name}-{profile}")
+        if any(has(r) for r in older):
+            return f"{name}-{profile}", older
+    return profile, records
+
+
+def _earlier(where: str) -> str:
+    """A sentence for results shown from a snapshot of earlier defaults (empty otherwise)."""
+    name = where.split("-", 1)[0]
+    described = dict(SNAPSHOTS).get(name)
+    if described is None:
+        return ""
+    return (
+        f"Made with the earlier defaults (`benchmarks/results/{where}/`): {described}. Not yet "
+        "rerun on the current ones."
+    )
+
+
+def _schedule(r: dict[str, Any]) -> tuple[Any, ...]:
+    """The settings a default change touched, as recorded by a run (older runs: their values)."""
+    config = r.get("config") or {}
+    ris = config.get("ris") or {}
+    return (
+        config.get("student_steps", 1),
+        config.get("replay_size", 0),
+        ris.get("prediction_distance", "l1"),
+        ris.get("input_pool", "all"),
+    )
+
+
 def paired(records: list[dict[str, Any]], select: Any, a: str = "ris", b: str = "gdfq") -> str:
     """``a`` minus ``b`` over the seeds both rows ran: the mean difference, the standard
     deviation of the per-seed differences and on how many seeds ``a`` was ahead."""
@@ -550,11 +603,19 @@ def _findings(records: list[dict[str, Any]], stats: dict[tuple[str, int], Summar
     return lines
 
 
-def wrapped_table(records: list[dict[str, Any]]) -> str:
-    """``benchmarks/wrapped.py``: the teacher behind its own normalization, beside the bare one."""
+def wrapped_table(records: list[dict[str, Any]], profile: str = "full") -> str:
+    """``benchmarks/wrapped.py``: the teacher behind its own normalization, beside the bare one
+    made with the same defaults (from a snapshot of earlier defaults if the wrapped runs are
+    older than the current ones)."""
     runs = load("wrapped")
     if not runs:
         return ""
+    key = _schedule(runs[0])
+    where, records = latest_with(
+        profile,
+        records,
+        lambda r: r["suite"] == "quant" and r["row"] == "ris" and _schedule(r) == key,
+    )
     lines = [
         "| teacher | generator start | method | W4A4 top-1 (worst, n) | `g_agree` | `g_bns` |",
         "|---|---|---|---|---|---|",
@@ -577,7 +638,8 @@ def wrapped_table(records: list[dict[str, Any]]) -> str:
         for variant, start in (("fit", "fitted to the first BatchNorm"), ("plain", "identity")):
             group = [r for r in runs if r["method"] == method and r["variant"] == variant]
             row("wrapped ([0, 1] inputs)", start, method, group)
-    return "\n".join(lines)
+    note = _earlier(where)
+    return ("All rows: " + note + "\n\n" if note else "") + "\n".join(lines)
 
 
 def exploration_table() -> str:
@@ -636,7 +698,7 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     readme = list(parts)
     if stats:
         parts.append("![final-iteration top-1 per row](assets/benchmark.png)")
-    long_records = load(long_profile)
+    long_where, long_records = latest_with(long_profile, load(long_profile), lambda r: True)
     fp_records = [r for r in records if r["suite"] == "quant" and r["row"] == "fp"]
     long_table, long_stats = quant_table(long_records + fp_records)
     if long_stats:
@@ -644,12 +706,14 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
         parts += [
             "### A four times longer budget",
             f"Profile `{long_profile}` ({_budget(long_records)}): {len(long_records)} runs, "
-            f"from `benchmarks/results/{long_profile}/`; same seeds, teacher and quantizer.",
+            f"from `benchmarks/results/{long_where}/`; same seeds, teacher and quantizer.",
+            _earlier(long_where),
             long_table,
             "\n".join(long_findings),
         ]
+        earlier = " (earlier defaults, `" + long_where + "`)" if long_where != long_profile else ""
         readme.append(
-            f"With a four times longer budget (profile `{long_profile}`):\n\n"
+            f"With a four times longer budget (profile `{long_profile}`{earlier}):\n\n"
             + "\n".join(long_findings)
         )
     synth = synthesis_table()
@@ -686,7 +750,7 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
             "measured by the suites above.",
             explored,
         ]
-    wrapped = wrapped_table(records)
+    wrapped = wrapped_table(records, profile)
     if wrapped:
         parts += [
             "### A teacher that takes [0, 1] images",
@@ -695,9 +759,15 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
             "bare teacher's rows above. Synthesis figures: means over the last 10 iterations.",
             wrapped,
         ]
-    abl, abl_findings = ablation_table(records)
+    abl_where, abl_records = latest_with(profile, records, lambda r: r["suite"] == "ablation")
+    abl, abl_findings = ablation_table(abl_records)
     if abl:
-        parts += ["### Ablation of the open choices", abl, "\n".join(abl_findings)]
+        parts += [
+            "### Ablation of the open choices",
+            _earlier(abl_where),
+            abl,
+            "\n".join(abl_findings),
+        ]
     ext, ext_findings = extension_table(records)
     if ext:
         parts += ["### Distillation and pruning", ext, "\n".join(ext_findings)]

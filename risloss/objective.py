@@ -96,8 +96,11 @@ class RISConfig:
         input_pool: which operators the input pool draws from (``"all"``, ``"noise"``,
             ``"geometric"``, ``"photometric"``; see
             :func:`~risloss.perturb.default_input_perturbation`).
-        mode, num_draws, feature_distance, prediction_distance, threshold: as in
-            :class:`~risloss.RobustnessLoss`.
+        mode, num_draws, feature_distance, threshold: as in :class:`~risloss.RobustnessLoss`.
+        prediction_distance: as in :class:`~risloss.RobustnessLoss`, but ``"kl"`` by default
+            (``RobustnessLoss`` keeps the paper's ``"l1"``): measured ahead of L1 on every seed
+            at W3A3 in the benchmark's ablation, with one and with four student steps per
+            iteration.
         diversity: ``"soft"`` (soft-label conditioning with soft-target cross-entropy; the
             default, measured ahead of the penalty at W4A4 and W3A3 in the benchmark's
             ablation), ``"penalty"`` (label-correlation penalty on the teacher's predictions,
@@ -121,7 +124,7 @@ class RISConfig:
     Example:
         >>> from risloss import RISConfig
         >>> RISConfig().mode, RISConfig().prediction_distance
-        ('random', 'l1')
+        ('random', 'kl')
         >>> no_weight_noise = RISConfig(weight_perturbation=False)
         >>> RISConfig(mode="sequential")
         Traceback (most recent call last):
@@ -146,7 +149,7 @@ class RISConfig:
     num_draws: int = attrs.field(default=1, validator=int_in(1, 64))
     feature_distance: FeatureKind = attrs.field(default="cosine", validator=one_of(FEATURE_KINDS))
     prediction_distance: DivergenceKind = attrs.field(
-        default="l1", validator=one_of(DIVERGENCE_KINDS)
+        default="kl", validator=one_of(DIVERGENCE_KINDS)
     )
     threshold: float = attrs.field(default=0.0, validator=non_negative)
     diversity: DiversityMode = attrs.field(default="soft", validator=one_of(DIVERSITY_MODES))

@@ -53,7 +53,8 @@ def test_equals_the_terms_written_by_hand() -> None:
     with untouched(teacher):
         parts = objective(x, labels)
 
-    rob = RobustnessLoss(teacher, generator=seeded(3))
+    # RISConfig's prediction distance (KL) differs from RobustnessLoss's own default (L1).
+    rob = RobustnessLoss(teacher, generator=seeded(3), prediction_distance="kl")
     with (
         capture_features(teacher, rob.feature_layers) as feats,
         capture_bn_statistics(teacher) as bn,
