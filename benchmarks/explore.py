@@ -222,6 +222,9 @@ def config_of(name: str) -> Any:
     from risloss.training import RISConfig, TrainConfig
 
     _, settings, ris = RUNS[name]
+    # Pinned to the values of the defaults the runs were made under, unless a run sets them.
+    settings = {"student_steps": 1, "replay_size": 0, **settings}
+    ris = {"prediction_distance": "l1", **ris}
     return TrainConfig(ris=RISConfig(**ris), **settings)
 
 
