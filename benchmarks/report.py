@@ -477,28 +477,40 @@ def _mean_of(records: list[dict[str, Any]], key: str) -> str:
 
 def before_after_table(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
     """The generator rows under earlier defaults and later ones, with what the generator
-    reached."""
+    reached: quantization at each bit width, then each extension task whose runs were redone
+    (rows carried over unchanged into the later folder are left out)."""
     lines = [
-        "| row | bits | top-1 before (worst) | top-1 after (worst) | `g_ce` before | `g_ce` after "
+        "| row | task | top-1 before (worst) | top-1 after (worst) | `g_ce` before | `g_ce` after "
         "| `g_agree` after | `g_sim` before | `g_sim` after |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def same(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r.get("seed"), _top1(r), r.get("train_seconds"))
+
     found = False
     for row in ("gdfq", "ris"):
-        for b in (4, 3):
+        groups: list[tuple[str, Any]] = [
+            (f"W{b}A{b}", lambda r, b=b: r["suite"] == "quant" and r.get("w_bits") == b)
+            for b in (4, 3)
+        ]
+        tasks = sorted({r["task"] for r in after if r["suite"] == "extension"})
+        groups += [
+            (t, lambda r, t=t: r["suite"] == "extension" and r["task"] == t) for t in tasks
+        ]
+        for label, select in groups:
             old, new = (
-                [
-                    r for r in records
-                    if r["suite"] == "quant" and r["row"] == row and r.get("w_bits") == b
-                ]
+                [r for r in records if r["row"] == row and select(r)]
                 for records in (before, after)
-            )  # fmt: skip
+            )
             if not old or not new:
+                continue
+            if label[0] != "W" and sorted(map(same, old)) == sorted(map(same, new)):
                 continue
             found = True
             o, n = summarize([_top1(r) for r in old]), summarize([_top1(r) for r in new])
             lines.append(
-                f"| {row} | W{b}A{b} | {o.mean:.2f} ({o.worst:.2f}, n={o.n}) "
+                f"| {row} | {label} | {o.mean:.2f} ({o.worst:.2f}, n={o.n}) "
                 f"| {n.mean:.2f} ({n.worst:.2f}, n={n.n}) "
                 f"| {_mean_of(old, 'g_ce')} | {_mean_of(new, 'g_ce')} "
                 f"| {_mean_of(new, 'g_agree')} | {_mean_of(old, 'g_sim')} "
