@@ -495,13 +495,10 @@ def before_after_table(before: list[dict[str, Any]], after: list[dict[str, Any]]
             for b in (4, 3)
         ]
         tasks = sorted({r["task"] for r in after if r["suite"] == "extension"})
-        groups += [
-            (t, lambda r, t=t: r["suite"] == "extension" and r["task"] == t) for t in tasks
-        ]
+        groups += [(t, lambda r, t=t: r["suite"] == "extension" and r["task"] == t) for t in tasks]
         for label, select in groups:
             old, new = (
-                [r for r in records if r["row"] == row and select(r)]
-                for records in (before, after)
+                [r for r in records if r["row"] == row and select(r)] for records in (before, after)
             )
             if not old or not new:
                 continue
