@@ -12,7 +12,7 @@ runs several at once.
     python benchmarks/report.py                         # tables and plot into the docs
 
 Rows (quantization suite): fp, ptq-noise, noise, gdfq, ris, ris-no-input, ris-no-weight,
-ris-no-div, real. Extension suite: distillation ResNet-20 -> ResNet-8 and pruning at 50% and 80%
+ris-no-div, ris-no-rob, real. Extension suite: distillation ResNet-20 -> ResNet-8 and pruning at 50% and 80%
 sparsity, each with ris, gdfq, noise and real.
 """
 
@@ -57,6 +57,8 @@ QUANT_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "ris-no-input": ("ris", {"input_perturbation": False}),
     "ris-no-weight": ("ris", {"weight_perturbation": False}),
     "ris-no-div": ("ris", {"diversity": "none"}),
+    # the robustness term off, soft labels kept: how much of RIS's margin is its diversity alone
+    "ris-no-rob": ("ris", {"robustness_weight": 0.0}),
     "real": ("real", {}),
 }
 ALL_QUANT_ROWS = ("fp", *QUANT_ROWS)

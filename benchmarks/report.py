@@ -28,6 +28,7 @@ QUANT_ORDER = (
     "ris-no-input",
     "ris-no-weight",
     "ris-no-div",
+    "ris-no-rob",
     "real",
 )
 ROW_TEXT = {
@@ -38,7 +39,8 @@ ROW_TEXT = {
     "ris": "full RIS objective",
     "ris-no-input": "RIS without input perturbation",
     "ris-no-weight": "RIS without weight perturbation",
-    "ris-no-div": "RIS without diversity penalty",
+    "ris-no-div": "RIS without diversity (hard labels)",
+    "ris-no-rob": "RIS without the robustness term (soft labels alone)",
     "real": "QAT on real training images (ceiling)",
 }
 

@@ -44,8 +44,8 @@ def _plan(dfq: ModuleType, *args: str) -> list[dict]:
 def test_plan_quant_suite(dfq: ModuleType) -> None:
     jobs = _plan(dfq)
     names = [Path(j["path"]).name for j in jobs]
-    # one fp run, then 8 rows x 2 bit widths x 3 seeds
-    assert len(jobs) == 1 + 8 * 2 * 3 and len(set(names)) == len(names)
+    # one fp run, then 9 rows x 2 bit widths x 3 seeds
+    assert len(jobs) == 1 + 9 * 2 * 3 and len(set(names)) == len(names)
     assert names.count("quant-fp.json") == 1
     ptq = [j for j in jobs if j["row"] == "ptq-noise"]
     # post-training quantization: the run is the default warm-up (a third of 300 iterations)
