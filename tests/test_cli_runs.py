@@ -203,8 +203,16 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(
         sys.executable, "-m", "risloss", "quantize", *TINY, "--model", f"{module}:slow_factory",
         "--weights", str(weights), "--out", str(out), "--overwrite",
     ]  # fmt: skip
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that; start the run
+    # as a terminal would, with SIGINT at its default, whatever launched the tests.
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
