@@ -611,6 +611,13 @@ def _findings(records: list[dict[str, Any]], stats: dict[tuple[str, int], Summar
                 closed = (ris[0] - gdfq[0]) / (real[0] - gdfq[0])
                 line += f"; share of the `gdfq` to `real` gap closed by `ris`: {closed:+.0%}"
             lines.append(line + ".")
+        # What each part of RIS adds: the full objective against each row that drops one part.
+        for row in QUANT_ORDER:
+            if row.startswith("ris-") and ("ris", b) in stats and (row, b) in stats:
+                line = paired(
+                    records, lambda r, b=b: r["suite"] == "quant" and r.get("w_bits") == b, b=row
+                )
+                lines.append(f"- W{b}A{b}: {line}.")
     return lines
 
 
