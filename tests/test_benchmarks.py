@@ -113,6 +113,7 @@ def _committed() -> list[Path]:
         p
         for p in (BENCH / "results").glob("*/*.json")
         if p.parent.name not in ("synthesis", "ptq", "exploration", "wrapped")
+        and not p.parent.name.endswith("-wrapped")  # snapshots of wrapped.py's runs
     )
 
 
