@@ -12,8 +12,8 @@ runs several at once.
     python benchmarks/report.py                         # tables and plot into the docs
 
 Rows (quantization suite): fp, ptq-noise, noise, gdfq, ris, ris-no-input, ris-no-weight,
-ris-no-div, ris-no-rob, real. Extension suite: distillation ResNet-20 -> ResNet-8 and pruning at 50% and 80%
-sparsity, each with ris, gdfq, noise and real.
+ris-no-div, ris-no-rob, real. Extension suite: distillation ResNet-20 -> ResNet-8 and pruning at
+50% and 80% sparsity, each with ris, gdfq, noise and real.
 """
 
 from __future__ import annotations

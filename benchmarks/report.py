@@ -490,21 +490,18 @@ def before_after_table(before: list[dict[str, Any]], after: list[dict[str, Any]]
     def same(r: dict[str, Any]) -> tuple[Any, ...]:
         return (r.get("seed"), _top1(r), r.get("train_seconds"))
 
+    groups: list[tuple[str, Any]] = [
+        (f"W{b}A{b}", lambda r, b=b: r["suite"] == "quant" and r.get("w_bits") == b) for b in (4, 3)
+    ]
+    tasks = sorted({r["task"] for r in after if r["suite"] == "extension"})
+    groups += [(t, lambda r, t=t: r["suite"] == "extension" and r["task"] == t) for t in tasks]
     found = False
     for row in ("gdfq", "ris"):
-        groups: list[tuple[str, Any]] = [
-            (f"W{b}A{b}", lambda r, b=b: r["suite"] == "quant" and r.get("w_bits") == b)
-            for b in (4, 3)
-        ]
-        tasks = sorted({r["task"] for r in after if r["suite"] == "extension"})
-        groups += [(t, lambda r, t=t: r["suite"] == "extension" and r["task"] == t) for t in tasks]
         for label, select in groups:
             old, new = (
                 [r for r in records if r["row"] == row and select(r)] for records in (before, after)
             )
-            if not old or not new:
-                continue
-            if label[0] != "W" and sorted(map(same, old)) == sorted(map(same, new)):
+            if not old or not new or sorted(map(same, old)) == sorted(map(same, new)):
                 continue
             found = True
             o, n = summarize([_top1(r) for r in old]), summarize([_top1(r) for r in new])
