@@ -140,6 +140,11 @@ RUNS["d-adv1-replay-k4"] = (
     {**_DAUG, "adversarial_weight": 1.0, "student_steps": 4, "replay_size": 4096},
     _SOFT,
 )
+RUNS["d-adv0.1-replay-k4"] = (
+    "adversarial weight 0.1, 4 student steps per iteration on a pool of 4,096 past images",
+    {**_DAUG, "adversarial_weight": 0.1, "student_steps": 4, "replay_size": 4096},
+    _SOFT,
+)
 RUNS["d-init-teacher"] = (
     "student started from the teacher's matching layers",
     {**_DAUG, "student_init": "teacher"},

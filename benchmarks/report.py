@@ -272,6 +272,35 @@ def extension_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
     return "\n".join(lines), findings
 
 
+def few_real_table(records: list[dict[str, Any]]) -> str:
+    """``benchmarks/few_real.py``: distillation from ``K`` real images per class, beside the
+    extension suite's distillation rows (same student, schedule and budget)."""
+    runs = load("few_real")
+    if not runs:
+        return ""
+    lines = ["| images the student learns from | top-1 % (worst, n) |", "|---|---|"]
+    for k in sorted({r["per_class"] for r in runs}):
+        s = summarize([r["student_top1"] for r in runs if r["per_class"] == k])
+        lines.append(
+            f"| {k} real image{'s' if k > 1 else ''} per class | "
+            f"{s.mean:.2f} ({s.worst:.2f}, n={s.n}) |"
+        )
+    for row, text in (
+        ("real", "the whole training split (60,000 real images)"),
+        ("gdfq", "synthesized, `gdfq`"),
+        ("ris", "synthesized, `ris`"),
+    ):
+        group = [
+            _top1(r)
+            for r in records
+            if r["suite"] == "extension" and r["task"] == "distill" and r["row"] == row
+        ]
+        if group:
+            s = summarize(group)
+            lines.append(f"| {text} | {s.mean:.2f} ({s.worst:.2f}, n={s.n}) |")
+    return "\n".join(lines)
+
+
 def cost_table() -> str:
     lines = []
     for path in sorted(RESULTS.glob("cost_*.json")):
@@ -789,6 +818,15 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     ext, ext_findings = extension_table(records)
     if ext:
         parts += ["### Distillation and pruning", ext, "\n".join(ext_findings)]
+        few = few_real_table(records)
+        if few:
+            parts += [
+                "What synthesized images are worth to a fresh student: the same distillation "
+                "(`distill`, 1,200 iterations) from only `K` real training images per class, "
+                "drawn at random for each seed (`benchmarks/few_real.py`), beside the rows "
+                "above.",
+                few,
+            ]
         if ext_findings:
             readme.append("Distillation and pruning:\n\n" + "\n".join(ext_findings))
     cost = cost_table()

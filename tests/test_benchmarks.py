@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 from tests._data import fashion_mnist_or_skip
 
@@ -112,7 +113,7 @@ def _committed() -> list[Path]:
     return sorted(
         p
         for p in (BENCH / "results").glob("*/*.json")
-        if p.parent.name not in ("synthesis", "ptq", "exploration", "wrapped")
+        if p.parent.name not in ("synthesis", "ptq", "exploration", "wrapped", "few_real")
         and not p.parent.name.endswith("-wrapped")  # snapshots of wrapped.py's runs
     )
 
@@ -345,6 +346,38 @@ def test_wrapped_teacher_results_name_their_settings(path: Path) -> None:
     fit = record["config"]["fit_input_statistics"]
     assert fit == bool(wrapped.VARIANTS[record["variant"]].get("fit_input_statistics", False))
     assert record["config"]["normalize"] is None and record["config"]["w_bits"] == 4
+
+
+@pytest.mark.parametrize(
+    "path", sorted((BENCH / "results" / "few_real").glob("*.json")), ids=lambda p: p.name
+)
+def test_few_real_results_are_the_runs_the_script_names(path: Path) -> None:
+    few = _script("few_real")
+    record = json.loads(path.read_text())
+    assert path.stem == f"real-{record['per_class']}_seed{record['seed']}"
+    expected = few.config_of(record["per_class"], record["seed"]).to_dict()
+    assert {**_script("dfq").LEGACY_CONFIG, **record["config"]} == expected
+    assert record["num_test_images"] == 10000 and 0.0 <= record["student_top1"] <= 100.0
+
+
+def test_few_real_subset_takes_k_images_of_every_class() -> None:
+    fashion_mnist_or_skip("train")
+    few = _script("few_real")
+    subset = few.subset("train", 3, seed=5)
+    assert subset.labels.bincount().tolist() == [3] * 10
+    again = few.__getattr__("few_3_s5")("train")
+    assert torch.equal(again.images, subset.images)  # the seed fixes the draw
+    other = few.subset("train", 3, seed=6)
+    assert not torch.equal(other.images, subset.images)
+    assert len(few.__getattr__("few_3_s5")("test")) == 10000  # the test split is whole
+    with pytest.raises(AttributeError):
+        few.__getattr__("few_three")
+
+
+def test_few_real_refuses_a_bad_count() -> None:
+    with pytest.raises(SystemExit) as err:
+        _script("few_real").main(["--per-class", "0"])
+    assert err.value.code == 2
 
 
 def test_student_steps_cost_writes_the_ratio(tmp_path: Path) -> None:
