@@ -44,6 +44,7 @@ def subset(split: str, per_class: int, seed: int) -> Any:
     data = load_dataset("fashion-mnist", split)
     if split != "train":
         return data
+    assert isinstance(data, TensorImageDataset)  # Fashion-MNIST is read into two tensors
     rng = torch.Generator().manual_seed(seed)
     keep = []
     for c in range(10):
