@@ -72,7 +72,8 @@ def __getattr__(name: str) -> Any:
 
 def config_of(per_class: int, seed: int) -> Any:
     """The extension suite's distillation, real images cut to ``per_class`` per class."""
-    sys.path.insert(0, str(HERE))
+    if str(HERE) not in sys.path:  # dfq here, and this module for the data factory in train()
+        sys.path.insert(0, str(HERE))
     from dfq import EXTENSION_TASKS
 
     from risloss.training import TrainConfig
