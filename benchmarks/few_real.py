@@ -87,6 +87,10 @@ def config_of(per_class: int, seed: int) -> Any:
     )
 
 
+def result_path(per_class: int, seed: int) -> Path:
+    return RESULTS / f"real-{per_class}_seed{seed}.json"
+
+
 def run_one(job: tuple[int, int]) -> dict[str, Any]:
     per_class, seed = job
     torch.set_num_threads(1)
@@ -110,7 +114,7 @@ def run_one(job: tuple[int, int]) -> dict[str, Any]:
         "torch_threads": 1,
         "device": "cpu",
     }
-    path = RESULTS / f"real-{per_class}_seed{seed}.json"
+    path = result_path(per_class, seed)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     os.replace(tmp, path)
@@ -127,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--per-class takes 1 to 6000 images per class, got {bad}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    jobs = [
-        (k, s)
-        for s in args.seeds
-        for k in args.per_class
-        if not (RESULTS / f"real-{k}_seed{s}.json").exists()
-    ]
+    jobs = [(k, s) for s in args.seeds for k in args.per_class if not result_path(k, s).exists()]
     print(f"{len(jobs)} runs to do", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for r in pool.map(run_one, jobs):
