@@ -1117,6 +1117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        # --model/--data package.module:factory: a module in the working folder is found, as
+        # Python finds one beside a script it runs (the library never edits sys.path itself).
+        sys.path.insert(0, os.getcwd())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
