@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
+
+from risloss._validators import check, one_of, positive
 
 __all__ = [
     "NonFiniteInputError",
@@ -36,27 +37,23 @@ class NonFiniteInputError(ValueError):
 
 
 def check_choice(value: object, name: str, allowed: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming ``name`` and the allowed values unless ``value`` is one of them.
+    """Raise ``ValueError`` naming ``name`` and the allowed values unless ``value`` is one of
+    them (the rule :class:`~risloss._validators.one_of`).
 
     Raises:
         ValueError: ``value`` is not in ``allowed``.
     """
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    check(one_of(tuple(allowed)), name, value)
 
 
 def check_temperature(value: object, name: str = "temperature") -> float:
-    """Return ``value`` as a float after checking it is a positive, finite real number.
+    """Return ``value`` as a float after checking it is a positive, finite real number (the
+    rule :data:`~risloss._validators.positive`).
 
     Raises:
         ValueError: ``value`` is not a real number, or is not in ``(0, inf)``.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    result = float(value)
-    if not (result > 0.0 and math.isfinite(result)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return result
+    return float(check(positive, name, value))  # type: ignore[arg-type]
 
 
 def _never_wrapped(x: torch.Tensor) -> bool:

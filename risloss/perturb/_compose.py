@@ -10,6 +10,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from risloss._validators import check, non_negative, one_of
 from risloss.perturb._base import InputPerturbation, check_batch, check_images, sample_device
 from risloss.perturb._input import (
     Brightness,
@@ -275,10 +276,8 @@ def default_input_perturbation(
         >>> op(torch.randn(2, 3, 16, 16), torch.Generator().manual_seed(0)).shape
         torch.Size([2, 3, 16, 16])
     """
-    if pool not in INPUT_POOLS:
-        raise ValueError(f"pool must be one of {INPUT_POOLS}, got {pool!r}")
-    if not noise_std >= 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std!r}")
+    check(one_of(INPUT_POOLS), "pool", pool)
+    check(non_negative, "noise_std", noise_std)
     noise: list[InputPerturbation[Any]] = [GaussianNoise(std=noise_std)]
     geometric: list[InputPerturbation[Any]] = [
         RandomResizedCrop(scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)),

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from risloss import _validators as rules
+from risloss._validators import check
 from risloss.perturb._base import (
     InputPerturbation,
     bernoulli,
@@ -41,27 +43,9 @@ PaddingMode = Literal["zeros", "border", "reflection"]
 _PADDING_MODES = ("zeros", "border", "reflection")
 
 
-def _finite_number(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
-
-
-def _in_range(name: str, value: object, low: float, high: float) -> float:
-    v = _finite_number(name, value)
-    if not low <= v <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
-    return v
-
-
-def _nonnegative(name: str, value: object) -> float:
-    v = _finite_number(name, value)
-    if v < 0:
-        raise ValueError(f"{name} must be >= 0 (allowed range [0, inf)), got {value!r}")
-    return v
+def _number(name: str, value: object, rule: rules.number_in = rules.finite) -> float:
+    """``value`` as a float, checked against ``rule`` (any finite number by default)."""
+    return float(check(rule, name, value))  # type: ignore[arg-type]
 
 
 def _warp(x: Tensor, theta: Tensor, padding_mode: str) -> Tensor:
@@ -124,7 +108,7 @@ class GaussianNoise(InputPerturbation[NoiseParams]):
 
     def __init__(self, std: float = 0.1) -> None:
         super().__init__()
-        self.std = _nonnegative("std", std)
+        self.std = _number("std", std, rules.non_negative)
 
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> NoiseParams:
         check_images(x)
@@ -215,10 +199,10 @@ class RandomResizedCrop(InputPerturbation[CropParams]):
             raise ValueError(f"scale must be a pair (min, max), got {scale!r}")
         if len(ratio) != 2:
             raise ValueError(f"ratio must be a pair (min, max), got {ratio!r}")
-        s0, s1 = (_finite_number("scale", s) for s in scale)
+        s0, s1 = (_number("scale", s) for s in scale)
         if not 0 < s0 <= s1 <= 1:
             raise ValueError(f"scale must satisfy 0 < scale[0] <= scale[1] <= 1, got {scale!r}")
-        r0, r1 = (_finite_number("ratio", r) for r in ratio)
+        r0, r1 = (_number("ratio", r) for r in ratio)
         if not 0 < r0 <= r1:
             raise ValueError(f"ratio must satisfy 0 < ratio[0] <= ratio[1], got {ratio!r}")
         self.scale = (s0, s1)
@@ -305,7 +289,7 @@ class RandomHorizontalFlip(InputPerturbation[FlipParams]):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        self.p = _in_range("p", p, 0.0, 1.0)
+        self.p = _number("p", p, rules.number_in(0.0, 1.0))
 
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> FlipParams:
         check_images(x)
@@ -379,10 +363,9 @@ class RandomAffine(InputPerturbation[AffineParams]):
         self, degrees: float = 15.0, translate: float = 0.1, padding_mode: PaddingMode = "zeros"
     ) -> None:
         super().__init__()
-        self.degrees = _in_range("degrees", degrees, 0.0, 180.0)
-        self.translate = _in_range("translate", translate, 0.0, 1.0)
-        if padding_mode not in _PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.degrees = _number("degrees", degrees, rules.number_in(0.0, 180.0))
+        self.translate = _number("translate", translate, rules.number_in(0.0, 1.0))
+        check(rules.one_of(_PADDING_MODES), "padding_mode", padding_mode)
         self.padding_mode: PaddingMode = padding_mode
 
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> AffineParams:
@@ -475,16 +458,13 @@ class Cutout(InputPerturbation[CutoutParams]):
 
     def __init__(self, size: float | int = 0.25, p: float = 1.0, fill: float = 0.0) -> None:
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, (int, float)):
-            raise TypeError(f"size must be an int or a float, got {type(size).__name__}")
-        if isinstance(size, int):
-            if size < 1:
-                raise ValueError(f"size must be >= 1 when given in pixels (int), got {size!r}")
-        elif not (math.isfinite(size) and 0.0 < size <= 1.0):
-            raise ValueError(f"size must be in (0, 1] when given as a fraction, got {size!r}")
+        in_pixels = isinstance(size, int) and not isinstance(size, bool)
+        check(
+            rules.int_in(1) if in_pixels else rules.number_in(0.0, 1.0, open_low=True), "size", size
+        )
         self.size: float | int = size
-        self.p = _in_range("p", p, 0.0, 1.0)
-        self.fill = _finite_number("fill", fill)
+        self.p = _number("p", p, rules.number_in(0.0, 1.0))
+        self.fill = _number("fill", fill)
 
     def _box_size(self, h: int, w: int) -> tuple[int, int]:
         if isinstance(self.size, int):
@@ -579,7 +559,7 @@ class Brightness(InputPerturbation[BrightnessParams]):
 
     def __init__(self, magnitude: float = 0.2) -> None:
         super().__init__()
-        self.magnitude = _nonnegative("magnitude", magnitude)
+        self.magnitude = _number("magnitude", magnitude, rules.non_negative)
 
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> BrightnessParams:
         check_images(x)
@@ -642,7 +622,7 @@ class Contrast(InputPerturbation[ContrastParams]):
 
     def __init__(self, magnitude: float = 0.2) -> None:
         super().__init__()
-        self.magnitude = _in_range("magnitude", magnitude, 0.0, 1.0)
+        self.magnitude = _number("magnitude", magnitude, rules.number_in(0.0, 1.0))
 
     def sample(self, x: Tensor, generator: torch.Generator | None = None) -> ContrastParams:
         check_images(x)

@@ -6,16 +6,16 @@ import abc
 import fnmatch
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import attrs
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from risloss import _validators as rules
 from risloss._util import listing
-from risloss._validators import boolean, non_negative, one_of
-from risloss.quant._fake_quant import check_bits, fake_quantize_on_grid, weight_qparams
+from risloss.quant._fake_quant import fake_quantize_on_grid, weight_qparams
 
 __all__ = [
     "WEIGHT_NOISE_MODES",
@@ -261,23 +261,6 @@ def _weights(
     return weights
 
 
-def _eps(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"eps must be a real number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"eps must be finite and >= 0 (allowed range [0, inf)), got {value!r}")
-
-
-def _mode(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in WEIGHT_NOISE_MODES:
-        raise ValueError(f"mode must be one of {WEIGHT_NOISE_MODES}, got {value!r}")
-
-
-def _select(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not callable(value):
-        raise TypeError(f"select must be callable, got {type(value).__name__}")
-
-
 @attrs.frozen
 class GaussianWeightNoise(WeightPerturbation):
     """Gaussian weight noise ``delta = eps * s(W) * xi``, ``xi ~ N(0, I)``.
@@ -320,9 +303,11 @@ class GaussianWeightNoise(WeightPerturbation):
         True
     """
 
-    eps: float = attrs.field(validator=_eps)
-    mode: WeightNoiseMode = attrs.field(default="relative", validator=_mode)
-    select: Selector = attrs.field(default=conv_linear_weights, validator=_select)
+    eps: float = attrs.field(validator=rules.non_negative)
+    mode: WeightNoiseMode = attrs.field(
+        default="relative", validator=rules.one_of(WEIGHT_NOISE_MODES)
+    )
+    select: Selector = attrs.field(default=conv_linear_weights, validator=rules.is_callable)
 
     def targets(self, model: nn.Module) -> tuple[str, ...]:
         """Full names of the selected parameters of ``model``, in ``named_parameters`` order.
@@ -405,19 +390,6 @@ QUANT_SUBSETS = ("channel", "layer")
 """What :class:`QuantizationWeightNoise` quantizes with probability ``p``."""
 
 
-def _bits(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    check_bits(attribute.name, value)
-
-
-def _probability(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and 0 < value <= 1)
-    ):
-        raise ValueError(f"{attribute.name} must be a number in (0, 1], got {value!r}")
-
-
 @attrs.frozen
 class QuantizationWeightNoise(WeightPerturbation):
     """The rounding error of fake-quantizing the weights: ``delta = eps * m * (q(W) - W)``.
@@ -484,13 +456,15 @@ class QuantizationWeightNoise(WeightPerturbation):
         False
     """
 
-    bits: int = attrs.field(validator=_bits)
-    eps: float = attrs.field(default=1.0, validator=non_negative)
-    rounding: QuantRounding = attrs.field(default="stochastic", validator=one_of(QUANT_ROUNDINGS))
-    p: float = attrs.field(default=1.0, validator=_probability)
-    subset: QuantSubset = attrs.field(default="channel", validator=one_of(QUANT_SUBSETS))
-    per_channel: bool = attrs.field(default=True, validator=boolean)
-    select: Selector = attrs.field(default=conv_linear_weights, validator=_select)
+    bits: int = attrs.field(validator=rules.bits)
+    eps: float = attrs.field(default=1.0, validator=rules.non_negative)
+    rounding: QuantRounding = attrs.field(
+        default="stochastic", validator=rules.one_of(QUANT_ROUNDINGS)
+    )
+    p: float = attrs.field(default=1.0, validator=rules.number_in(0.0, 1.0, open_low=True))
+    subset: QuantSubset = attrs.field(default="channel", validator=rules.one_of(QUANT_SUBSETS))
+    per_channel: bool = attrs.field(default=True, validator=rules.boolean)
+    select: Selector = attrs.field(default=conv_linear_weights, validator=rules.is_callable)
 
     def targets(self, model: nn.Module) -> tuple[str, ...]:
         """Full names of the selected parameters of ``model``, in ``named_parameters`` order.

@@ -7,8 +7,10 @@ import copy
 import attrs
 from torch import nn
 
+from risloss._fields import default_of, setting
 from risloss._util import model_device
-from risloss.quant._fake_quant import ActivationFakeQuant, check_bits, check_momentum
+from risloss._validators import bits, boolean, check, optional_bits
+from risloss.quant._fake_quant import MOMENTUM, ActivationFakeQuant
 from risloss.quant._modules import QuantConv2d, QuantLinear, QuantReLU
 
 __all__ = ["QuantSpec", "activation_quantizers", "quantize_model", "quantized_layers"]
@@ -19,24 +21,6 @@ _CALL_SITES: dict[tuple[str, str], dict[str, int]] = {
     ("torchvision.models.resnet", "BasicBlock"): {"relu": 2},
     ("torchvision.models.resnet", "Bottleneck"): {"relu": 3},
 }
-
-
-def _bits(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
-    check_bits(attribute.name, value)
-
-
-def _optional_bits(instance: object, attribute: attrs.Attribute[int | None], value: object) -> None:
-    if value is not None:
-        check_bits(attribute.name, value)
-
-
-def _momentum(instance: object, attribute: attrs.Attribute[float], value: object) -> None:
-    check_momentum(value)
-
-
-def _bool(instance: object, attribute: attrs.Attribute[bool], value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be True or False, got {value!r}")
 
 
 @attrs.frozen
@@ -66,14 +50,22 @@ class QuantSpec:
         >>> QuantSpec(w_bits=1)
         Traceback (most recent call last):
         ...
-        ValueError: w_bits must be an integer in [2, 16], got 1
+        ValueError: w_bits must be an integer in 2..16, got 1
     """
 
-    w_bits: int = attrs.field(default=4, validator=_bits)
-    a_bits: int = attrs.field(default=4, validator=_bits)
-    per_channel: bool = attrs.field(default=True, validator=_bool)
-    first_last_bits: int | None = attrs.field(default=None, validator=_optional_bits)
-    momentum: float = attrs.field(default=0.9, validator=_momentum)
+    w_bits: int = setting(4, validator=bits, help="bit width of the weights")
+    a_bits: int = setting(4, validator=bits, help="bit width of the activations")
+    per_channel: bool = setting(
+        True, validator=boolean, help="one weight range per output channel, not per tensor"
+    )
+    first_last_bits: int | None = setting(
+        None,
+        validator=optional_bits,
+        help="bit width of the weights of the first and last quantized layer",
+    )
+    momentum: float = setting(
+        0.9, validator=MOMENTUM, help="EMA momentum of the activation range observers"
+    )
 
 
 _LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
@@ -84,11 +76,11 @@ _QUANT_TYPES: tuple[type[nn.Module], ...] = (QuantConv2d, QuantLinear, QuantReLU
 def quantize_model(
     model: nn.Module,
     *,
-    w_bits: int = 4,
-    a_bits: int = 4,
-    per_channel: bool = True,
-    first_last_bits: int | None = None,
-    momentum: float = 0.9,
+    w_bits: int = default_of(QuantSpec, "w_bits"),
+    a_bits: int = default_of(QuantSpec, "a_bits"),
+    per_channel: bool = default_of(QuantSpec, "per_channel"),
+    first_last_bits: int | None = default_of(QuantSpec, "first_last_bits"),
+    momentum: float = default_of(QuantSpec, "momentum"),
     inplace: bool = False,
 ) -> nn.Module:
     """Build the fake-quantized student of ``model`` (the peers' W``w_bits``A``a_bits`` protocol).
@@ -165,8 +157,7 @@ def quantize_model(
     )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(inplace, bool):
-        raise ValueError(f"inplace must be True or False, got {inplace!r}")
+    check(boolean, "inplace", inplace)
     modules = list(model.modules())
     already = [type(m).__name__ for m in modules if isinstance(m, _QUANT_TYPES)]
     if already:

@@ -23,6 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from risloss import _validators as rules
+from risloss._validators import check
+
 __all__ = [
     "ActivationFakeQuant",
     "WeightFakeQuant",
@@ -31,28 +34,11 @@ __all__ = [
     "fake_quantize_weight",
 ]
 
-MIN_BITS = 2
-MAX_BITS = 16
 SCALE_EPS = float(torch.finfo(torch.float32).eps)
 """Lower bound of every scale, so that a constant (e.g. all-zero) channel quantizes to itself."""
 
-
-def check_bits(name: str, value: object) -> int:
-    """Validate a bit width: an ``int`` (not ``bool``) in ``[MIN_BITS, MAX_BITS]``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_BITS <= value <= MAX_BITS:
-        raise ValueError(f"{name} must be an integer in [{MIN_BITS}, {MAX_BITS}], got {value!r}")
-    return value
-
-
-def check_momentum(value: object) -> float:
-    """Validate an EMA momentum: a real number in ``[0, 1)``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0.0 <= float(value) < 1.0
-    ):
-        raise ValueError(f"momentum must be a float in [0, 1), got {value!r}")
-    return float(value)
+MOMENTUM = rules.number_in(0.0, 1.0, open_high=True)
+"""The rule of an EMA momentum: a finite number in ``[0, 1)``."""
 
 
 def affine_qparams(
@@ -83,7 +69,7 @@ def affine_qparams(
         >>> scale.item(), zero_point.item()
         (1.0, 1)
     """
-    check_bits("bits", bits)
+    check(rules.bits, "bits", bits)
     if min_val.shape != max_val.shape:
         raise ValueError(
             f"min_val and max_val must have the same shape, got {tuple(min_val.shape)} "
@@ -141,7 +127,7 @@ def weight_qparams(
     min/max through :func:`affine_qparams`. Package-internal: the weight perturbation that
     mimics the student's rounding uses the same grid.
     """
-    check_bits("bits", bits)
+    check(rules.bits, "bits", bits)
     if weight.dim() < 1:
         raise ValueError("weight must have at least one dimension (output channels first)")
     if per_channel:
@@ -239,7 +225,7 @@ class WeightFakeQuant(nn.Module):
         self, bits: int = 4, per_channel: bool = True, device: torch.device | str | None = None
     ) -> None:
         super().__init__()
-        self.bits = check_bits("bits", bits)
+        self.bits = check(rules.bits, "bits", bits)
         self.per_channel = bool(per_channel)
         self.register_buffer("fake_quant_enabled", _flag(True, device))
 
@@ -330,8 +316,8 @@ class ActivationFakeQuant(nn.Module):
         self, bits: int = 4, momentum: float = 0.9, device: torch.device | str | None = None
     ) -> None:
         super().__init__()
-        self.bits = check_bits("bits", bits)
-        self.momentum = check_momentum(momentum)
+        self.bits = check(rules.bits, "bits", bits)
+        self.momentum = float(check(MOMENTUM, "momentum", momentum))
         self.register_buffer("min_val", torch.zeros((), dtype=torch.float32, device=device))
         self.register_buffer("max_val", torch.zeros((), dtype=torch.float32, device=device))
         self.register_buffer("num_observed", torch.zeros((), dtype=torch.int64, device=device))

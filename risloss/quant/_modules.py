@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from risloss._validators import check, int_in
 from risloss.quant._fake_quant import ActivationFakeQuant, WeightFakeQuant
 
 __all__ = ["QuantConv2d", "QuantLinear", "QuantReLU"]
@@ -264,8 +265,7 @@ class QuantReLU(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_sites, bool) or not isinstance(num_sites, int) or num_sites < 1:
-            raise ValueError(f"num_sites must be a positive integer, got {num_sites!r}")
+        check(int_in(1), "num_sites", num_sites)
         self.act = act
         self.num_sites = num_sites
         for index in range(num_sites):

@@ -183,7 +183,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[], object], str, str]] = [
         "prediction_divergence-temperature",
         lambda: prediction_divergence(_x, _x, temperature=0.0),
         "temperature",
-        "positive finite number",
+        "finite number > 0",
     ),
     (
         "PredictionDivergence-kind",
@@ -201,7 +201,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[], object], str, str]] = [
         "PredictionDivergence-temperature",
         lambda: PredictionDivergence(temperature=-1.0),
         "temperature",
-        "positive finite number",
+        "finite number > 0",
     ),
     (
         "feature_inconsistency-kind",
@@ -249,7 +249,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[], object], str, str]] = [
         "label_correlation_penalty-temperature",
         lambda: label_correlation_penalty(_x, temperature=float("inf")),
         "temperature",
-        "positive finite number",
+        "finite number > 0",
     ),
     (
         "LabelCorrelationPenalty-pairs",
@@ -273,7 +273,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[], object], str, str]] = [
         "LabelCorrelationPenalty-temperature",
         lambda: LabelCorrelationPenalty(temperature=0),
         "temperature",
-        "positive finite number",
+        "finite number > 0",
     ),
     (
         "bn_statistics_loss-reduction",

@@ -300,7 +300,7 @@ def test_mapping_source_perturbs_every_entry() -> None:
 
 
 def test_configuration_is_validated_and_frozen() -> None:
-    with pytest.raises(ValueError, match=r"^eps must be finite and >= 0"):
+    with pytest.raises(ValueError, match=r"^eps must be a finite number >= 0"):
         GaussianWeightNoise(-0.1)
     with pytest.raises(ValueError, match=r"^eps must"):
         GaussianWeightNoise(float("nan"))

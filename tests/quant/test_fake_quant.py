@@ -114,11 +114,11 @@ def test_activation_range_must_be_scalar() -> None:
 
 @pytest.mark.parametrize("bits", [0, 1, 17, 32, -4])
 def test_bits_out_of_range(bits: int) -> None:
-    with pytest.raises(ValueError, match=r"bits must be an integer in \[2, 16\]"):
+    with pytest.raises(ValueError, match=r"bits must be an integer in 2\.\.16"):
         fake_quantize_weight(torch.randn(2, 3), bits)
-    with pytest.raises(ValueError, match=r"bits must be an integer in \[2, 16\]"):
+    with pytest.raises(ValueError, match=r"bits must be an integer in 2\.\.16"):
         WeightFakeQuant(bits)
-    with pytest.raises(ValueError, match=r"bits must be an integer in \[2, 16\]"):
+    with pytest.raises(ValueError, match=r"bits must be an integer in 2\.\.16"):
         ActivationFakeQuant(bits)
 
 
@@ -130,7 +130,7 @@ def test_bits_must_be_int(bits: object) -> None:
 
 @pytest.mark.parametrize("momentum", [-0.1, 1.0, 1.5, True])
 def test_momentum_out_of_range(momentum: float) -> None:
-    with pytest.raises(ValueError, match=r"momentum must be a float in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"momentum must be a finite number in \[0, 1\)"):
         ActivationFakeQuant(4, momentum=momentum)
 
 

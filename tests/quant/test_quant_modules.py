@@ -151,5 +151,5 @@ def test_quant_relu_single_site_is_shared() -> None:
 
 @pytest.mark.parametrize("num_sites", [0, -1, 1.5, True])
 def test_quant_relu_num_sites_validated(num_sites: int) -> None:
-    with pytest.raises(ValueError, match="num_sites must be a positive integer"):
+    with pytest.raises(ValueError, match="num_sites must be an integer >= 1"):
         QuantReLU(nn.ReLU(), num_sites=num_sites)

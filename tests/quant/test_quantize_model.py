@@ -60,7 +60,7 @@ def capture_activation_outputs(model: nn.Module) -> Iterator[dict[str, torch.Ten
 @pytest.mark.parametrize("argument", ["w_bits", "a_bits", "first_last_bits"])
 @pytest.mark.parametrize("value", [0, 1, 17, 64, 2.0, True])
 def test_bits_out_of_range_name_the_argument(argument: str, value: object) -> None:
-    with pytest.raises(ValueError, match=rf"^{argument} must be an integer in \[2, 16\]"):
+    with pytest.raises(ValueError, match=rf"^{argument} must be an integer in 2\.\.16"):
         if argument == "w_bits":
             quantize_model(small_resnet8(), w_bits=value)  # type: ignore[arg-type]
         elif argument == "a_bits":
