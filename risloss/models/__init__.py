@@ -7,9 +7,11 @@ from risloss.models._pretrained import (
     load_pretrained,
     pretrained_info,
 )
+from risloss.models._registry import ARCHITECTURES
 from risloss.models._resnet import CifarResNet, resnet8, resnet20
 
 __all__ = [
+    "ARCHITECTURES",
     "CONDITIONINGS",
     "Conditioning",
     "DEFAULT_TEACHER",

@@ -9,14 +9,12 @@ from typing import Any
 from torch import nn
 
 from risloss._checkpoint import load_checkpoint
-from risloss.models._resnet import resnet8, resnet20
+from risloss.models._registry import ARCHITECTURES
 
 __all__ = ["DEFAULT_TEACHER", "list_pretrained", "load_pretrained", "pretrained_info"]
 
 DEFAULT_TEACHER = "resnet20_fashion_mnist"
 """The teacher every command uses unless told otherwise."""
-
-_ARCHS = {"resnet20": resnet20, "resnet8": resnet8}
 
 
 def _weights_dir() -> Any:
@@ -87,7 +85,9 @@ def load_pretrained(name: str = DEFAULT_TEACHER) -> nn.Module:
     """
     meta = pretrained_info(name)
     c, h, _ = meta["input_shape"]
-    model = _ARCHS[meta["arch"]](num_classes=meta["num_classes"], in_channels=c, image_size=h)
+    model = ARCHITECTURES[meta["arch"]](
+        num_classes=meta["num_classes"], in_channels=c, image_size=h
+    )
     with resources.as_file(_weights_dir() / f"{name}.pt") as path:
         model.load_state_dict(load_checkpoint(path))
     return model.eval()

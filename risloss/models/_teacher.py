@@ -25,12 +25,12 @@ from risloss._checkpoint import (
     state_dict_mismatch,
 )
 from risloss._eval import evaluate
+from risloss._validators import check, int_in, one_of
 from risloss.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, TensorImageDataset, load_dataset
-from risloss.models._resnet import resnet8, resnet20
+from risloss.models._registry import ARCHITECTURES
 
 __all__ = ["train_teacher"]
 
-_ARCHS = {"resnet20": resnet20, "resnet8": resnet8}
 _CKPT_KEYS = ("model", "opt", "sched", "gen", "torch_rng", "epoch", "history")
 
 
@@ -95,19 +95,16 @@ def train_teacher(
         >>> from risloss.models._teacher import train_teacher
         >>> meta = train_teacher("resnet8", epochs=1, out="runs/teacher8")  # doctest: +SKIP
     """
-    if arch not in _ARCHS:
-        raise ValueError(f"arch must be one of {sorted(_ARCHS)}, got {arch!r}")
-    if dataset != "fashion-mnist":
-        raise ValueError(f"dataset must be 'fashion-mnist', got {dataset!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    check(one_of(tuple(ARCHITECTURES)), "arch", arch)
+    check(one_of(("fashion-mnist",)), "dataset", dataset)
+    check(int_in(1), "epochs", epochs)
+    check(int_in(1), "batch_size", batch_size)
     out = Path(out)
     train = load_dataset(dataset, "train")
     test = load_dataset(dataset, "test")
     assert isinstance(train, TensorImageDataset)
     torch.manual_seed(seed)
-    model = _ARCHS[arch](num_classes=10, in_channels=1, image_size=28)
+    model = ARCHITECTURES[arch](num_classes=10, in_channels=1, image_size=28)
     opt = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
     )

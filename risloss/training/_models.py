@@ -10,11 +10,9 @@ from torch import nn
 from risloss._checkpoint import load_state_dict_into
 from risloss._imports import import_factory
 from risloss.data import _channel_stats, _default_normalization
-from risloss.models import list_pretrained, load_pretrained, resnet8, resnet20
+from risloss.models import ARCHITECTURES, list_pretrained, load_pretrained
 
 __all__ = ["build_student", "data_options", "input_range_of", "load_teacher", "model_normalization"]
-
-_STUDENTS = {"resnet8": resnet8, "resnet20": resnet20}
 
 
 def load_teacher(model: str, weights: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -175,7 +173,7 @@ def build_student(
     """
     net: nn.Module
     if task == "distill":
-        net = _STUDENTS[student](
+        net = ARCHITECTURES[student](
             num_classes=num_classes, in_channels=in_channels, image_size=image_size
         )
         if student_init == "teacher":
