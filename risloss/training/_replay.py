@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from risloss._validators import check, int_in
+
 __all__ = ["ReplayPool"]
 
 
@@ -34,8 +36,7 @@ class ReplayPool:
     """
 
     def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        check(int_in(1), "capacity", capacity)
         self.capacity = capacity
         self.images: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None

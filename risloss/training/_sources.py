@@ -9,6 +9,7 @@ import attrs
 import torch
 from torch import nn
 
+from risloss._validators import check, non_negative
 from risloss.distributed import DistributedContext, convert_batchnorm
 from risloss.functional import adversarial_divergence
 from risloss.models import Conditioning, Generator
@@ -134,8 +135,7 @@ class GeneratorSource(ImageSource):
         global_batch_statistics: bool = True,
         adversarial_weight: float = 0.0,
     ) -> None:
-        if not adversarial_weight >= 0:
-            raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
+        check(non_negative, "adversarial_weight", adversarial_weight)
         self.adversarial_weight = float(adversarial_weight)
         self.teacher = teacher
         self.ris = ris if method == "ris" else ris.baseline()

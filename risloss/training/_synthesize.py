@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from risloss._checkpoint import atomic_save
+from risloss._validators import check, int_in
 from risloss.data import _channel_stats
 from risloss.distributed import DistributedContext, rank_seed
 from risloss.objective import SynthesisObjective
@@ -151,8 +152,7 @@ def synthesize(
         raise ValueError(
             f"method must be one of {SYNTHESIS_METHODS} for synthesis, got {config.method!r}"
         )
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+    check(int_in(1), "num_images", num_images)
     if int(os.environ.get("WORLD_SIZE", "1") or "1") > 1:
         raise ValueError("synthesize runs in one process; launch it without torchrun")
     out = Path(out_dir)
