@@ -12,6 +12,9 @@ The peers' quantizer (GDFQ, Qimera, IntraQ, AdaDFQ, HAST), with a correct EMA:
   :func:`enable_fake_quant` and :func:`disable_fake_quant` work with ``model.apply``.
 - The flags and ranges are buffers: a student saves and loads with ``state_dict()`` /
   ``load_state_dict()`` (``torch.load(..., weights_only=True)`` works).
+- :func:`export_onnx` writes a calibrated student as an ONNX graph with
+  QuantizeLinear/DequantizeLinear pairs where it quantizes (needs ``pip install
+  "risloss[export]"``).
 
 Typical use::
 
@@ -37,6 +40,7 @@ from risloss.quant._convert import (
     quantize_model,
     quantized_layers,
 )
+from risloss.quant._export import export_onnx
 from risloss.quant._fake_quant import (
     ActivationFakeQuant,
     WeightFakeQuant,
@@ -68,6 +72,7 @@ __all__ = [
     "disable_observer",
     "enable_fake_quant",
     "enable_observer",
+    "export_onnx",
     "fake_quantize_activation",
     "fake_quantize_weight",
     "freeze",
