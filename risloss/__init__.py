@@ -20,7 +20,7 @@ from risloss.losses import (
     RobustnessLoss,
     noise_threshold,
 )
-from risloss.objective import RISConfig, SynthesisObjective, SynthesisParts
+from risloss.objective import LabelSampler, RISConfig, SynthesisObjective, SynthesisParts
 from risloss.training import TrainConfig, synthesize, train
 
 __version__ = "0.1.0"
@@ -30,6 +30,7 @@ __all__ = [
     "BNStatisticsLoss",
     "FeatureInconsistency",
     "LabelCorrelationPenalty",
+    "LabelSampler",
     "PredictionDivergence",
     "RISConfig",
     "RobustnessConfig",

@@ -10,9 +10,10 @@ import attrs
 import torch
 from torch import nn
 
+from risloss._fields import default_of, setting
 from risloss._stateless import stateless_call
 from risloss._util import model_device
-from risloss._validators import int_at_least, non_negative, one_of, positive
+from risloss._validators import int_in, non_negative, one_of, positive
 from risloss.functional import (
     DIVERGENCE_KINDS,
     FEATURE_KINDS,
@@ -56,18 +57,47 @@ class _Default:
 DEFAULT: Any = _Default()
 
 
+def default_weight_perturbation() -> GaussianWeightNoise:
+    """The weight perturbation of :class:`RobustnessLoss` when none is given: relative Gaussian
+    noise with ``eps=0.05`` on the conv and linear weights.
+
+    The one definition of the default weight noise: ``RISConfig``'s ``weight_noise_eps`` and
+    ``weight_noise_mode`` read their defaults from it.
+
+    Example:
+        >>> from risloss.losses._robustness import default_weight_perturbation
+        >>> default_weight_perturbation().eps, default_weight_perturbation().mode
+        (0.05, 'relative')
+    """
+    return GaussianWeightNoise(eps=0.05, mode="relative")
+
+
+def _real(value: Any) -> Any:
+    """``float(value)`` for a number; a ``bool``, a string or anything ``float`` rejects is
+    passed on unchanged, for the field's validator to reject with its message."""
+    if isinstance(value, bool | str):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return value
+
+
 @attrs.frozen
 class RobustnessConfig:
     """Validated scalar configuration of :class:`RobustnessLoss` (see its arguments).
 
-    ``RobustnessLoss`` builds one from its scalar arguments and keeps it as ``loss.config``;
-    the fields mean what the arguments of the same name mean there.
+    The one declaration of the robustness settings: ``RobustnessLoss`` reads its keyword
+    defaults from these fields and keeps the validated values as ``loss.config``;
+    :class:`~risloss.RISConfig` re-declares ``mode``, ``num_draws``, ``feature_distance``,
+    ``prediction_distance`` and ``threshold`` from them. Each field carries its help text
+    (``attrs.fields(RobustnessConfig).mode.metadata["help"]``).
 
     Attributes:
         mode: ``"random"``, ``"joint"``, ``"input"`` or ``"weight"``.
-        num_draws: perturbed passes per call, at least 1.
+        num_draws: perturbed passes per call, 1..64.
         feature_distance: ``"cosine"``, ``"mse"``, ``"l1"`` or ``"nmse"``.
-        prediction_distance: ``"l1"``, ``"kl"``, ``"skl"`` or ``"js"``.
+        prediction_distance: ``"l1"`` (the paper's), ``"kl"``, ``"skl"`` or ``"js"``.
         feature_weight: ``lambda_f >= 0``.
         prediction_weight: ``lambda_p >= 0``.
         threshold: ``epsilon_t >= 0``.
@@ -88,17 +118,47 @@ class RobustnessConfig:
         ValueError: mode must be one of ('random', 'joint', 'input', 'weight'), got 'both'
     """
 
-    mode: Mode = attrs.field(default="random", validator=one_of(MODES))
-    num_draws: int = attrs.field(default=1, validator=int_at_least(1))
-    feature_distance: FeatureKind = attrs.field(default="cosine", validator=one_of(FEATURE_KINDS))
-    prediction_distance: DivergenceKind = attrs.field(
-        default="l1", validator=one_of(DIVERGENCE_KINDS)
+    mode: Mode = setting(
+        "random", validator=one_of(MODES), help="how input and weight perturbations combine"
     )
-    feature_weight: float = attrs.field(default=1.0, converter=float, validator=non_negative)
-    prediction_weight: float = attrs.field(default=1.0, converter=float, validator=non_negative)
-    threshold: float = attrs.field(default=0.0, converter=float, validator=non_negative)
-    temperature: float = attrs.field(default=1.0, converter=float, validator=positive)
-    detach_clean: bool = attrs.field(default=False, converter=bool)
+    num_draws: int = setting(1, validator=int_in(1, 64), help="perturbation draws per step")
+    feature_distance: FeatureKind = setting(
+        "cosine",
+        validator=one_of(FEATURE_KINDS),
+        help="distance between clean and perturbed features",
+    )
+    prediction_distance: DivergenceKind = setting(
+        "l1", validator=one_of(DIVERGENCE_KINDS), help="divergence between predictions"
+    )
+    feature_weight: float = setting(
+        1.0,
+        converter=_real,
+        validator=non_negative,
+        help="lambda_f, weight of the feature inconsistency",
+    )
+    prediction_weight: float = setting(
+        1.0,
+        converter=_real,
+        validator=non_negative,
+        help="lambda_p, weight of the prediction divergence",
+    )
+    threshold: float = setting(
+        0.0,
+        converter=_real,
+        validator=non_negative,
+        help="inconsistency below this costs nothing",
+    )
+    temperature: float = setting(
+        1.0,
+        converter=_real,
+        validator=positive,
+        help="softmax temperature of the prediction divergence",
+    )
+    detach_clean: bool = setting(
+        False,
+        converter=bool,
+        help="stop gradients at the clean pass (it becomes a target)",
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.feature_weight == 0 and self.prediction_weight == 0:
@@ -144,11 +204,11 @@ class RobustnessLoss(nn.Module):
         weight_perturbation: a :class:`~risloss.perturb.WeightPerturbation` (for instance
             :class:`~risloss.perturb.GaussianWeightNoise` or
             :class:`~risloss.perturb.QuantizationWeightNoise`); the default is relative
-            Gaussian noise with ``eps=0.05`` on conv and linear weights; ``None`` disables
-            weight perturbation.
+            Gaussian noise with ``eps=0.05`` on conv and linear weights
+            (``default_weight_perturbation()``); ``None`` disables weight perturbation.
         mode: how each draw combines the perturbations: ``"random"`` (input or weights, chosen
             per draw with probability 1/2), ``"joint"`` (both), ``"input"`` or ``"weight"``.
-        num_draws: perturbed passes per call (``N``).
+        num_draws: perturbed passes per call (``N``), 1..64.
         feature_layers: layers whose features are compared: a name, a list of names or glob
             patterns, a ``{name: "input" | "output"}`` mapping, or ``None`` for the penultimate
             feature (the input of the model's last ``nn.Linear``). Resolved names are in
@@ -166,7 +226,7 @@ class RobustnessLoss(nn.Module):
             torch's global generator.
 
     Raises:
-        ValueError: an unknown ``mode`` or distance, ``num_draws < 1``, a negative or
+        ValueError: an unknown ``mode`` or distance, ``num_draws`` outside 1..64, a negative or
             non-finite weight or threshold, both weights 0, a non-positive or non-finite
             temperature, a ``mode`` that needs a perturbation that is ``None``, both
             perturbations ``None``, or feature layers that match nothing in ``model``.
@@ -195,16 +255,16 @@ class RobustnessLoss(nn.Module):
         *,
         input_perturbation: InputPerturbation | None = DEFAULT,
         weight_perturbation: WeightPerturbation | None = DEFAULT,
-        mode: Mode = "random",
-        num_draws: int = 1,
+        mode: Mode = default_of(RobustnessConfig, "mode"),
+        num_draws: int = default_of(RobustnessConfig, "num_draws"),
         feature_layers: LayerSpec | None = None,
-        feature_distance: FeatureKind = "cosine",
-        prediction_distance: DivergenceKind = "l1",
-        feature_weight: float = 1.0,
-        prediction_weight: float = 1.0,
-        threshold: float = 0.0,
-        temperature: float = 1.0,
-        detach_clean: bool = False,
+        feature_distance: FeatureKind = default_of(RobustnessConfig, "feature_distance"),
+        prediction_distance: DivergenceKind = default_of(RobustnessConfig, "prediction_distance"),
+        feature_weight: float = default_of(RobustnessConfig, "feature_weight"),
+        prediction_weight: float = default_of(RobustnessConfig, "prediction_weight"),
+        threshold: float = default_of(RobustnessConfig, "threshold"),
+        temperature: float = default_of(RobustnessConfig, "temperature"),
+        detach_clean: bool = default_of(RobustnessConfig, "detach_clean"),
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -224,7 +284,7 @@ class RobustnessLoss(nn.Module):
         if input_perturbation is DEFAULT:
             input_perturbation = default_input_perturbation()
         if weight_perturbation is DEFAULT:
-            weight_perturbation = GaussianWeightNoise(eps=0.05, mode="relative")
+            weight_perturbation = default_weight_perturbation()
         if input_perturbation is not None and not isinstance(input_perturbation, nn.Module):
             raise TypeError("input_perturbation must be an InputPerturbation module or None")
         if weight_perturbation is not None and not isinstance(

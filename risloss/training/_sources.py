@@ -11,9 +11,14 @@ from torch import nn
 
 from risloss._validators import check, non_negative
 from risloss.distributed import DistributedContext, convert_batchnorm
-from risloss.functional import adversarial_divergence
 from risloss.models import Conditioning, Generator
-from risloss.objective import RISConfig, SynthesisObjective, fit_input_statistics
+from risloss.objective import (
+    AdversarialTerm,
+    RISConfig,
+    SynthesisObjective,
+    fit_input_statistics,
+    ris_terms,
+)
 
 __all__ = ["Batch", "GeneratorSource", "ImageSource", "NoiseSource", "RealSource"]
 
@@ -101,8 +106,11 @@ class GeneratorSource(ImageSource):
     """A conditional generator trained against the teacher with a :class:`SynthesisObjective`.
 
     One generator step per batch: the objective (GDFQ's with ``method="gdfq"``, RIS's with
-    ``"ris"``) runs a single clean teacher pass shared by all its terms, whose logits are
-    returned for the student's distillation.
+    ``"ris"``, :func:`~risloss.objective.ris_terms`, and with ``adversarial_weight > 0`` the
+    term ``"adv"``, an :class:`~risloss.objective.AdversarialTerm`) runs a single clean teacher
+    pass shared by all its terms, whose logits are returned for the student's distillation.
+    The labels come from the configuration's :class:`~risloss.objective.LabelSampler`
+    (``ris.label_sampler(num_classes)``), drawn from ``rng`` before the latent codes.
 
     In a distributed run (``context.distributed``) the generator is wrapped in
     DistributedDataParallel and each rank draws its own batch; the label-correlation penalty is
@@ -184,18 +192,16 @@ class GeneratorSource(ImageSource):
         if global_stats:
             convert_batchnorm(self.generator)
         self._trainable = ctx.wrap(self.generator)
-        self.objective = SynthesisObjective.from_config(
+        terms = ris_terms(self.ris, teacher, generator=perturbation_rng)
+        if self.adversarial_weight > 0:  # summed last: - w * adv
+            terms["adv"] = (self.adversarial_weight, AdversarialTerm())
+        self.objective = SynthesisObjective(
             teacher,
-            self.ris,
-            generator=perturbation_rng,
+            terms=terms,
             gather=ctx.gather,
             batch_statistics=ctx.global_statistics if global_stats else None,
         )
-        if self.ris.uses_soft_labels and self.ris.soft_label_classes > num_classes:
-            raise ValueError(
-                f"soft_label_classes must be at most the teacher's number of classes "
-                f"({num_classes}), got {self.ris.soft_label_classes}"
-            )
+        self.label_sampler = self.ris.label_sampler(num_classes)
 
     @torch.no_grad()
     def _fitted_output(self, teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,23 +228,7 @@ class GeneratorSource(ImageSource):
         return fit_input_statistics(teacher, images)
 
     def _labels(self) -> torch.Tensor:
-        b, c = self.batch_size, self.num_classes
-        hard = torch.randint(0, c, (b,), generator=self.rng)
-        if not self.ris.uses_soft_labels or self.ris.soft_label_classes < 2:
-            return hard.to(self.device)
-        # Soft labels: the drawn class keeps the largest weight; k - 1 other classes share the
-        # rest, so rows of different primary classes stay weakly correlated.
-        k = min(self.ris.soft_label_classes, c)
-        others = torch.rand((b, c), generator=self.rng)
-        others[torch.arange(b), hard] = -1.0
-        extra = others.topk(k - 1, dim=1).indices
-        primary = 0.5 + 0.5 * torch.rand((b, 1), generator=self.rng)
-        rest = torch.rand((b, k - 1), generator=self.rng)
-        rest = rest / rest.sum(1, keepdim=True) * (1 - primary)
-        soft = torch.zeros(b, c)
-        soft[torch.arange(b), hard] = primary.squeeze(1)
-        soft.scatter_(1, extra, rest)
-        return soft.to(self.device)
+        return self.label_sampler.sample(self.batch_size, generator=self.rng, device=self.device)
 
     def next_batch(self, adversary: Adversary | None = None) -> Batch:
         """Synthesize a batch, take one generator step on its objective, return it detached.
@@ -252,16 +242,11 @@ class GeneratorSource(ImageSource):
         z = torch.randn((self.batch_size, self.generator.latent_dim), generator=self.rng)
         self.generator.train()
         images = self._trainable(z.to(self.device), labels)
-        parts = self.objective(images, labels)
-        loss, scalars = parts.loss, parts.scalars()
-        if adversary is not None and self.adversarial_weight > 0:
-            adv = adversarial_divergence(adversary(images), parts.logits)
-            loss = loss - self.adversarial_weight * adv
-            scalars["g_adv"] = float(adv.detach())
+        parts = self.objective(images, labels, student=adversary)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        parts.loss.backward()
         self.optimizer.step()
-        return Batch(images.detach(), labels, parts.logits.detach(), scalars)
+        return Batch(images.detach(), labels, parts.logits.detach(), parts.scalars())
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}

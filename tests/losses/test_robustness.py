@@ -556,8 +556,11 @@ def test_reusing_the_clean_pass_gives_the_same_loss() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "words"),
     [
-        ({"num_draws": 0}, ["num_draws", ">= 1"]),
-        ({"num_draws": 1.5}, ["num_draws", ">= 1"]),
+        ({"num_draws": 0}, ["num_draws", "1..64"]),
+        ({"num_draws": 65}, ["num_draws", "1..64"]),
+        ({"num_draws": 1.5}, ["num_draws", "1..64"]),
+        ({"threshold": "0.1"}, ["threshold", ">= 0", "'0.1'"]),
+        ({"threshold": True}, ["threshold", ">= 0"]),
         ({"feature_distance": "euclid"}, ["feature_distance", "'cosine'", "'nmse'"]),
         ({"prediction_distance": "ce"}, ["prediction_distance", "'l1'", "'js'"]),
         ({"mode": "serial"}, ["mode", "'random'", "'joint'", "'input'", "'weight'"]),
@@ -796,3 +799,30 @@ def test_quantized_teacher() -> None:
         loss.backward()
     assert torch.isfinite(loss) and loss.item() > 0
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_every_setting_is_declared_once_on_the_configuration() -> None:
+    """RobustnessLoss's keyword defaults are RobustnessConfig's; each setting has a help line."""
+    import inspect
+
+    import attrs
+
+    from risloss.losses import RobustnessConfig
+    from risloss.losses._robustness import default_weight_perturbation
+
+    signature = inspect.signature(RobustnessLoss)
+    config = RobustnessConfig()
+    for field in attrs.fields(RobustnessConfig):
+        assert signature.parameters[field.name].default == getattr(config, field.name)
+        assert field.metadata["help"], field.name
+    assert RobustnessLoss(make_teacher()).config == config
+    assert config.prediction_distance == "l1"  # the paper's choice
+    # The default weight noise has one definition.
+    rob = RobustnessLoss(make_teacher())
+    assert rob.weight_perturbation == default_weight_perturbation()
+    assert default_weight_perturbation() == GaussianWeightNoise(eps=0.05, mode="relative")
+    # Numbers are stored as floats; a bool or a string is rejected, naming the field.
+    assert type(RobustnessConfig(threshold=1).threshold) is float
+    for bad in (True, "0.5"):
+        with pytest.raises(ValueError, match=r"^threshold must be a finite number >= 0"):
+            RobustnessConfig(threshold=bad)  # type: ignore[arg-type]
