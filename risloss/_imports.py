@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 from typing import Any
 
 __all__ = ["import_factory"]
@@ -13,8 +11,9 @@ __all__ = ["import_factory"]
 def import_factory(spec: str, *, what: str = "model") -> Any:
     """The callable that ``spec`` (``"package.module:factory"``) names.
 
-    Like ``python -m``, a module in the working folder is found. ``factory`` may be a dotted
-    path inside the module (``"pkg.mod:Class.build"``).
+    The module is imported from :data:`sys.path` as it is (this function never changes it; the
+    ``risloss`` command line puts the working folder there, as Python does for a script).
+    ``factory`` may be a dotted path inside the module (``"pkg.mod:Class.build"``).
 
     Args:
         spec: ``"package.module:factory"``.
@@ -28,8 +27,6 @@ def import_factory(spec: str, *, what: str = "model") -> Any:
             or an attribute that is not callable (one line, naming ``spec``).
     """
     module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
     if not module_name or not attr:
         raise ValueError(f"{what} must be given as 'package.module:factory', got {spec!r}")
     try:

@@ -32,10 +32,11 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import attrs
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -46,11 +47,13 @@ __all__ = [
     "FASHION_MNIST_STD",
     "DataFileError",
     "ImageSize",
+    "InputSpec",
     "Normalization",
     "TensorImageDataset",
     "available_datasets",
     "check_compatible",
     "load_dataset",
+    "load_for_model",
     "read_idx",
 ]
 
@@ -813,3 +816,276 @@ def check_compatible(
             f"{tuple(out.shape)} for a {shape} image); use a model with at least {high + 1} "
             f"classes or data with labels in 0..{classes - 1}"
         )
+
+
+_Stats = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def _from_code(data: str | None) -> bool:
+    """Whether ``data`` is built by code: a ``package.module:factory`` name, or ``None`` for a
+    data set passed as an object."""
+    return data is None or (":" in data and not data.startswith("imagefolder:"))
+
+
+def _load_options(
+    data: str | None, image_size: Any, normalize: Any, metadata: Mapping[str, Any]
+) -> tuple[ImageSize, Any]:
+    """The ``image_size`` and ``normalize`` a named data set is loaded with for a model.
+
+    Where an option says ``"default"`` and ``metadata`` (a shipped teacher's) records the input
+    size and normalization, those are used for data read from image files; a data set built by
+    code is left as its factory returns it.
+    """
+    size = _image_size_option(image_size)
+    norm = _normalize_option(normalize)
+    if _from_code(data):
+        return size, norm
+    shape = metadata.get("input_shape")
+    if size == "default" and shape is not None and shape[1] == shape[2]:
+        size = int(shape[1])
+    prep = metadata.get("preprocessing") or {}
+    if norm == "default" and "mean" in prep and "std" in prep:
+        norm = (tuple(prep["mean"]), tuple(prep["std"]))
+    return size, norm
+
+
+def _model_normalization(
+    data: str | None, normalize: Any, metadata: Mapping[str, Any]
+) -> _Stats | Literal["unknown"] | None:
+    """How the model's inputs relate to pixels in ``[0, 1]`` (values as given, not per channel)."""
+    norm: Any = _normalize_option(normalize)
+    if norm == "default":
+        prep = metadata.get("preprocessing") or {}
+        if "mean" in prep and "std" in prep:
+            return tuple(prep["mean"]), tuple(prep["std"])
+        norm = None if data is None else _default_normalization(data)
+        if norm is None:
+            return "unknown"
+    return None if norm is None else (tuple(norm[0]), tuple(norm[1]))
+
+
+def _range_option(value: Any, normalization: Any, channels: int) -> _Stats | None:
+    """The per-channel ``(low, high)`` an ``input_range`` option asks for (``None``: unbounded)."""
+    if value is None or value == "none":
+        return None
+    if value == "auto":
+        if normalization == "unknown":
+            return None
+        if normalization is None:
+            return (0.0,) * channels, (1.0,) * channels
+        mean, std = normalization
+        return (
+            tuple((0.0 - m) / s for m, s in zip(mean, std, strict=True)),
+            tuple((1.0 - m) / s for m, s in zip(mean, std, strict=True)),
+        )
+    problem = f"input_range must be 'auto', 'none' or (low, high), got {value!r}"
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(problem)
+    low, high = (tuple(float(v) for v in (b if isinstance(b, Sequence) else (b,))) for b in value)
+    if len(low) not in (1, channels) or len(high) != len(low):
+        raise ValueError(
+            f"input_range must have 1 or {channels} values per bound (one per image channel), "
+            f"got {len(low)}"
+        )
+    return (low * channels, high * channels) if len(low) == 1 else (low, high)
+
+
+@attrs.frozen(kw_only=True)
+class InputSpec:
+    """What a model takes as input, resolved once for a run from the model's metadata, the
+    data options and the data.
+
+    A shipped teacher records its input size and normalization
+    (:func:`risloss.models.pretrained_info`); a model of your own is described by the data
+    options (``image_size``, ``normalize``) and by the images of its test data.
+    :meth:`resolve` applies the rules; the trainers read everything about the model's input
+    from the record: how named data sets are loaded (:meth:`load`), the generator's output
+    range and how synthesized images map back to pixels.
+
+    Attributes:
+        channels, height, width: the shape of one input image.
+        normalization: ``(mean, std)`` per channel that pixels in ``[0, 1]`` are normalized
+            with before they reach the model; ``None``: the model takes the pixels as they
+            are; ``"unknown"``: data built by code (or passed as an object) with
+            ``normalize="default"`` and no recorded normalization.
+        input_range: per-channel ``(low, high)`` the generator's images are clamped to
+            (``None``: unbounded).
+        image_size: the ``image_size`` named data sets are loaded with
+            (:func:`load_dataset`).
+        normalize: the ``normalize`` named data sets are loaded with.
+
+    Example:
+        >>> from risloss.data import InputSpec
+        >>> spec = InputSpec.resolve(
+        ...     (3, 32, 32), data="cifar10", normalize=((0.5,), (0.25,)), input_range="auto"
+        ... )
+        >>> spec.shape, spec.normalization
+        ((3, 32, 32), ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+        >>> spec.input_range
+        ((-2.0, -2.0, -2.0), (2.0, 2.0, 2.0))
+        >>> InputSpec.resolve((1, 28, 28), data=None).normalization  # an object from code
+        'unknown'
+    """
+
+    channels: int
+    height: int
+    width: int
+    normalization: _Stats | Literal["unknown"] | None
+    input_range: _Stats | None = None
+    image_size: ImageSize = "default"
+    normalize: _Stats | Literal["default"] | None = "default"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)``."""
+        return (self.channels, self.height, self.width)
+
+    @property
+    def pixel_range(self) -> _Stats | None:
+        """Per-channel ``(low, high)`` of pixels in ``[0, 1]`` in the model's input space
+        (``None`` where the normalization is unknown)."""
+        return _range_option("auto", self.normalization, self.channels)
+
+    @classmethod
+    def resolve(
+        cls,
+        shape: Sequence[int],
+        *,
+        data: str | None,
+        image_size: Any = "default",
+        normalize: Any = "default",
+        input_range: Any = "none",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> InputSpec:
+        """The record of a model whose data have images of ``shape``.
+
+        Args:
+            shape: ``(C, H, W)`` of the data's images.
+            data: the data set's name (:func:`load_dataset`), or ``None`` for a data set
+                passed as an object (treated as data built by code, used as it is).
+            image_size: as :func:`load_dataset` takes it; ``"default"`` becomes the recorded
+                input size of a shipped teacher for data read from files.
+            normalize: as :func:`load_dataset` takes it; ``"default"`` becomes the recorded
+                normalization of a shipped teacher, else the data set's own (unknown for data
+                built by code).
+            input_range: ``"none"``, ``"auto"`` (pixels in ``[0, 1]`` under the
+                normalization; unbounded where it is unknown) or ``(low, high)``, one number
+                or one per channel each.
+            metadata: a shipped teacher's :func:`~risloss.models.pretrained_info` (``None`` or
+                empty for a model of your own).
+
+        Raises:
+            ValueError: a malformed option, or statistics or bounds with another number of
+                values than 1 or the number of channels.
+        """
+        meta = metadata or {}
+        c, h, w = (int(v) for v in shape)
+        norm = _model_normalization(data, normalize, meta)
+        if isinstance(norm, tuple):
+            norm = _channel_stats(norm[0], norm[1], c, "normalize")
+        size, load_norm = _load_options(data, image_size, normalize, meta)
+        return cls(
+            channels=c,
+            height=h,
+            width=w,
+            normalization=norm,
+            input_range=_range_option(input_range, norm, c),
+            image_size=size,
+            normalize=load_norm,
+        )
+
+    def load(self, data: str | Dataset, split: str) -> Dataset:
+        """``split`` of a data set by name, loaded with this record's options, or a data set
+        object as it is."""
+        if isinstance(data, str):
+            return load_dataset(data, split, image_size=self.image_size, normalize=self.normalize)
+        return _dataset_object(data, "data")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of the fields.
+
+        Example:
+            >>> from risloss.data import InputSpec
+            >>> spec = InputSpec.resolve((1, 8, 8), data=None, normalize=None, input_range="auto")
+            >>> spec.to_dict()["input_range"]
+            [[0.0], [1.0]]
+        """
+        def plain(value: Any) -> Any:
+            return [plain(v) for v in value] if isinstance(value, tuple) else value
+
+        return {name: plain(value) for name, value in attrs.asdict(self).items()}
+
+
+def _dataset_object(data: Any, name: str) -> Dataset:
+    if isinstance(data, str) or not (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        raise TypeError(
+            f"{name} must be a data set name or a torch Dataset of (image, label) pairs, got "
+            f"{type(data).__name__}"
+        )
+    return cast(Dataset, data)
+
+
+def load_for_model(
+    model: nn.Module,
+    data: str | Dataset,
+    *,
+    image_size: Any = "default",
+    normalize: Any = "default",
+    input_range: Any = "none",
+    metadata: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+) -> tuple[Dataset, InputSpec]:
+    """The test data of a model, checked against it, and the model's :class:`InputSpec`.
+
+    A named data set is loaded with the options the record resolves (a shipped teacher's
+    recorded input size and normalization where an option says ``"default"``); a
+    ``Dataset`` object is used as it is (``image_size`` and ``normalize`` are not applied to
+    it; ``normalize`` then only says how its images are normalized). The first ``limit``
+    images are kept, then :func:`check_compatible` runs one forward pass.
+
+    Args:
+        model: the classifier.
+        data: a name as :func:`load_dataset` takes it, or a ``Dataset`` of ``(image, label)``
+            pairs.
+        image_size, normalize, input_range, metadata: as :meth:`InputSpec.resolve` takes them.
+        limit: keep only the first ``limit`` images (``None``: all).
+
+    Returns:
+        ``(test data, record)``.
+
+    Raises:
+        ValueError: bad options, or a model and data that do not fit.
+        TypeError: ``data`` neither a name nor a data set.
+        DataFileError: the data's files are missing or unreadable.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from risloss.data import load_for_model
+        >>> from risloss.models import resnet8
+        >>> model = resnet8(num_classes=2, in_channels=3, image_size=16)
+        >>> pixels = TensorDataset(torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))
+        >>> test, spec = load_for_model(model, pixels, normalize=None, input_range="auto")
+        >>> spec.shape, spec.input_range
+        ((3, 16, 16), ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+    """
+    meta = metadata or {}
+    name = data if isinstance(data, str) else None
+    if name is None:
+        dataset = _dataset_object(data, "data")
+    else:
+        size, norm = _load_options(name, image_size, normalize, meta)
+        dataset = load_dataset(name, "test", image_size=size, normalize=norm)
+    if limit is not None and limit < len(dataset):  # type: ignore[arg-type]
+        dataset = Subset(dataset, range(limit))
+    check_compatible(model, dataset, input_shape=meta.get("input_shape"))
+    shape = tuple(dataset[0][0].shape)
+    spec = InputSpec.resolve(
+        shape,
+        data=name,
+        image_size=image_size,
+        normalize=normalize,
+        input_range=input_range,
+        metadata=meta,
+    )
+    return dataset, spec

@@ -416,3 +416,118 @@ def test_check_compatible_empty_data_and_subsets() -> None:
     check_compatible(model, Subset(data, range(3)))
     with pytest.raises(ValueError, match=r"0\.\.9"):
         check_compatible(model, data)
+
+
+# The record of a model's input ------------------------------------------------------------------
+
+FASHION_META = {
+    "input_shape": [1, 28, 28],
+    "preprocessing": {"mean": [0.286], "std": [0.353]},
+    "num_classes": 10,
+}
+
+
+def test_input_spec_takes_a_shipped_teachers_recorded_facts_for_named_files() -> None:
+    from risloss.data import InputSpec
+
+    spec = InputSpec.resolve((1, 28, 28), data="imagefolder:x", metadata=FASHION_META)
+    assert (spec.image_size, spec.normalize) == (28, ((0.286,), (0.353,)))
+    assert spec.normalization == ((0.286,), (0.353,))
+    # Options given win; data built by code (or passed as an object) is loaded as it comes.
+    given = InputSpec.resolve(
+        (1, 28, 28), data="imagefolder:x", image_size=32, normalize=None, metadata=FASHION_META
+    )
+    assert (given.image_size, given.normalize, given.normalization) == (32, None, None)
+    for data in ("pkg.mod:make", None):
+        spec = InputSpec.resolve((1, 28, 28), data=data, metadata=FASHION_META)
+        assert (spec.image_size, spec.normalize) == ("default", "default"), data
+        assert spec.normalization == ((0.286,), (0.353,)), data  # recorded by the teacher
+    # Without metadata: the named data set's own default, unknown for data from code.
+    plain = InputSpec.resolve((3, 8, 8), data="imagefolder:x")
+    assert (plain.image_size, plain.normalize) == ("default", "default")
+    assert plain.normalization == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert InputSpec.resolve((3, 8, 8), data="pkg.mod:make").normalization == "unknown"
+    assert InputSpec.resolve((3, 8, 8), data=None).normalization == "unknown"
+
+
+def test_input_spec_input_range_is_the_pixel_range_under_the_normalization() -> None:
+    from risloss.data import InputSpec
+
+    mean, std = 0.286, 0.353
+    auto = InputSpec.resolve((1, 28, 28), data="fashion-mnist", input_range="auto")
+    assert auto.input_range == (((0.0 - mean) / std,), ((1.0 - mean) / std,))
+    assert auto.input_range == auto.pixel_range
+    pixels = InputSpec.resolve((3, 8, 8), data=None, normalize=None, input_range="auto")
+    assert pixels.input_range == ((0.0,) * 3, (1.0,) * 3)
+    stats = ((0.5,), (0.25,))
+    one = InputSpec.resolve((1, 8, 8), data="fashion-mnist", normalize=stats, input_range="auto")
+    assert one.input_range == ((-2.0,), (2.0,))
+    unknown = InputSpec.resolve((1, 8, 8), data="pkg.mod:make", input_range="auto")
+    assert unknown.input_range is None and unknown.pixel_range is None
+    assert InputSpec.resolve((1, 8, 8), data="fashion-mnist").input_range is None  # "none"
+    bounds = InputSpec.resolve((3, 8, 8), data=None, input_range=((0.0,), (1.0,)))
+    assert bounds.input_range == ((0.0,) * 3, (1.0,) * 3)
+    with pytest.raises(ValueError, match=r"^input_range must have 1 or 3 values per bound"):
+        InputSpec.resolve((3, 8, 8), data=None, input_range=((0.0, 0.0), (1.0, 1.0)))
+    with pytest.raises(ValueError, match=r"^normalize: 2 mean and std values"):
+        InputSpec.resolve((3, 8, 8), data=None, normalize=((0.1, 0.2), (1.0, 1.0)))
+
+
+def test_input_spec_is_frozen_and_json_ready() -> None:
+    import json
+
+    import attrs
+
+    from risloss.data import InputSpec
+
+    spec = InputSpec.resolve((3, 8, 8), data=None, normalize=((0.5,), (0.25,)))
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        spec.channels = 1  # type: ignore[misc]
+    saved = json.loads(json.dumps(spec.to_dict()))
+    assert saved["normalization"] == [[0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]
+    assert (saved["channels"], saved["height"], saved["width"]) == (3, 8, 8)
+
+
+def test_load_for_model_checks_and_describes_a_data_set_object() -> None:
+    from torch.utils.data import Subset
+
+    from risloss.data import load_for_model
+
+    data = _images(6, (3, 16, 16))
+    test, spec = load_for_model(_FixedSize(), data, normalize=None, limit=4)
+    assert isinstance(test, Subset) and len(test) == 4 and test.dataset is data  # used as it is
+    assert spec.shape == (3, 16, 16) and spec.normalization is None
+    with pytest.raises(ValueError, match="3-channel images"):
+        load_for_model(_FixedSize(), _images(3, (1, 16, 16)))
+    with pytest.raises(TypeError, match="data must be a data set name or a torch Dataset"):
+        load_for_model(_FixedSize(), 42)  # type: ignore[arg-type]
+
+
+def test_load_for_model_reads_a_named_set_as_the_teacher_was_trained() -> None:
+    """A shipped teacher's recorded options reproduce the data set's own defaults bit for bit."""
+    from risloss.data import load_for_model
+    from risloss.models import load_pretrained, pretrained_info
+
+    default = fashion_mnist_or_skip("test")
+    meta = pretrained_info("resnet8_fashion_mnist")
+    teacher = load_pretrained("resnet8_fashion_mnist")
+    test, spec = load_for_model(teacher, "fashion-mnist", metadata=meta)
+    assert torch.equal(test.images, default.images)  # type: ignore[attr-defined]
+    assert spec.image_size == 28 and spec.normalization == ((0.286,), (0.353,))
+    train = spec.load("fashion-mnist", "train")
+    assert train[0][0].shape == (1, 28, 28)
+    assert spec.load(test, "train") is test  # an object is used as it is
+
+
+def test_data_from_code_leaves_the_import_path_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    module = _factory_module(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    before = list(sys.path)
+    assert len(load_dataset(f"{module}:make", "test")) == 4
+    with pytest.raises(ValueError, match="cannot import module"):
+        load_dataset("no_such_module_anywhere:make", "test")
+    assert sys.path == before

@@ -467,13 +467,19 @@ CLI_ARGS = [
 ]
 
 
+def _cli_config() -> Any:
+    """The configuration of ``risloss quantize`` with ``CLI_ARGS``."""
+    from risloss.training import TrainConfig
+
+    return TrainConfig(model=TEACHER, iters=4, warmup=2, batch_size=8, eval_limit=64)
+
+
 def _interrupted_then_resumed_worker(ctx: DistributedContext, out: Path) -> None:
     """SIGINT on rank 0 only, during iteration 2: both ranks stop after it; then resume."""
-    from risloss.cli import _config_from_args, build_parser
     from risloss.training import TrainingInterrupted, train
     from tests._resume import sigint_after
 
-    config = _config_from_args(build_parser().parse_args(CLI_ARGS), "quantize")
+    config = _cli_config()
     with sigint_after(2, when=lambda: ctx.rank == 0), pytest.raises(TrainingInterrupted) as info:
         train(config, out, log=None)
     (out / f"stopped{ctx.rank}.txt").write_text(str(info.value.iteration))
@@ -528,11 +534,11 @@ def test_torchrun_quantize_writes_one_set_of_outputs_and_resume_matches(tmp_path
 
     assert metrics["fp_top1"] == evaluate(load_pretrained(TEACHER), Subset(test_set, range(64)))
 
-    # A checkpoint of 2 processes does not resume in one.
-    from risloss.cli import _config_from_args, build_parser
+    # A checkpoint of 2 processes does not resume in one (the settings match: else the
+    # error would name them).
     from risloss.training import train
 
-    config = _config_from_args(build_parser().parse_args(CLI_ARGS), "quantize")
+    config = _cli_config()
     with pytest.raises(ValueError, match=r"written by a run on 2 process\(es\)"):
         train(config, out, resume=True, log=None)
 

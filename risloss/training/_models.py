@@ -3,28 +3,48 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
 from risloss._checkpoint import load_state_dict_into
 from risloss._imports import import_factory
-from risloss.data import _channel_stats, _default_normalization
 from risloss.models import ARCHITECTURES, list_pretrained, load_pretrained
 
-__all__ = ["build_student", "data_options", "input_range_of", "load_teacher", "model_normalization"]
+__all__ = ["build_student", "copy_matching", "describe_object", "load_teacher"]
 
 
-def load_teacher(model: str, weights: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a teacher in eval mode with gradients off: a shipped name or ``module:factory``.
+def describe_object(obj: Any) -> str:
+    """``module.Class`` of an object, as ``metrics.json`` names what a run was given."""
+    kind = type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def load_teacher(
+    model: str | nn.Module, weights: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A teacher in eval mode with gradients off: a shipped name, ``module:factory`` (with
+    ``weights``) or a model object (a copy of it: the object itself is left as it is).
 
     Returns:
-        The model and a metadata dict (``{}`` for a user model).
+        The model and a metadata dict (a shipped teacher's recorded facts, ``{}`` otherwise).
 
     Raises:
         ValueError: unknown shipped name (the message lists them), an unimportable factory,
-            a missing weights file, or weights that do not fit the model.
+            a missing weights file, weights that do not fit the model, or ``weights`` with a
+            model object.
     """
+    if isinstance(model, nn.Module):
+        if weights is not None:
+            raise ValueError(
+                f"weights={weights!r} applies to a model given by name ('package.module:"
+                "factory'); a model object is used with the weights it holds"
+            )
+        return copy.deepcopy(model).eval().requires_grad_(False), {}
+    if not isinstance(model, str):
+        raise TypeError(
+            f"model must be a model name or a torch.nn.Module, got {type(model).__name__}"
+        )
     shipped = list_pretrained()
     if ":" not in model:
         if model not in shipped:
@@ -44,80 +64,6 @@ def load_teacher(model: str, weights: str | None = None) -> tuple[nn.Module, dic
         load_state_dict_into(teacher, weights, f"model {model!r}")
         meta = {}
     return teacher.eval().requires_grad_(False), meta
-
-
-def data_options(
-    data: str, image_size: Any, normalize: Any, meta: dict[str, Any]
-) -> tuple[Any, Any]:
-    """The ``image_size`` and ``normalize`` to load ``data`` with, for a teacher.
-
-    Where an option says ``"default"`` and the teacher is a shipped one (``meta`` holds its
-    recorded ``input_shape`` and ``preprocessing``), the teacher's own input size and
-    normalization are used for data read from image files; a data set built by code
-    (``package.module:factory``) is left as its factory returns it.
-    """
-    from_code = ":" in data and not data.startswith("imagefolder:")
-    if from_code:
-        return image_size, normalize
-    shape = meta.get("input_shape")
-    if image_size == "default" and shape is not None and shape[1] == shape[2]:
-        image_size = int(shape[1])
-    prep = meta.get("preprocessing") or {}
-    if normalize == "default" and "mean" in prep and "std" in prep:
-        normalize = (tuple(prep["mean"]), tuple(prep["std"]))
-    return image_size, normalize
-
-
-def model_normalization(
-    data: str, normalize: Any, meta: dict[str, Any]
-) -> tuple[tuple[float, ...], tuple[float, ...]] | Literal["unknown"] | None:
-    """How the model's inputs relate to pixels in ``[0, 1]``: the ``(mean, std)`` they are
-    normalized with, ``None`` (the model takes the pixels as they are) or ``"unknown"`` (a data
-    set built by code, whose preprocessing only its factory knows).
-
-    ``normalize`` as :class:`~risloss.training.TrainConfig` holds it; ``"default"`` resolves to
-    a shipped teacher's recorded normalization, else to the data set's default.
-    """
-    norm: Any = normalize
-    if norm == "default":
-        prep = meta.get("preprocessing") or {}
-        if "mean" in prep and "std" in prep:
-            return tuple(prep["mean"]), tuple(prep["std"])
-        norm = _default_normalization(data)
-        if norm is None:
-            return "unknown"
-    return None if norm is None else (tuple(norm[0]), tuple(norm[1]))
-
-
-def input_range_of(
-    value: Any, data: str, normalize: Any, meta: dict[str, Any], channels: int
-) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """The per-channel ``(low, high)`` a :class:`~risloss.training.TrainConfig`'s
-    ``input_range`` asks the generator's images to stay in (``None``: unbounded).
-
-    ``"auto"`` is the image of pixels in ``[0, 1]`` under the model's normalization
-    (:func:`model_normalization`); ``None`` where that normalization is unknown.
-    """
-    if value == "none":
-        return None
-    if value == "auto":
-        norm = model_normalization(data, normalize, meta)
-        if norm == "unknown":
-            return None
-        if norm is None:
-            return (0.0,) * channels, (1.0,) * channels
-        mean, std = _channel_stats(norm[0], norm[1], channels, "normalize")
-        return (
-            tuple((0.0 - m) / s for m, s in zip(mean, std, strict=True)),
-            tuple((1.0 - m) / s for m, s in zip(mean, std, strict=True)),
-        )
-    low, high = value
-    if len(low) not in (1, channels):
-        raise ValueError(
-            f"input_range must have 1 or {channels} values per bound (one per image channel), "
-            f"got {len(low)}"
-        )
-    return (tuple(low) * channels, tuple(high) * channels) if len(low) == 1 else (low, high)
 
 
 def copy_matching(source: nn.Module, target: nn.Module) -> list[str]:

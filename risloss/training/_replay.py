@@ -24,7 +24,7 @@ class ReplayPool:
 
     Example:
         >>> import torch
-        >>> from risloss.training._replay import ReplayPool
+        >>> from risloss.training import ReplayPool
         >>> pool = ReplayPool(capacity=4)
         >>> pool.add(torch.zeros(3, 1, 2, 2), torch.zeros(3, 5), torch.tensor([0, 1, 2]))
         >>> pool.add(torch.ones(3, 1, 2, 2), torch.zeros(3, 5), torch.tensor([3, 4, 0]))

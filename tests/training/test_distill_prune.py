@@ -221,30 +221,30 @@ def _main_exit_code(args: list[str]) -> int:
 
 
 def test_student_augmentation_trains_on_views_labelled_by_the_teacher(tmp_path: Path) -> None:
-    from risloss.distributed import DistributedContext
     from risloss.functional import kd_loss
-    from risloss.training._trainer import _setup
+    from risloss.training import Run, TrainJob
 
     config = TrainConfig(task="distill", method="gdfq", **TINY)
     assert config.student_augmentation == "all"  # the default of distillation
-    run = _setup(config, tmp_path / "checkpoint.pt", DistributedContext())
+    job = TrainJob(config)
+    Run(job, tmp_path, log=None).setup()
     batches: list[Any] = []
-    next_batch = run.source.next_batch
+    next_batch = job.source.next_batch
 
     def spy_batch(adversary: Any = None) -> Any:
         batches.append(next_batch(adversary))
         return batches[-1]
 
     seen: dict[str, Any] = {}
-    run.source.next_batch = spy_batch  # type: ignore[method-assign]
-    h1 = run.student.register_forward_hook(
+    job.source.next_batch = spy_batch  # type: ignore[method-assign]
+    h1 = job.student.register_forward_hook(
         lambda m, args, out: seen.update(student_in=args[0], student_out=out.detach())
     )
-    h2 = run.teacher.register_forward_hook(
+    h2 = job.teacher.register_forward_hook(
         lambda m, args, out: seen.update(teacher_in=args[0], teacher_out=out.detach())
     )
     try:
-        record = run.step(config.warmup)  # a student step
+        record = job.step(config.warmup)  # a student step
     finally:
         h1.remove()
         h2.remove()

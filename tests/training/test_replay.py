@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from risloss.training._replay import ReplayPool
+from risloss.training import ReplayPool
 
 
 def _batch(start: int, n: int = 3, classes: int = 4) -> tuple[torch.Tensor, ...]:

@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from risloss.distributed import DistributedContext
 from risloss.functional import adversarial_divergence
-from risloss.training import TrainConfig, train
-from risloss.training._trainer import _setup
+from risloss.training import Run, TrainConfig, TrainJob, train
 from tests._data import fashion_mnist_or_skip
 from tests._resume import assert_resume_matches_uninterrupted
 from tests.training.test_distill_prune import TINY as DISTILL_PRUNE_TINY
@@ -28,20 +26,23 @@ def _needs_data() -> None:
     fashion_mnist_or_skip("test")
 
 
-def _run(tmp_path: Path, **settings: Any) -> Any:
+def _run(tmp_path: Path, **settings: Any) -> TrainJob:
+    """A distillation job set up in ``tmp_path``: built, no iteration taken."""
     config = TrainConfig(**{"task": "distill", "method": "gdfq", **TINY, **settings})
-    return _setup(config, tmp_path / "checkpoint.pt", DistributedContext())
+    job = TrainJob(config)
+    Run(job, tmp_path, log=None).setup()
+    return job
 
 
 def test_the_adversary_pass_reaches_the_images_and_leaves_the_student_as_it_was(
     tmp_path: Path,
 ) -> None:
-    run = _run(tmp_path, adversarial_weight=1.0)
-    student = run.student
+    job = _run(tmp_path, adversarial_weight=1.0)
+    student = job.student
     assert student.training  # a distillation student: BatchNorm updates its statistics
     before = copy.deepcopy(student.state_dict())
     images = torch.randn(8, 1, 28, 28, requires_grad=True)
-    logits = run._adversary(images)
+    logits = job.adversary(images)
     logits.square().sum().backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
     assert all(p.grad is None for p in student.parameters())
@@ -52,22 +53,22 @@ def test_the_adversary_pass_reaches_the_images_and_leaves_the_student_as_it_was(
 
 
 def test_adversarial_term_is_recorded_from_the_student_phase_on(tmp_path: Path) -> None:
-    run = _run(tmp_path, adversarial_weight=1.0)
-    warm = run.step(0)  # warm-up: no student yet, no adversarial term
+    job = _run(tmp_path, adversarial_weight=1.0)
+    warm = job.step(0)  # warm-up: no student yet, no adversarial term
     assert "g_adv" not in warm
     batches: list[Any] = []
-    next_batch = run.source.next_batch
+    next_batch = job.source.next_batch
 
     def spy(adversary: Any = None) -> Any:
         batches.append(next_batch(adversary))
         return batches[-1]
 
-    run.source.next_batch = spy  # type: ignore[method-assign]
-    student_then = copy.deepcopy(run.student)
-    record = run.step(1)
+    job.source.next_batch = spy  # type: ignore[method-assign]
+    student_then = copy.deepcopy(job.student)
+    record = job.step(1)
     images = batches[-1].images
     with torch.no_grad():
-        expected = adversarial_divergence(student_then(images), run.teacher(images))
+        expected = adversarial_divergence(student_then(images), job.teacher(images))
     assert record["g_adv"] == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
     plain = _run(tmp_path / "plain")
     assert "g_adv" not in plain.step(1)  # weight 0: the objective alone
@@ -76,41 +77,41 @@ def test_adversarial_term_is_recorded_from_the_student_phase_on(tmp_path: Path) 
 def test_the_adversarial_term_changes_the_generator_step(tmp_path: Path) -> None:
     weights, records = [], []
     for w in (0.0, 10.0):
-        run = _run(tmp_path / str(w), adversarial_weight=w)
+        job = _run(tmp_path / str(w), adversarial_weight=w)
         # A student of the teacher's architecture with its weights and a shifted last bias:
         # it predicts the teacher's classes with other probabilities, so the term is active.
-        run.student.load_state_dict(run.teacher.state_dict())
-        run.student.eval()
-        last = [m for m in run.student.modules() if isinstance(m, torch.nn.Linear)][-1]
+        job.student.load_state_dict(job.teacher.state_dict())
+        job.student.eval()
+        last = [m for m in job.student.modules() if isinstance(m, torch.nn.Linear)][-1]
         with torch.no_grad():
             last.bias += torch.linspace(-0.5, 0.5, last.bias.numel())
-        run.step(0)
-        records.append(run.step(1))
-        generator = run.source.generator
+        job.step(0)
+        records.append(job.step(1))
+        generator = job.source.generator
         weights.append(torch.cat([p.detach().flatten() for p in generator.parameters()]))
     assert records[1]["g_adv"] > 0
     assert not torch.equal(weights[0], weights[1])
 
 
 def test_student_steps_draw_from_the_replay_pool(tmp_path: Path) -> None:
-    run = _run(tmp_path, student_steps=3, replay_size=20, student_augmentation="none")
+    job = _run(tmp_path, student_steps=3, replay_size=20, student_augmentation="none")
     seen: list[torch.Tensor] = []
-    hook = run.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    hook = job.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     steps: list[int] = []
-    counter = run.optimizer.register_step_post_hook(lambda *_: steps.append(1))
+    counter = job.optimizer.register_step_post_hook(lambda *_: steps.append(1))
     try:
-        run.step(0)  # warm-up
-        lr0 = run.optimizer.param_groups[0]["lr"]
+        job.step(0)  # warm-up
+        lr0 = job.optimizer.param_groups[0]["lr"]
         for it in (1, 2, 3):
-            run.step(it)
+            job.step(it)
     finally:
         hook.remove()
         counter.remove()
     assert len(steps) == 9  # three student steps per iteration after warm-up
-    assert run.scheduler.last_epoch == 3  # the schedule advances once per iteration
-    assert run.optimizer.param_groups[0]["lr"] < lr0
-    assert run.replay is not None and len(run.replay) == 20  # 3 batches of 8, capacity 20
-    stored = {tuple(x.flatten()[:5].tolist()) for x in run.replay.images}
+    assert job.scheduler.last_epoch == 3  # the schedule advances once per iteration
+    assert job.optimizer.param_groups[0]["lr"] < lr0
+    assert job.replay is not None and len(job.replay) == 20  # 3 batches of 8, capacity 20
+    stored = {tuple(x.flatten()[:5].tolist()) for x in job.replay.images}
     for batch in seen[3:]:  # the draws of the second and third steps of the last iteration
         assert batch.shape == (8, 1, 28, 28)
     for batch in (seen[-2], seen[-1]):
@@ -119,11 +120,11 @@ def test_student_steps_draw_from_the_replay_pool(tmp_path: Path) -> None:
 
 
 def test_without_a_pool_the_extra_steps_see_new_views_of_the_batch(tmp_path: Path) -> None:
-    run = _run(tmp_path, student_steps=2)  # distillation: augmentation on
+    job = _run(tmp_path, student_steps=2)  # distillation: augmentation on
     seen: list[torch.Tensor] = []
-    hook = run.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    hook = job.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     try:
-        run.step(1)
+        job.step(1)
     finally:
         hook.remove()
     assert len(seen) == 2
@@ -155,8 +156,8 @@ def test_quantized_and_pruned_students_take_the_adversarial_term(task: str, tmp_
 
 
 def test_a_student_started_from_the_teacher_holds_its_matching_tensors(tmp_path: Path) -> None:
-    run = _run(tmp_path, student_init="teacher")
-    theirs, ours = run.teacher.state_dict(), run.student.state_dict()
+    job = _run(tmp_path, student_init="teacher")
+    theirs, ours = job.teacher.state_dict(), job.student.state_dict()
     assert ours.keys() <= theirs.keys()  # a ResNet-8 teacher: every tensor matches
     for name, value in ours.items():
         assert torch.equal(value, theirs[name]), name
@@ -164,8 +165,17 @@ def test_a_student_started_from_the_teacher_holds_its_matching_tensors(tmp_path:
     assert not torch.equal(fresh["conv1.weight"], theirs["conv1.weight"])
 
 
-def test_student_init_needs_a_tensor_in_common() -> None:
-    from risloss.training._models import copy_matching
+def test_student_init_needs_a_tensor_in_common(tmp_path: Path) -> None:
+    class Flat(torch.nn.Module):  # a classifier with none of ResNet-8's tensor names
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(28 * 28, 10)
 
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(x.flatten(1))
+
+    config = TrainConfig(task="distill", method="noise", student_init="teacher", **TINY)
+    job = TrainJob(config, model=Flat())
     with pytest.raises(ValueError, match="shares no parameter or buffer"):
-        copy_matching(torch.nn.Linear(3, 4), torch.nn.Conv2d(1, 2, 3))
+        Run(job, tmp_path / "out", log=None).setup()
+    assert not (tmp_path / "out").exists()

@@ -1,7 +1,8 @@
 """Synthesis figures in a run's outputs, and a generator that adapts to the teacher's input range.
 
-The generator-only tests need no data: they build a GeneratorSource on the shipped ResNet-8
-teacher directly.
+The generator-only tests need no data files: they build a GeneratorSource on the shipped
+ResNet-8 teacher directly, or set up a run (:class:`~risloss.training.Run`) with a small data
+set object in place of the test split.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from torch import nn
 
 from risloss.models import load_pretrained, pretrained_info
 from risloss.objective import RISConfig
-from risloss.training import TrainConfig, train
+from risloss.training import Run, SynthesisJob, TrainConfig, TrainJob, synthesis_summary, train
 from risloss.training._sources import GeneratorSource
-from risloss.training._trainer import synthesis_summary
 from tests._data import fashion_mnist_or_skip
 
 TEACHER = "resnet8_fashion_mnist"
+# One image of each class: all a run needs to check the model and learn the image shape.
+SHAPE_ONLY = torch.utils.data.TensorDataset(torch.zeros(10, 1, 28, 28), torch.arange(10))
 
 
 class ZeroOneTeacher(nn.Module):
@@ -85,22 +87,19 @@ def test_fitted_input_statistics_start_the_generator_in_the_teachers_range() -> 
     assert 0.5 * info["std"][0] < float(g.output_scale.detach()) < 1.5 * info["std"][0]
 
 
-@pytest.mark.parametrize("fit", [True, False])
-def test_the_trainer_passes_the_fit_option_to_its_generator(fit: bool) -> None:
-    from risloss.distributed import DistributedContext
-    from risloss.training._trainer import _generator_source
+def built(job: Any, folder: Any, log: Any = None) -> Any:
+    """``job`` set up in ``folder`` (teacher and data checked, everything built, no iteration)."""
+    Run(job, folder, log=log).setup()
+    return job
 
+
+@pytest.mark.parametrize("fit", [True, False])
+def test_the_trainer_passes_the_fit_option_to_its_generator(fit: bool, tmp_path: Any) -> None:
     info = pretrained_info(TEACHER)["preprocessing"]
-    source = _generator_source(
-        TrainConfig(model=TEACHER, method="gdfq", fit_input_statistics=fit),
-        ZeroOneTeacher().eval().requires_grad_(False),
-        num_classes=10,
-        shape=(1, 28, 28),
-        data_rng=torch.Generator().manual_seed(0),
-        perturbation_rng=torch.Generator().manual_seed(1),
-        ctx=DistributedContext(),
-    )
-    shift = float(source.generator.output_shift.detach())
+    config = TrainConfig(method="gdfq", fit_input_statistics=fit, iters=2, warmup=1)
+    job = built(TrainJob(config, model=ZeroOneTeacher(), test_data=SHAPE_ONLY), tmp_path)
+    assert isinstance(job.source, GeneratorSource)
+    shift = float(job.source.generator.output_shift.detach())
     if fit:
         assert abs(shift - info["mean"][0]) < 0.1
     else:
@@ -151,30 +150,22 @@ def test_a_run_reports_what_the_generator_reached(tmp_path: Any) -> None:
     assert set(metrics["synthesis"]) >= {"g_agree", "g_ce", "g_bns", "g_sim", "g_loss"}
 
 
-def test_a_teacher_that_wants_another_input_range_gets_a_hint() -> None:
-    from risloss.distributed import DistributedContext
-    from risloss.training._trainer import _generator_source, input_range_hint
+def test_a_teacher_that_wants_another_input_range_gets_a_hint(tmp_path: Any) -> None:
+    def notes(config: TrainConfig, model: nn.Module | None = None) -> list[str]:
+        said: list[str] = []
+        job = SynthesisJob(config, num_images=1, model=model, test_data=SHAPE_ONLY)
+        built(job, tmp_path / str(len(list(tmp_path.iterdir()))), log=said.append)
+        return said
 
-    def source(teacher: nn.Module, config: TrainConfig) -> GeneratorSource:
-        return _generator_source(
-            config,
-            teacher.eval().requires_grad_(False),
-            num_classes=10,
-            shape=(1, 28, 28),
-            data_rng=torch.Generator().manual_seed(0),
-            perturbation_rng=torch.Generator().manual_seed(1),
-            ctx=DistributedContext(),
-        )
-
-    plain = TrainConfig(model=TEACHER, method="gdfq")
-    hint = input_range_hint(source(ZeroOneTeacher(), plain), plain)
-    assert hint is not None and "--fit-input-statistics" in hint
+    plain = TrainConfig(model=TEACHER, method="gdfq", warmup=0)
+    said = notes(plain, ZeroOneTeacher())
+    assert len(said) == 1 and "--fit-input-statistics" in said[0]
     # A standardized teacher, a fitted start or declared statistics: nothing to say.
-    assert input_range_hint(source(load_pretrained(TEACHER), plain), plain) is None
-    fitted = TrainConfig(model=TEACHER, method="gdfq", fit_input_statistics=True)
-    assert input_range_hint(source(ZeroOneTeacher(), fitted), fitted) is None
-    declared = TrainConfig(model=TEACHER, method="gdfq", input_mean=0.3, input_std=0.35)
-    assert input_range_hint(source(ZeroOneTeacher(), declared), declared) is None
+    assert notes(plain) == []
+    fitted = TrainConfig(model=TEACHER, method="gdfq", warmup=0, fit_input_statistics=True)
+    assert notes(fitted, ZeroOneTeacher()) == []
+    declared = TrainConfig(model=TEACHER, method="gdfq", warmup=0, input_mean=0.3, input_std=0.35)
+    assert notes(declared, ZeroOneTeacher()) == []
 
 
 def test_an_output_range_clamps_the_images_per_channel() -> None:
@@ -208,47 +199,20 @@ def test_input_range_values_are_checked_and_round_trip() -> None:
             TrainConfig(input_range=bad)
 
 
-def test_auto_input_range_is_the_pixel_range_under_the_models_normalization() -> None:
-    from risloss.training._models import input_range_of
-
-    info = pretrained_info(TEACHER)
-    mean, std = info["preprocessing"]["mean"][0], info["preprocessing"]["std"][0]
-    low, high = input_range_of("auto", "fashion-mnist", "default", info, 1)
-    assert low == pytest.approx((-mean / std,)) and high == pytest.approx(((1 - mean) / std,))
-    # a model that takes [0, 1] images, declared by normalize=None
-    assert input_range_of("auto", "fashion-mnist", None, {}, 3) == ((0.0,) * 3, (1.0,) * 3)
-    assert input_range_of("auto", "fashion-mnist", ((0.5,), (0.25,)), {}, 1) == ((-2.0,), (2.0,))
-    assert input_range_of("auto", "tests._data:digits", "default", {}, 1) is None  # unknown
-    assert input_range_of("none", "fashion-mnist", "default", info, 1) is None
-    assert input_range_of(((0.0,), (1.0,)), "fashion-mnist", "default", {}, 3) == (
-        (0.0,) * 3,
-        (1.0,) * 3,
-    )
-    with pytest.raises(ValueError, match=r"^input_range must have 1 or 3 values per bound"):
-        input_range_of(((0.0, 0.0), (1.0, 1.0)), "fashion-mnist", "default", {}, 3)
-
-
-def test_the_trainer_gives_its_generator_the_input_range() -> None:
-    from risloss.distributed import DistributedContext
-    from risloss.training._trainer import _generator_source
-
+def test_the_trainer_gives_its_generator_the_input_range(tmp_path: Any) -> None:
     info = pretrained_info(TEACHER)
     mean, std = info["preprocessing"]["mean"][0], info["preprocessing"]["std"][0]
 
     def source(input_range: str, fit: bool) -> GeneratorSource:
-        torch.manual_seed(0)
-        return _generator_source(
-            TrainConfig(
-                model=TEACHER, method="gdfq", input_range=input_range, fit_input_statistics=fit
-            ),
-            load_pretrained(TEACHER).eval().requires_grad_(False),
-            num_classes=10,
-            shape=(1, 28, 28),
-            data_rng=torch.Generator().manual_seed(0),
-            perturbation_rng=torch.Generator().manual_seed(1),
-            ctx=DistributedContext(),
-            meta=info,
+        config = TrainConfig(
+            model=TEACHER, method="gdfq", input_range=input_range, fit_input_statistics=fit
         )
+        job = built(TrainJob(config, test_data=SHAPE_ONLY), tmp_path / input_range)
+        assert job.spec.input_range == (
+            None if input_range == "none" else (((0.0 - mean) / std,), ((1.0 - mean) / std,))
+        )
+        assert isinstance(job.source, GeneratorSource)
+        return job.source
 
     bounded, free = source("auto", True), source("none", True)
     # the fit of the output statistics sees the unclamped images: the same start either way

@@ -23,7 +23,7 @@ from risloss.cli import main
 from risloss.models import load_pretrained, pretrained_info
 from risloss.training import TrainConfig, synthesize
 from tests._data import fashion_mnist_or_skip
-from tests._resume import assert_resume_matches_uninterrupted
+from tests._resume import assert_resume_matches_uninterrupted, assert_same_state
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = "resnet8_fashion_mnist"
@@ -253,6 +253,27 @@ def test_user_model_pixels_follow_the_normalization(user: dict[str, Any], tmp_pa
             # One step of 8-bit rounding is allowed for the min-max scaling's float error.
             diff = (array.int() - expected[index].int()).abs().max()
             assert diff <= (1 if name == "default" else 0), (name, key)
+
+
+def test_objects_in_synthesize_as_their_names_do(user: dict[str, Any], tmp_path: Path) -> None:
+    """A model object and a data set object write the files their names write, bit for bit."""
+    by_name = synthesize(
+        _user_config(user, normalize=None), tmp_path / "named", num_images=6, log=None
+    )
+    model = user["model"]()
+    model.load_state_dict(torch.load(user["weights"]["rgb16"], weights_only=True))
+    pixels = importlib.import_module(user["module"]).pixels("test")
+    config = TrainConfig(iters=3, warmup=0, batch_size=4, normalize=None)
+    given = synthesize(
+        config, tmp_path / "objects", num_images=6, model=model, test_data=pixels, log=None
+    )
+    for key in ("history", "synthesis", "images", "pixels", "input_spec"):
+        assert given[key] == by_name[key], key
+    for name in ("synthetic.pt", "generator.pt"):
+        assert_same_state(tmp_path / "named" / name, tmp_path / "objects" / name)
+    assert by_name["objects"] == {}
+    assert given["objects"]["test_data"] == "torch.utils.data.dataset.TensorDataset"
+    assert given["pixels"] == {"mapping": "none (the model takes [0, 1] images)"}
 
 
 def test_cli_writes_the_set(user: dict[str, Any], tmp_path: Path, capsys: Any) -> None:

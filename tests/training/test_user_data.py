@@ -1,5 +1,6 @@
 """A user's own model and data through the trainer and the command line: a tiny RGB model on a
-16x16 ImageFolder written here, the data options, and the checks that run before any work."""
+16x16 ImageFolder written here, the data options, the model and data passed as objects, and the
+checks that run before any work."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ import pytest
 import torch
 
 from risloss.cli import main
-from risloss.data import load_dataset
-from risloss.models import list_pretrained
-from risloss.training._models import data_options
-from tests._data import fashion_mnist_or_skip
+from risloss.training import TrainConfig, train
+from tests._resume import assert_same_state
 
 CLASSES = 3
 RUN = ["--iters", "2", "--warmup", "1", "--batch-size", "4", "--quiet"]
@@ -98,6 +97,9 @@ def test_own_rgb_model_on_own_image_folder(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_test_images"] == 3 * CLASSES
     assert metrics["config"]["image_size"] == 16 and metrics["config"]["normalize"] is None
+    spec = metrics["input_spec"]
+    assert (spec["channels"], spec["height"], spec["width"], spec["image_size"]) == (3, 16, 16, 16)
+    assert spec["normalization"] is None and metrics["objects"] == {}
     assert (out / "student.pt").is_file()
 
 
@@ -211,22 +213,61 @@ def test_cli_data_options_reach_the_config() -> None:
     assert TrainConfig.from_dict(custom.to_dict()) == custom  # JSON lists come back as tuples
 
 
-def test_shipped_teacher_defaults_come_from_its_metadata() -> None:
-    meta = list_pretrained()["resnet8_fashion_mnist"]
-    prep = meta["preprocessing"]
-    assert data_options("imagefolder:x", "default", "default", meta) == (
-        28,
-        (tuple(prep["mean"]), tuple(prep["std"])),
+def _objects(user: dict[str, str]) -> dict[str, object]:
+    """The user's model (with its weights) and data sets, as objects."""
+    import importlib
+
+    mod = importlib.import_module(user["module"])
+    model = mod.rgb16()
+    model.load_state_dict(torch.load(Path(user["root"]) / "rgb16.pt", weights_only=True))
+    return {"model": model, "test_data": mod.pixels("test"), "train_data": mod.pixels("train")}
+
+
+SMALL = dict(iters=2, warmup=1, batch_size=4, method="real")
+
+
+def test_objects_in_train_as_their_names_do(user: dict[str, str]) -> None:
+    """A model object and data set objects give the run that their names give, bit for bit."""
+    root = Path(user["root"])
+    named = TrainConfig(
+        model=f"{user['module']}:rgb16",
+        weights=str(root / "rgb16.pt"),
+        data=f"{user['module']}:pixels",
+        **SMALL,
     )
-    assert data_options("imagefolder:x", 32, None, meta) == (32, None)  # options win
-    assert data_options("pkg.mod:make", "default", "default", meta) == ("default", "default")
-    assert data_options("imagefolder:x", "default", "default", {}) == ("default", "default")
+    by_name = train(named, root / "named", log=None, progress=False)
+    objects = _objects(user)
+    model = objects["model"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}  # type: ignore[attr-defined]
+    given = train(TrainConfig(**SMALL), root / "objects", log=None, progress=False, **objects)
+    assert given["history"] == by_name["history"]
+    assert given["quant_top1"] == by_name["quant_top1"]
+    assert_same_state(root / "named" / "student.pt", root / "objects" / "student.pt")
+    assert given["input_spec"] == by_name["input_spec"]
+    assert by_name["objects"] == {}
+    assert set(given["objects"]) == {"model", "test_data", "train_data"}
+    assert given["objects"]["test_data"] == "torch.utils.data.dataset.TensorDataset"
+    assert given["objects"]["model"].endswith(type(model).__qualname__)
+    # The object itself is left as it was: a copy was trained against.
+    assert model.training and all(p.requires_grad for p in model.parameters())  # type: ignore[attr-defined]
+    for name, value in model.state_dict().items():  # type: ignore[attr-defined]
+        assert torch.equal(value, before[name]), name
 
 
-def test_default_quantize_is_unchanged_by_the_data_options() -> None:
-    """The shipped teacher's defaults reproduce the data set's own preprocessing bit for bit."""
-    default = fashion_mnist_or_skip("test")
-    meta = list_pretrained()["resnet20_fashion_mnist"]
-    size, norm = data_options("fashion-mnist", "default", "default", meta)
-    resolved = load_dataset("fashion-mnist", "test", image_size=size, normalize=norm)
-    assert torch.equal(resolved.images, default.images)
+def test_bad_objects_are_refused_before_any_output(user: dict[str, str]) -> None:
+    root = Path(user["root"])
+    objects = _objects(user)
+    cases = [
+        ({"train_data": objects["train_data"]}, {"method": "ris"}, ValueError, "method='real'"),
+        ({"test_data": objects["test_data"]}, {}, ValueError, "needs train_data too"),
+        ({"model": "resnet8_fashion_mnist"}, {}, TypeError, "TrainConfig.model"),
+        ({"test_data": "fashion-mnist"}, {}, TypeError, "TrainConfig.data"),
+        ({"model": objects["model"]}, {"weights": "rgb16.pt"}, ValueError, "weights="),
+        ({"model": objects["model"], "test_data": objects["test_data"]}, {"method": "ris",
+         "normalize": ((0.5, 0.5), (0.2, 0.2))}, ValueError, "normalize: 2 mean"),
+    ]  # fmt: skip
+    for i, (given, changes, error, match) in enumerate(cases):
+        config = TrainConfig(**{**SMALL, **changes})
+        with pytest.raises(error, match=match):
+            train(config, root / f"out{i}", log=None, **given)  # type: ignore[arg-type]
+        assert not (root / f"out{i}").exists()
