@@ -34,6 +34,7 @@ PUBLIC_MODULES = {
     "risloss": "api/risloss.md",
     "risloss.functional": "api/functional.md",
     "risloss.losses": "api/losses.md",
+    "risloss.objective": "api/objective.md",
     "risloss.perturb": "api/perturb.md",
     "risloss.hooks": "api/hooks.md",
     "risloss.quant": "api/quant.md",
@@ -42,6 +43,7 @@ PUBLIC_MODULES = {
     "risloss.data": "api/data.md",
     "risloss.training": "api/training.md",
     "risloss.distributed": "api/distributed.md",
+    "risloss.export": "api/export.md",
 }
 NEEDS_DATA = "<!-- docs-test: needs fashion-mnist -->"
 ALLOWED_FENCES = {"python", "bash", "text"}

@@ -235,13 +235,16 @@ class SynthesisObjective(nn.Module):
             default).
         batch_statistics: applied to the BatchNorm statistics and the batch size before the
             terms read them (global moments in a distributed run; identity by default).
-        bns_weight, robustness, robustness_weight, diversity_weight, correlation_pairs,
-            feature_diversity_weight: deprecated, pass ``terms=`` (:func:`ris_terms` builds
-            them from a :class:`RISConfig`). They build the terms ``"ce"``, ``"bns"``
-            (``bns_weight > 0``, default 0.1), ``"rob"`` (a given
-            :class:`~risloss.RobustnessLoss`, weight default 1), ``"div"``
-            (``diversity_weight > 0`` with ``correlation_pairs``) and ``"sim"``
-            (``feature_diversity_weight``, default 0: a figure).
+        bns_weight: deprecated, as the five below (pass ``terms=``; :func:`ris_terms` builds
+            them from a :class:`RISConfig`): the weight of the term ``"bns"`` (default 0.1; 0
+            leaves it out). These arguments build ``"ce"``, ``"bns"``, ``"rob"``, ``"div"``
+            and ``"sim"``, in this order.
+        robustness: deprecated: the :class:`~risloss.RobustnessLoss` of the term ``"rob"``.
+        robustness_weight: deprecated: the weight of ``"rob"`` (default 1).
+        diversity_weight: deprecated: the weight of the correlation penalty ``"div"`` (default
+            0, which leaves it out).
+        correlation_pairs: deprecated: the pairs ``"div"`` covers (default ``"all"``).
+        feature_diversity_weight: deprecated: the weight of ``"sim"`` (default 0: a figure).
 
     Raises:
         TypeError: ``terms`` that is not a mapping of ``(weight, Term)`` pairs, or ``terms``

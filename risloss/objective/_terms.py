@@ -2,8 +2,9 @@
 
 A :class:`Term` declares what it needs from the teacher's clean pass (:class:`Needs`: feature
 layers to capture, the BatchNorm batch statistics, the penultimate feature) and computes its
-value from a :class:`TeacherPass`, the record of that pass. :class:`~risloss.objective.SynthesisObjective`
-runs the union of its terms' needs in one pass and sums their weighted values.
+value from a :class:`TeacherPass`, the record of that pass.
+:class:`~risloss.objective.SynthesisObjective` runs the union of its terms' needs in one pass
+and sums their weighted values.
 """
 
 from __future__ import annotations
