@@ -1,7 +1,7 @@
 # Developer shortcuts. PYTHON defaults to the virtual environment of the README's quick start.
 PYTHON ?= .venv/bin/python
 
-.PHONY: docs docs-build test
+.PHONY: docs docs-build report test
 
 # Serve the documentation site with live reload on http://127.0.0.1:8000
 docs:
@@ -10,6 +10,10 @@ docs:
 # Build the documentation site into site/; any warning is an error
 docs-build:
 	$(PYTHON) -m mkdocs build --strict
+
+# Rewrite the benchmark tables of docs/benchmarks.md and the README from benchmarks/results/
+report:
+	$(PYTHON) docs/scripts/report.py
 
 # Run the test suite (the README's test command)
 test:

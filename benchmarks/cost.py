@@ -68,8 +68,15 @@ from torch import nn
 from risloss.functional import label_correlation_penalty
 from risloss.hooks import capture_bn_statistics, capture_features
 from risloss.losses import BNStatisticsLoss, RobustnessLoss
-from risloss.models import Generator, list_pretrained, load_pretrained, resnet8, resnet20
-from risloss.models._pretrained import DEFAULT_TEACHER, pretrained_info
+from risloss.models import (
+    DEFAULT_TEACHER,
+    Generator,
+    list_pretrained,
+    load_pretrained,
+    pretrained_info,
+    resnet8,
+    resnet20,
+)
 
 BNS_WEIGHT = 0.1
 ROBUSTNESS_WEIGHT = 1.0

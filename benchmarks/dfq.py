@@ -9,7 +9,7 @@ runs several at once.
     python benchmarks/dfq.py --profile full --jobs 2    # the committed figures (hours)
     python benchmarks/dfq.py --profile full --rows ris gdfq --bits 3 --seeds 0
     python benchmarks/dfq.py --suite ablation           # the choices METHOD.md leaves open
-    python benchmarks/report.py                         # tables and plot into the docs
+    python docs/scripts/report.py                       # tables and plot into the docs
 
 Rows (quantization suite): fp, ptq-noise, noise, gdfq, ris, ris-no-input, ris-no-weight,
 ris-no-div, ris-no-rob, real. Extension suite: distillation ResNet-20 -> ResNet-8 and pruning at
@@ -122,8 +122,8 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     from risloss import evaluate
     from risloss.data import load_dataset
+    from risloss.models import load_pretrained
     from risloss.training import RISConfig, TrainConfig, train
-    from risloss.training._models import load_teacher
 
     path = Path(job["path"])
     t0 = time.monotonic()
@@ -132,13 +132,13 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     }
     record.update(w_bits=job["w_bits"], a_bits=job["a_bits"], model=job["model"])
     if job["row"] == "fp":
-        teacher, _ = load_teacher(job["model"])
+        teacher = load_pretrained(job["model"])
         top1 = evaluate(teacher, load_dataset("fashion-mnist", "test"))
         record.update(fp_top1=top1, quant_top1=top1, student_top1=top1)
     elif job["row"] == "no-recovery":  # the pruned copy as it is, before any training
         from risloss.pruning import prune_model
 
-        teacher, _ = load_teacher(job["model"])
+        teacher = load_pretrained(job["model"])
         test = load_dataset("fashion-mnist", "test")
         pruned = prune_model(teacher, sparsity=job["config"]["sparsity"])
         top1 = evaluate(pruned, test)
@@ -330,28 +330,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# Options added after results were committed, with the value that earlier versions used: a
-# result whose configuration lacks one was made with that value, so --verify reruns it with it.
-LEGACY_CONFIG: dict[str, Any] = {
-    "generator_conditioning": "multiply",
-    "generator_output_lr_scale": 0.0,
-    "student_augmentation": "none",
-    "input_range": "none",
-    "adversarial_weight": 0.0,
-    "student_steps": 1,
-    "replay_size": 0,
-    "student_init": "random",
-}
-
-
 def verify(path: Path) -> int:
-    """Rerun the configuration recorded in ``path`` and compare the accuracy exactly."""
+    """Rerun the configuration recorded in ``path`` and compare the accuracy exactly.
+
+    The file alone says what to run: its ``config`` holds every setting (results made before a
+    setting existed record the value that version used; a setting missing from the file takes
+    today's default).
+    """
     saved = json.loads(path.read_text())
     if saved["row"] == "fp":
         config: dict[str, Any] = {}
         ris: dict[str, Any] = {}
     else:
-        config = {**LEGACY_CONFIG, **saved["config"]}
+        config = dict(saved["config"])
         ris = config.pop("ris", {})
     with tempfile.TemporaryDirectory() as tmp:
         job = {k: saved[k] for k in ("suite", "task", "row", "method", "seed", "profile")}

@@ -6,26 +6,26 @@ images, but only ``K`` of them per class (drawn once per seed, at random): the `
 that suite with its data cut down. Set beside the synthesized rows, it says how many real
 images per class the synthesized ones are worth to a student that learns from them alone.
 
-The subsets are built by a data-set factory (``few_real:few_K_sS``, ``TrainConfig.data``), so
-every run is an ordinary ``train()`` call; the test split is the full one (10,000 images).
-One JSON file per run under ``benchmarks/results/few_real/``; existing files are skipped.
+Each subset goes to an ordinary ``train()`` call as its ``train_data`` object (:func:`subset`);
+the test split is the full one (10,000 images). One JSON file per run under
+``benchmarks/results/few_real/``; existing files are skipped.
 
     python benchmarks/few_real.py --jobs 2                 # K = 1, 10, 100; seeds 0 1 2
     python benchmarks/few_real.py --per-class 1 --seeds 0
-    python benchmarks/report.py                            # the table in docs/benchmarks.md
+    python docs/scripts/report.py                          # the table in docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import re
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -33,7 +33,6 @@ import torch
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "few_real"
 PER_CLASS = (1, 10, 100)
-_FACTORY = re.compile(r"few_(\d+)_s(\d+)")
 
 
 def subset(split: str, per_class: int, seed: int) -> Any:
@@ -56,34 +55,22 @@ def subset(split: str, per_class: int, seed: int) -> Any:
     )
 
 
-def __getattr__(name: str) -> Any:
-    """``few_K_sS``: the factory of the subset of ``K`` images per class drawn with seed ``S``
-    (what ``TrainConfig(data="few_real:few_K_sS")`` imports)."""
-    match = _FACTORY.fullmatch(name)
-    if match is None:
-        raise AttributeError(name)
-    per_class, seed = int(match[1]), int(match[2])
-
-    def factory(split: str) -> Any:
-        return subset(split, per_class, seed)
-
-    return factory
+def _sibling(name: str) -> ModuleType:
+    """``benchmarks/<name>.py``, loaded from its file (its folder need not be importable)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def config_of(per_class: int, seed: int) -> Any:
-    """The extension suite's distillation, real images cut to ``per_class`` per class."""
-    if str(HERE) not in sys.path:  # dfq here, and this module for the data factory in train()
-        sys.path.insert(0, str(HERE))
-    from dfq import EXTENSION_TASKS
-
+    """The extension suite's distillation on real images (the training split, cut to
+    ``per_class`` images per class, goes to ``train()`` as an object: :func:`subset`)."""
     from risloss.training import TrainConfig
 
     return TrainConfig(
-        **EXTENSION_TASKS["distill"],
-        method="real",
-        seed=seed,
-        batch_size=32,
-        data=f"few_real:few_{per_class}_s{seed}",
+        **_sibling("dfq").EXTENSION_TASKS["distill"], method="real", seed=seed, batch_size=32
     )
 
 
@@ -98,8 +85,9 @@ def run_one(job: tuple[int, int]) -> dict[str, Any]:
 
     config = config_of(per_class, seed)
     t0 = time.monotonic()
+    train_data = subset("train", per_class, seed)
     with tempfile.TemporaryDirectory() as out:
-        metrics = train(config, out, log=None, progress=False)
+        metrics = train(config, out, train_data=train_data, log=None, progress=False)
     record = {
         "row": f"real-{per_class}",
         "per_class": per_class,
@@ -108,6 +96,7 @@ def run_one(job: tuple[int, int]) -> dict[str, Any]:
         "num_test_images": metrics.get("num_test_images"),
         "final_losses": metrics["history"][-1],
         "config": metrics["config"],
+        "objects": metrics["objects"],
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": time.monotonic() - t0,
         "torch_version": torch.__version__,

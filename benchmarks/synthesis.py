@@ -11,25 +11,27 @@ existing files are skipped (resumable); one torch thread per run.
 
     python benchmarks/synthesis.py --jobs 2                 # every variant, seeds 0 1 2
     python benchmarks/synthesis.py --variants concat multiply --seeds 0
-    python benchmarks/report.py                             # tables into docs/benchmarks.md
+    python docs/scripts/report.py                           # tables into docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import sys
-import time
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results" / "synthesis"
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "synthesis"
 
 # Each variant overrides DEFAULTS: the objective, the teacher, Generator keyword arguments, the
 # Adam learning rate and the output statistics' learning-rate multiple ("generator" holds
-# keyword arguments of the trainer's GeneratorSource).
+# keyword arguments of the trainer's generator source, set through TrainConfig's fields).
 _GDFQ = {"conditioning": "multiply"}
 VARIANTS: dict[str, dict[str, Any]] = {
     # GDFQ's generator as published (the earlier default): the label embedding multiplies the
@@ -75,48 +77,66 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def run_one(job: dict[str, Any]) -> dict[str, Any]:
-    import torch
+def _sibling(name: str) -> ModuleType:
+    """``benchmarks/<name>.py``, loaded from its file (its folder need not be importable)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    torch.set_num_threads(1)
-    from risloss import RISConfig
-    from risloss.models import load_pretrained
-    from risloss.training._sources import GeneratorSource
 
-    v = {**DEFAULTS, **VARIANTS[job["variant"]]}
-    if v["teacher"] == "wrapped":  # the teacher of benchmarks/wrapped.py: it takes [0, 1] images
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from wrapped import pretrained
+# Keyword arguments of the trainer's generator source ("generator" above) as TrainConfig fields.
+_GENERATOR_FIELDS = {
+    "conditioning": "generator_conditioning",
+    "fit_input_statistics": "fit_input_statistics",
+}
 
-        teacher = pretrained()
-    else:
-        teacher = load_pretrained()
-    torch.manual_seed(job["seed"])
-    # The trainer's own image source: the generator, its optimizer, labels and objective.
-    source = GeneratorSource(
-        teacher,
+
+def config_of(variant: str, seed: int, steps: int) -> Any:
+    """The variant as a generator-only run: ``steps`` generator steps, no warm-up."""
+    from risloss.training import RISConfig, TrainConfig
+
+    v = {**DEFAULTS, **VARIANTS[variant]}
+    return TrainConfig(
         method=v["objective"],
         ris=RISConfig(
             bns_weight=v["bns_weight"],
             diversity=v["diversity"],
             feature_diversity_weight=v["feature_diversity_weight"],
         ),
-        num_classes=10,
-        shape=(1, 28, 28),
+        iters=steps,
+        warmup=0,
         batch_size=v["batch_size"],
-        lr=v["lr"],
-        rng=torch.Generator().manual_seed(job["seed"]),
-        perturbation_rng=torch.Generator().manual_seed(job["seed"] + 1),
-        device=torch.device("cpu"),
-        output_lr_scale=v["output_lr"],
-        **v["generator"],
+        lr_generator=v["lr"],
+        generator_output_lr_scale=v["output_lr"],
+        seed=seed,
+        checkpoint_every=steps,
+        # the wrapped teacher takes [0, 1] images: the test images (read for their shape) too
+        normalize=None if v["teacher"] == "wrapped" else "default",
+        **{_GENERATOR_FIELDS[k]: value for k, value in v["generator"].items()},
     )
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    from risloss.training import synthesize
+
+    v = {**DEFAULTS, **VARIANTS[job["variant"]]}
+    # the teacher of benchmarks/wrapped.py takes [0, 1] images; "bare" is the shipped teacher
+    teacher = _sibling("wrapped").pretrained() if v["teacher"] == "wrapped" else None
+    config = config_of(job["variant"], job["seed"], job["steps"])
+    with tempfile.TemporaryDirectory() as out:
+        # the trainer's own generator, objective and seeding, without a student
+        metrics = synthesize(config, out, num_images=1, model=teacher, log=None, progress=False)
+    history = [{k: x for k, x in r.items() if k != "iter"} for r in metrics["history"]]
     every = job["every"]
     window: list[dict[str, float]] = []
     curve = []
-    t0 = time.monotonic()
-    for step in range(1, job["steps"] + 1):
-        window.append(source.next_batch().parts)
+    for step, parts in enumerate(history, start=1):
+        window.append(parts)
         if step % every == 0:
             keys = window[-1].keys()
             curve.append(
@@ -130,7 +150,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "settings": v,
         "curve": curve,
         "final": curve[-1],
-        "seconds": time.monotonic() - t0,
+        "seconds": metrics["train_seconds"],
         "torch_version": torch.__version__,
     }
     path = Path(job["path"])

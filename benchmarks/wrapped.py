@@ -1,15 +1,16 @@
 """Data-free quantization of a teacher that takes [0, 1] images and normalizes them itself.
 
 The shipped ResNet-20 is wrapped behind its own normalization (``Normalized`` below), so that it
-takes the raw pixels of Fashion-MNIST, as a model shipped that way would. Each run quantizes it
-to W4A4 with the default ``risloss quantize`` budget, evaluated on unnormalized test images, with
-the generator's output statistics fitted to the teacher's first BatchNorm layer
+takes the raw pixels of Fashion-MNIST, as a model shipped that way would; the wrapped model goes
+to ``train(..., model=...)`` as an object. Each run quantizes it to W4A4 with the default
+``risloss quantize`` budget, evaluated on unnormalized test images, with the generator's
+output statistics fitted to the teacher's first BatchNorm layer
 (``fit_input_statistics=True``, ``--fit-input-statistics``) and without (``--variants plain``).
 Compare with the bare teacher's ``gdfq`` and ``ris`` rows of ``benchmarks/results/full/``.
 One JSON file per run under ``benchmarks/results/wrapped/``; existing files are skipped.
 
     python benchmarks/wrapped.py --jobs 2           # gdfq and ris, seeds 0 1 2, fitted
-    python benchmarks/report.py                     # the table in docs/benchmarks.md
+    python docs/scripts/report.py                   # the table in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -49,11 +49,6 @@ class Normalized(nn.Module):
         return out
 
 
-def build() -> nn.Module:
-    """The factory ``TrainConfig(model="wrapped:build")`` imports."""
-    return Normalized()
-
-
 def pretrained() -> nn.Module:
     """The wrapped teacher with the shipped weights, frozen (also used by ``synthesis.py``)."""
     from risloss.models import load_pretrained
@@ -65,23 +60,18 @@ def pretrained() -> nn.Module:
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from risloss.training import RISConfig, TrainConfig, train
 
     t0 = time.monotonic()
+    config = TrainConfig(
+        method=job["method"],
+        seed=job["seed"],
+        normalize=None,  # the test images as the wrapped model takes them: [0, 1]
+        ris=RISConfig(),
+        **VARIANTS[job["variant"]],
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "wrapped.pt"
-        torch.save(pretrained().state_dict(), weights)
-        config = TrainConfig(
-            model="wrapped:build",
-            weights=str(weights),
-            method=job["method"],
-            seed=job["seed"],
-            normalize=None,  # the test images as the wrapped model takes them: [0, 1]
-            ris=RISConfig(),
-            **VARIANTS[job["variant"]],
-        )
-        metrics = train(config, Path(tmp) / "run", log=None, progress=False)
+        metrics = train(config, tmp, model=pretrained(), log=None, progress=False)
     record = {
         "variant": job["variant"],
         "method": job["method"],
@@ -90,6 +80,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "quant_top1": metrics["quant_top1"],
         "synthesis": metrics["synthesis"],
         "config": {k: v for k, v in metrics["config"].items() if k != "weights"},
+        "objects": metrics["objects"],  # the teacher: this module's Normalized
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": time.monotonic() - t0,
         "torch_version": torch.__version__,

@@ -14,12 +14,13 @@ import torch
 
 from tests._data import fashion_mnist_or_skip
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
 REQUIRED = {"method", "w_bits", "a_bits", "seed", "profile", "quant_top1", "suite", "row"}
 
 
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+def _script(name: str, folder: Path = BENCH) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -107,13 +108,23 @@ def test_ablation_variants_are_valid_configs(dfq: ModuleType) -> None:
         assert name == "default" or overrides, name
 
 
+@pytest.mark.parametrize("path", sorted(BENCH.glob("*.py")), ids=lambda p: p.name)
+def test_benchmarks_use_the_public_api(path: Path) -> None:
+    """Runners pass their models and data as objects to public functions: no private module
+    of the library, no edit of the import path, no module-level attribute factories."""
+    source = path.read_text()
+    assert not re.search(r"risloss(\.\w+)*\._\w+", source), "a private module of risloss"
+    assert "sys.path" not in source
+    assert "def __getattr__" not in source
+
+
 def _committed() -> list[Path]:
     """The compression runs of benchmarks/dfq.py: one folder per profile (``v0.1-``, ``v0.2-``
     for the runs of earlier defaults, kept as the "before" of later changes)."""
     return sorted(
         p
         for p in (BENCH / "results").glob("*/*.json")
-        if p.parent.name not in ("synthesis", "ptq", "exploration", "wrapped", "few_real")
+        if p.parent.name not in ("synthesis", "ptq", "exploration", "wrapped", "few_real", "export")
         and not p.parent.name.endswith("-wrapped")  # snapshots of wrapped.py's runs
     )
 
@@ -131,9 +142,14 @@ def test_committed_results_have_the_schema(path: Path) -> None:
         assert record["config"]["method"] == record["method"]
 
 
+def _report() -> ModuleType:
+    """``docs/scripts/report.py``, which writes the benchmark tables of the docs."""
+    return _script("report", ROOT / "docs" / "scripts")
+
+
 def test_docs_tables_match_the_committed_results() -> None:
     """The generated parts of docs/benchmarks.md and the README are never edited by hand."""
-    assert _script("report").main(["--check"]) == 0, "run python benchmarks/report.py"
+    assert _report().main(["--check"]) == 0, "run python docs/scripts/report.py"
 
 
 @pytest.mark.slow
@@ -170,7 +186,7 @@ def _record(suite: str, row: str, bits: int, top1: float, seed: int = 0) -> dict
 
 
 def test_report_ablation_uses_the_ris_row_as_default() -> None:
-    report = _script("report")
+    report = _report()
     records = [_record("quant", "ris", 3, v, s) for s, v in enumerate((80.0, 82.0, 84.0))]
     records += [_record("ablation", "alpha-2", 3, v, s) for s, v in enumerate((85.0, 86.0))]
     records += [_record("ablation", "draws-2", 3, 81.0)]
@@ -190,7 +206,7 @@ def test_report_ablation_uses_the_ris_row_as_default() -> None:
 
 
 def test_report_quant_table_gaps() -> None:
-    report = _script("report")
+    report = _report()
     records = [{"suite": "quant", "row": "fp", "w_bits": None, "seed": 0, "quant_top1": 94.0}]
     records += [_record("quant", "gdfq", 3, v, s) for s, v in enumerate((86.0, 88.0))]
     records += [_record("quant", "ris", 3, v, s) for s, v in enumerate((88.0, 90.0))]
@@ -208,7 +224,7 @@ def test_report_quant_table_gaps() -> None:
 
 
 def test_report_ablation_compares_with_gdfq_seed_by_seed() -> None:
-    report = _script("report")
+    report = _report()
     records = [_record("quant", "ris", 3, v, s) for s, v in enumerate((80.0, 84.0))]
     records += [_record("quant", "gdfq", 3, v, s) for s, v in enumerate((81.0, 83.0))]
     records += [_record("ablation", "alpha-2", 3, 83.0, 1)]  # seed 1 only: +0.0 vs gdfq
@@ -306,7 +322,7 @@ def test_committed_synthesis_results_have_the_schema(path: Path) -> None:
 
 
 def test_synthesis_table_reports_every_variant(tmp_path: Path) -> None:
-    report = _script("report")
+    report = _report()
     for seed, agree in enumerate((0.5, 1.0)):
         curve = [
             {"step": 50, "g_agree": 0.1, "g_ce": 2.0, "g_bns": 1.0, "g_sim": 0.5},
@@ -329,10 +345,7 @@ def test_exploration_results_are_the_runs_the_script_names(path: Path) -> None:
     explore = _script("explore")
     record = json.loads(path.read_text())
     assert record["run"] == path.stem and record["question"] == explore.RUNS[path.stem][0]
-    # a setting added after the run was made: the run used the value LEGACY_CONFIG records
-    assert {**_script("dfq").LEGACY_CONFIG, **record["config"]} == explore.config_of(
-        path.stem
-    ).to_dict()
+    assert record["config"] == explore.config_of(path.stem).to_dict()
     assert 0.0 <= record["student_top1"] <= 100.0
 
 
@@ -356,7 +369,11 @@ def test_few_real_results_are_the_runs_the_script_names(path: Path) -> None:
     record = json.loads(path.read_text())
     assert path.stem == f"real-{record['per_class']}_seed{record['seed']}"
     expected = few.config_of(record["per_class"], record["seed"]).to_dict()
-    assert {**_script("dfq").LEGACY_CONFIG, **record["config"]} == expected
+    config = dict(record["config"])
+    # runs made before the subset went to train() as an object named it as a data factory
+    earlier = f"few_real:few_{record['per_class']}_s{record['seed']}"
+    assert config.pop("data") in (expected.pop("data"), earlier)
+    assert config == expected
     assert record["num_test_images"] == 10000 and 0.0 <= record["student_top1"] <= 100.0
 
 
@@ -365,13 +382,11 @@ def test_few_real_subset_takes_k_images_of_every_class() -> None:
     few = _script("few_real")
     subset = few.subset("train", 3, seed=5)
     assert subset.labels.bincount().tolist() == [3] * 10
-    again = few.__getattr__("few_3_s5")("train")
+    again = few.subset("train", 3, seed=5)
     assert torch.equal(again.images, subset.images)  # the seed fixes the draw
     other = few.subset("train", 3, seed=6)
     assert not torch.equal(other.images, subset.images)
-    assert len(few.__getattr__("few_3_s5")("test")) == 10000  # the test split is whole
-    with pytest.raises(AttributeError):
-        few.__getattr__("few_three")
+    assert len(few.subset("test", 3, seed=5)) == 10000  # the test split is whole
 
 
 def test_few_real_refuses_a_bad_count() -> None:

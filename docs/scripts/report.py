@@ -1,6 +1,7 @@
 """Turn the JSON results under benchmarks/results/ into the tables and plot of the docs.
 
-    python benchmarks/report.py            # rewrites docs/benchmarks.md and the README summary
+    python docs/scripts/report.py          # rewrites docs/benchmarks.md and the README summary
+    python docs/scripts/report.py --check  # exit 1 if they differ from the committed results
 
 Only the text between the ``<!-- BEGIN GENERATED -->`` and ``<!-- END GENERATED -->`` markers is
 replaced; every number there comes from a committed JSON file.
@@ -9,6 +10,7 @@ replaced; every number there comes from a committed JSON file.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -16,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- BEGIN GENERATED -->", "<!-- END GENERATED -->"
 QUANT_ORDER = (
@@ -122,15 +124,14 @@ def quant_table(
 
 
 def _ablation_changes() -> dict[str, str]:
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    from dfq import ABLATION
-
+    spec = importlib.util.spec_from_file_location("benchmarks_dfq", ROOT / "benchmarks" / "dfq.py")
+    assert spec is not None and spec.loader is not None
+    dfq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dfq)  # the variants as benchmarks/dfq.py defines them
     return {
         **{
             name: ", ".join(f"`{k}={v!r}`" for k, v in over.items()) or "the defaults"
-            for name, over in ABLATION.items()
+            for name, over in dfq.ABLATION.items()
         },
         **{name: ", ".join(f"`{k}={v!r}`" for k, v in over.items()) for name, over in RETIRED},
     }
@@ -324,7 +325,8 @@ def cost_table() -> str:
             lines.append("")
             continue
         lines.append(
-            "| step | draws | over | median time ratio | paired time ratio | CPU-time ratio | memory ratio |"
+            "| step | draws | over | median time ratio | paired time ratio | CPU-time ratio "
+            "| memory ratio |"
         )
         lines.append("|---|---|---|---|---|---|---|")
         for r in data.get("results", []):
@@ -864,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
             if _generated(path) != body.strip()
         ]
         if stale:
-            print(f"out of date: {', '.join(stale)}; run python benchmarks/report.py")
+            print(f"out of date: {', '.join(stale)}; run python docs/scripts/report.py")
             return 1
         return 0
     plot(data["stats"], data["fp"], ROOT / "docs" / "assets" / "benchmark.png")
