@@ -21,7 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXPORT_FORMATS", "add_export_command", "export_command", "export_run"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "add_export_command",
+    "export_command",
+    "export_run",
+    "load_run_student",
+]
 
 EXPORT_FORMATS = ("onnx",)
 """The formats :func:`export_run` writes."""
@@ -132,6 +138,34 @@ def _student(run: Path, config: dict[str, Any]) -> tuple[Any, tuple[int, int, in
         finalize_pruning(student)  # student.pt holds plain weights, not masks
     load_state_dict_into(student, run / "student.pt", f"the student of the run in {run}")
     return student.eval(), shape
+
+
+def load_run_student(run_dir: str | os.PathLike[str]) -> Any:
+    """The student of a finished quantize, prune or distill run, rebuilt and loaded.
+
+    The model is rebuilt from the run's ``metrics.json`` configuration as the run built it (a
+    copy of the teacher, quantized and pruned as configured, or a fresh distillation student)
+    and gets the weights of ``student.pt`` (read with ``torch.load(..., weights_only=True)``);
+    a quantized student comes with its frozen activation ranges. The caller's random state is
+    left as it was.
+
+    Args:
+        run_dir: the run's output folder.
+
+    Returns:
+        The student (an ``nn.Module``) in eval mode, on the CPU.
+
+    Raises:
+        ValueError: a folder that does not hold a finished quantize, prune or distill run, or
+            run files that cannot be read or do not fit (see :func:`export_run`).
+
+    Example:
+        >>> from risloss.export import load_run_student
+        >>> student = load_run_student("runs/quantize")  # doctest: +SKIP
+    """
+    run = Path(run_dir)
+    student, _ = _student(run, _finished_run(run))
+    return student
 
 
 def export_run(

@@ -467,11 +467,11 @@ def _activation_container(bits: int, int4: bool) -> tuple[int, int]:
 
 
 def _int_tensor(name: str, elem_type: int, values: torch.Tensor) -> Any:
-    from onnx import helper
+    """An integer initializer, stored as raw bytes (4-bit values packed two to a byte)."""
+    from onnx import helper, numpy_helper
 
-    return helper.make_tensor(
-        name, elem_type, list(values.shape), values.reshape(-1).to(torch.int64).tolist()
-    )
+    dtype = helper.tensor_dtype_to_np_dtype(elem_type)
+    return numpy_helper.from_array(values.to(torch.int64).cpu().numpy().astype(dtype), name)
 
 
 def _float_tensor(name: str, values: torch.Tensor) -> Any:

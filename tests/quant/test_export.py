@@ -111,6 +111,9 @@ def test_graph_holds_the_students_quantization(
             == zp.data_type
             == (TensorProto.INT4 if int4 and layer_bits <= 4 else TensorProto.INT8)
         )
+        packed = int4 and layer_bits <= 4  # two values a byte
+        numel = layer.weight.numel()
+        assert len(q.raw_data) == ((numel + 1) // 2 if packed else numel)
         shift = 2 ** (layer_bits - 1)
         w = layer.weight.detach()
         ranges = w.reshape(w.shape[0], -1).aminmax(dim=1)
