@@ -16,12 +16,17 @@ Metadata keys (all optional but ``help``):
 - ``option``: the command-line option (default: ``--`` + the field name with dashes);
 - ``commands``: the commands that take the option (default: every command that runs the
   configuration class); ``()`` hides the setting from the command line;
-- ``metavar``: the placeholder shown in ``--help``.
+- ``metavar``: the placeholder shown in ``--help`` (a tuple for an option of several words);
+- ``group``: the heading ``--help`` lists the option under (default: the command's options);
+- ``default_help``: how ``--help`` words a default that is ``None`` or ``"default"``, whose
+  value alone says little (``"as the rest"``, ``"a shipped teacher's own"``);
+- ``command_defaults``: ``{command: default}`` where the command line's default differs from
+  the library's (write why beside it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -37,8 +42,11 @@ def setting(
     converter: Callable[[Any], Any] | None = None,
     option: str | None = None,
     commands: Sequence[str] | None = None,
-    metavar: str | None = None,
+    metavar: str | tuple[str, ...] | None = None,
     factory: Callable[[], Any] | None = None,
+    group: str | None = None,
+    default_help: str | None = None,
+    command_defaults: Mapping[str, Any] | None = None,
 ) -> Any:
     """An ``attrs`` field that carries its help text and command-line facts as metadata.
 
@@ -59,6 +67,12 @@ def setting(
         metadata["commands"] = tuple(commands)
     if metavar is not None:
         metadata["metavar"] = metavar
+    if group is not None:
+        metadata["group"] = group
+    if default_help is not None:
+        metadata["default_help"] = default_help
+    if command_defaults is not None:
+        metadata["command_defaults"] = dict(command_defaults)
     if factory is not None:
         return attrs.field(
             factory=factory, validator=validator, converter=converter, metadata=metadata
@@ -69,7 +83,7 @@ def setting(
 def field_of(cls: type, name: str) -> attrs.Attribute[Any]:
     """The ``attrs`` field ``name`` of ``cls`` (``AttributeError`` naming both if absent)."""
     try:
-        return getattr(attrs.fields(cls), name)  # type: ignore[no-any-return]
+        return getattr(attrs.fields(cls), name)
     except AttributeError:
         raise AttributeError(f"{cls.__name__} has no setting {name!r}") from None
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from risloss.cli import main
+from risloss.training import TrainConfig
 
 # The tiny budget every test run uses.
 TINY = [
@@ -24,6 +25,28 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     code = main(args)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+class RunStarted(Exception):
+    """Raised in place of a run by :func:`config_of`: carries the run's configuration."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.config = config
+
+
+def config_of(args: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> TrainConfig:
+    """The configuration ``risloss ARGS`` runs: its command line, up to the run, which a stub
+    replaces (nothing is trained or read)."""
+
+    def start(config: TrainConfig, *args: object, **kwargs: object) -> None:
+        raise RunStarted(config)
+
+    monkeypatch.setattr("risloss.training.train", start)
+    monkeypatch.setattr("risloss.training.synthesize", start)
+    with pytest.raises(RunStarted) as info:
+        main([*args, "--out", str(tmp_path / "run"), "--quiet"])
+    return info.value.config
 
 
 def is_start_line(line: str) -> bool:

@@ -5,14 +5,16 @@ Nothing here trains or reads a data set: every error must come before any work s
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from risloss.cli import _config_from_args, build_parser, main
+from risloss.cli import main
 from risloss.training import RISConfig, TrainConfig
+from tests._cli import config_of
 
 TEACHER = "resnet8_fashion_mnist"
 
@@ -99,13 +101,15 @@ def test_console_entry_point_reports_a_bad_option(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_objective_options_reach_the_config() -> None:
-    args = build_parser().parse_args(
+def test_objective_options_reach_the_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cfg = config_of(
         ["quantize", "--robustness-weight", "2", "--no-weight-perturbation", "--input-pool",
          "noise", "--robustness-mode", "input", "--num-draws", "3", "--prediction-distance",
-         "kl", "--diversity", "soft", "--ce-weight", "0.5", "--kd-temperature", "4"]
+         "kl", "--diversity", "soft", "--ce-weight", "0.5", "--kd-temperature", "4"],
+        monkeypatch, tmp_path,
     )  # fmt: skip
-    cfg = _config_from_args(args, "quantize")
     assert cfg.ris == RISConfig(
         robustness_weight=2.0,
         weight_perturbation=False,
@@ -116,55 +120,170 @@ def test_objective_options_reach_the_config() -> None:
         diversity="soft",
     )
     assert (cfg.ce_weight, cfg.kd_temperature) == (0.5, 4.0)
-    defaults = _config_from_args(build_parser().parse_args(["quantize"]), "quantize")
-    assert defaults == TrainConfig()
+    assert config_of(["quantize"], monkeypatch, tmp_path) == TrainConfig()
 
 
-def test_student_learning_rate_follows_the_command() -> None:
-    for task, lr in (("distill", 0.05), ("prune", 1e-3), ("quantize", 1e-3)):
-        cfg = _config_from_args(build_parser().parse_args([task]), task)
-        assert cfg.lr_student == lr
-    args = build_parser().parse_args(["distill", "--lr-student", "0.3"])
-    assert _config_from_args(args, "distill").lr_student == 0.3
-
-
-def test_task_dependent_defaults_follow_the_command() -> None:
+def test_task_dependent_defaults_follow_the_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for task in ("distill", "prune", "quantize"):
-        cfg = _config_from_args(build_parser().parse_args([task]), task)
+        cfg = config_of([task], monkeypatch, tmp_path)
         bits = 4 if task == "quantize" else None  # distill and prune: unquantized by default
-        expected = TrainConfig(task=task, w_bits=bits, a_bits=bits)
-        assert cfg == expected, task  # every other default is the library's
-    distill = _config_from_args(build_parser().parse_args(["distill"]), "distill")
+        assert cfg == TrainConfig(task=task, w_bits=bits, a_bits=bits), task
+    distill = config_of(["distill"], monkeypatch, tmp_path)
     assert (distill.kd_temperature, distill.student_augmentation, distill.warmup) == (
         4.0,
         "all",
         100,
     )
-    args = build_parser().parse_args(
-        ["distill", "--kd-temperature", "1", "--student-augmentation", "none", "--iters", "60"]
-    )
-    cfg = _config_from_args(args, "distill")
+    assert distill.lr_student == 0.05
+    args = ["distill", "--kd-temperature", "1", "--student-augmentation", "none", "--iters", "60"]
+    cfg = config_of(args, monkeypatch, tmp_path)
     assert (cfg.kd_temperature, cfg.student_augmentation, cfg.warmup) == (1.0, "none", 20)
+    assert config_of(["distill", "--lr-student", "0.3"], monkeypatch, tmp_path).lr_student == 0.3
 
 
-def test_student_schedule_options_reach_the_config() -> None:
-    args = build_parser().parse_args(
-        ["distill", "--student-steps", "4", "--replay-size", "4096", "--adversarial-weight", "0.5"]
-    )
-    cfg = _config_from_args(args, "distill")
-    assert (cfg.student_steps, cfg.replay_size, cfg.adversarial_weight) == (4, 4096, 0.5)
-    args = build_parser().parse_args(["distill", "--student-init", "teacher"])
-    assert _config_from_args(args, "distill").student_init == "teacher"
-    for task in ("quantize", "prune"):
-        args = build_parser().parse_args([task, "--adversarial-weight", "2"])
-        assert _config_from_args(args, task).adversarial_weight == 2.0
+# What the command line built before its options were generated from the configuration's
+# fields, written out: the same arguments must build the same configuration, so that runs stay
+# identical and checkpoints resume.
+QUANTIZE = {
+    "task": "quantize", "method": "ris", "model": "resnet20_fashion_mnist", "weights": None,
+    "data": "fashion-mnist", "student": "resnet8", "student_init": "random", "w_bits": 4,
+    "a_bits": 4, "first_last_bits": None, "sparsity": 0.5, "structured": False, "iters": 300,
+    "warmup": 100, "batch_size": 32, "seed": 0, "device": "cpu", "lr_generator": 0.001,
+    "lr_student": 0.001, "weight_decay": 0.0001, "kd_temperature": 1.0, "kd_weight": 1.0,
+    "ce_weight": 0.0, "checkpoint_every": 100, "eval_every": 0, "eval_limit": None,
+    "ris": {
+        "bns_weight": 0.1, "robustness_weight": 1.0, "diversity_weight": 0.1,
+        "input_perturbation": True, "weight_perturbation": True, "weight_noise_eps": 0.05,
+        "weight_noise_mode": "relative", "weight_noise_bits": 4, "input_noise_std": 0.1,
+        "input_pool": "all", "mode": "random", "num_draws": 1, "feature_distance": "cosine",
+        "prediction_distance": "kl", "threshold": 0.0, "diversity": "soft",
+        "correlation_pairs": "all", "soft_label_classes": 2, "feature_diversity_weight": 0.0,
+    },
+    "global_batch_statistics": True, "generator_conditioning": "concat",
+    "generator_output_lr_scale": 10.0, "input_mean": None, "input_std": None,
+    "fit_input_statistics": False, "input_range": "none", "student_augmentation": "none",
+    "adversarial_weight": 0.0, "student_steps": 4, "replay_size": 4096,
+    "image_size": "default", "normalize": "default",
+}  # fmt: skip
+DISTILL = {
+    **QUANTIZE, "task": "distill", "w_bits": None, "a_bits": None, "lr_student": 0.05,
+    "kd_temperature": 4.0, "student_augmentation": "all", "student_steps": 1, "replay_size": 0,
+}  # fmt: skip
+PRUNE = {
+    **QUANTIZE, "task": "prune", "w_bits": None, "a_bits": None, "student_steps": 1,
+    "replay_size": 0,
+}  # fmt: skip
+RIS = QUANTIZE["ris"]
+assert isinstance(RIS, dict)
 
 
-def test_input_range_reaches_the_config() -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["quantize"], QUANTIZE),
+        (["distill"], DISTILL),
+        (["prune"], PRUNE),
+        (["synthesize"], {**QUANTIZE, "warmup": 0}),
+        (
+            ["quantize", "--w-bits", "3", "--a-bits", "5", "--first-last-bits", "8", "--iters",
+             "60", "--batch-size", "16", "--seed", "7", "--lr-generator", "0.01", "--lr-student",
+             "0.02", "--checkpoint-every", "5", "--eval-every", "10", "--eval-limit", "100",
+             "--local-batch-statistics"],
+            {**QUANTIZE, "w_bits": 3, "a_bits": 5, "first_last_bits": 8, "iters": 60,
+             "warmup": 20, "batch_size": 16, "seed": 7, "lr_generator": 0.01, "lr_student": 0.02,
+             "checkpoint_every": 5, "eval_every": 10, "eval_limit": 100,
+             "global_batch_statistics": False},
+        ),
+        (
+            ["distill", "--student", "resnet20", "--student-init", "teacher", "--w-bits", "4",
+             "--a-bits", "4", "--kd-temperature", "2", "--kd-weight", "0.5", "--ce-weight",
+             "0.25", "--student-augmentation", "noise", "--student-steps", "3", "--replay-size",
+             "128", "--adversarial-weight", "0.5", "--warmup", "7"],
+            {**DISTILL, "student": "resnet20", "student_init": "teacher", "w_bits": 4,
+             "a_bits": 4, "warmup": 7, "kd_temperature": 2.0, "kd_weight": 0.5,
+             "ce_weight": 0.25, "student_augmentation": "noise", "adversarial_weight": 0.5,
+             "student_steps": 3, "replay_size": 128},
+        ),
+        (
+            ["prune", "--sparsity", "0.8", "--structured", "--method", "gdfq",
+             "--generator-conditioning", "multiply", "--input-mean", "0.5", "--input-std",
+             "0.25", "--input-range", "-1", "2.5"],
+            {**PRUNE, "method": "gdfq", "sparsity": 0.8, "structured": True,
+             "generator_conditioning": "multiply", "input_mean": (0.5,), "input_std": (0.25,),
+             "input_range": ((-1.0,), (2.5,))},
+        ),
+        (
+            ["quantize", "--robustness-weight", "2", "--no-weight-perturbation", "--input-pool",
+             "noise", "--robustness-mode", "input", "--num-draws", "3", "--prediction-distance",
+             "js", "--diversity", "both", "--feature-diversity-weight", "0.5", "--bns-weight",
+             "0.2", "--diversity-weight", "0.3", "--weight-noise-mode", "quant",
+             "--weight-noise-bits", "3", "--weight-noise-eps", "0.1", "--input-noise-std", "0.2",
+             "--feature-distance", "mse", "--threshold", "0.05", "--correlation-pairs", "same",
+             "--soft-label-classes", "3"],
+            {**QUANTIZE, "ris": {
+                "bns_weight": 0.2, "robustness_weight": 2.0, "diversity_weight": 0.3,
+                "input_perturbation": True, "weight_perturbation": False,
+                "weight_noise_eps": 0.1, "weight_noise_mode": "quant", "weight_noise_bits": 3,
+                "input_noise_std": 0.2, "input_pool": "noise", "mode": "input", "num_draws": 3,
+                "feature_distance": "mse", "prediction_distance": "js", "threshold": 0.05,
+                "diversity": "both", "correlation_pairs": "same", "soft_label_classes": 3,
+                "feature_diversity_weight": 0.5,
+            }},
+        ),
+        (
+            ["synthesize", "--method", "gdfq", "--fit-input-statistics", "--iters", "6",
+             "--batch-size", "8", "--input-range", "auto", "--image-size", "none",
+             "--no-normalize", "--data", "cifar10", "--device", "cpu", "--num-images", "20"],
+            {**QUANTIZE, "method": "gdfq", "data": "cifar10", "iters": 6, "warmup": 0,
+             "batch_size": 8, "fit_input_statistics": True, "input_range": "auto",
+             "image_size": None, "normalize": None},
+        ),
+        (
+            ["quantize", "--image-size", "32", "--normalize", "0.5,0.4,0.3", "0.2,0.2,0.2",
+             "--model", "pkg.mod:make", "--weights", "w.pt", "--data", "imagefolder:/x"],
+            {**QUANTIZE, "model": "pkg.mod:make", "weights": "w.pt", "data": "imagefolder:/x",
+             "image_size": 32, "normalize": ((0.5, 0.4, 0.3), (0.2, 0.2, 0.2))},
+        ),
+        (
+            ["distill", "--no-input-perturbation", "--robustness-mode", "weight"],
+            {**DISTILL, "ris": {**RIS, "input_perturbation": False, "mode": "weight"}},
+        ),
+    ],
+)  # fmt: skip
+def test_command_line_builds_the_same_configuration_as_before(
+    args: list[str], expected: dict[str, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert config_of(args, monkeypatch, tmp_path).to_dict() == expected
+
+
+def test_input_range_reaches_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def parsed(*words: str) -> object:
-        args = build_parser().parse_args(["distill", "--input-range", *words])
-        return _config_from_args(args, "distill").input_range
+        return config_of(["distill", "--input-range", *words], monkeypatch, tmp_path).input_range
 
     assert parsed("auto") == "auto"
     assert parsed("none") == "none"
     assert parsed("-1", "2.5") == ((-1.0,), (2.5,))
+
+
+def test_options_follow_the_command() -> None:
+    """Each command offers the settings it uses; the student's are not synthesize's."""
+    from risloss.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+    def options(command: str) -> set[str]:
+        return {o for a in sub.choices[command]._actions for o in a.option_strings}
+
+    assert {"--student", "--student-init"} <= options("distill")
+    assert {"--sparsity", "--structured"} <= options("prune")
+    assert not {"--student", "--sparsity", "--structured"} & options("quantize")
+    student = {"--w-bits", "--warmup", "--lr-student", "--kd-temperature", "--replay-size",
+               "--local-batch-statistics", "--eval-limit"}  # fmt: skip
+    assert student <= options("quantize") and not student & options("synthesize")
+    assert "--num-images" in options("synthesize")
+    assert not {"--task", "--ris", "--weight-decay"} & options("quantize")
+    method = next(a for a in sub.choices["synthesize"]._actions if a.dest == "config.method")
+    assert tuple(method.choices) == ("ris", "gdfq")

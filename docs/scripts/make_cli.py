@@ -22,8 +22,11 @@ text with `--help`; this page is generated from the same parser by
 `python docs/scripts/make_cli.py`.
 
 `quantize`, `distill` and `prune` share their options: the image source (`--method`), the
-budget, checkpointing (`--resume`), and the generator objective, one option per field of
-[`RISConfig`][risloss.objective.RISConfig]. `synthesize` takes the same options less the
+budget, checkpointing (`--resume`), and the generator objective. The options are generated from
+the fields of [`TrainConfig`][risloss.training.TrainConfig] and
+[`RISConfig`][risloss.objective.RISConfig]: each option's help, range and default are the
+field's, and an option left out leaves the configuration's own default (some depend on the
+command: `--lr-student`, `--kd-temperature`, ...). `synthesize` takes the same options less the
 student's: it trains only the generator and writes a synthetic calibration set (see
 [Calibrate PyTorch's own quantization](guides/ptq-calibration.md)). A run stopped with Ctrl-C
 saves a checkpoint and exits with status 130 (Ctrl-C before the first checkpoint leaves the

@@ -7,21 +7,26 @@ from typing import Any, Literal, get_args
 
 import attrs
 
+from risloss._fields import default_of, inherit, setting
 from risloss._validators import (
     boolean,
+    channel_values,
+    dataset_name,
     device_name,
     int_at_least,
     int_in,
     non_negative,
     number_in,
     one_of,
+    optional,
     optional_bits,
     teacher_name,
 )
 from risloss.data import _image_size_option, _normalize_option
-from risloss.models import CONDITIONINGS, Conditioning
+from risloss.models import ARCHITECTURES, CONDITIONINGS, DEFAULT_TEACHER, Conditioning
 from risloss.objective import RISConfig
 from risloss.perturb import INPUT_POOLS, InputPool
+from risloss.quant import QuantSpec
 
 __all__ = ["METHODS", "STUDENTS", "TASKS", "Method", "RISConfig", "Task", "TrainConfig"]
 
@@ -38,9 +43,9 @@ StudentAugmentation = Literal["none", InputPool]
 :func:`~risloss.perturb.default_input_perturbation`."""
 STUDENT_AUGMENTATIONS: tuple[str, ...] = ("none", *INPUT_POOLS)
 """The allowed values of ``TrainConfig.student_augmentation``."""
-Student = Literal["resnet8", "resnet20"]
-STUDENTS: tuple[str, ...] = get_args(Student)
-"""The allowed values of ``TrainConfig.student``."""
+STUDENTS: tuple[str, ...] = tuple(ARCHITECTURES)
+"""The allowed values of ``TrainConfig.student``: the architectures of
+:data:`risloss.models.ARCHITECTURES`."""
 StudentInit = Literal["random", "teacher"]
 """How a distillation student starts: random weights, or the teacher's where names and shapes
 match."""
@@ -51,6 +56,7 @@ STUDENT_INITS: tuple[str, ...] = get_args(StudentInit)
 # (1e30) fails here rather than as NaN in the middle of a run.
 _LOSS_WEIGHT = number_in(0.0, 1000.0)
 _LR = number_in(0.0, 10.0, open_low=True)
+_STUDENT_LOSS = "student loss"
 
 
 def _optional_floats(value: Any) -> tuple[float, ...] | None:
@@ -62,18 +68,6 @@ def _optional_floats(value: Any) -> tuple[float, ...] | None:
         return tuple(float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"expected a number or a sequence of numbers, got {value!r}") from None
-
-
-def _optional_finite(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not value or not all(math.isfinite(v) for v in value)):
-        raise ValueError(f"{attribute.name} must be finite numbers (one per channel), got {value}")
-
-
-def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not value or not all(math.isfinite(v) and v > 0 for v in value)):
-        raise ValueError(
-            f"{attribute.name} must be finite numbers > 0 (one per channel), got {value}"
-        )
 
 
 InputRange = Literal["auto", "none"] | tuple[tuple[float, ...], tuple[float, ...]]
@@ -120,7 +114,8 @@ class TrainConfig:
         weights: state-dict file for a ``package.module:factory`` model.
         data: data set name for evaluation (and for ``method="real"``), as
             :func:`risloss.data.load_dataset` names it.
-        student: architecture of the distillation student (``"resnet8"`` or ``"resnet20"``).
+        student: architecture of the distillation student, a name of
+            :data:`risloss.models.ARCHITECTURES` (``"resnet8"`` or ``"resnet20"``).
         student_init: how a distillation student starts: ``"random"`` (the default, trained
             from scratch) or ``"teacher"``: every parameter and buffer whose name and shape
             match one of the teacher's is copied from it (for a ResNet-8 student of a ResNet-20
@@ -230,58 +225,240 @@ class TrainConfig:
         ValueError: warmup must be <= iters (10), got 20
     """
 
-    task: Task = attrs.field(default="quantize", validator=one_of(TASKS))
-    method: Method = attrs.field(default="ris", validator=one_of(METHODS))
-    model: str = attrs.field(default="resnet20_fashion_mnist", validator=teacher_name)
-    weights: str | None = None
-    data: str = "fashion-mnist"
-    student: Student = attrs.field(default="resnet8", validator=one_of(STUDENTS))
-    student_init: StudentInit = attrs.field(default="random", validator=one_of(STUDENT_INITS))
-    w_bits: int | None = attrs.field(default=4, validator=optional_bits)
-    a_bits: int | None = attrs.field(default=4, validator=optional_bits)
-    first_last_bits: int | None = attrs.field(default=None, validator=optional_bits)
-    sparsity: float = attrs.field(default=0.5, validator=non_negative)
-    structured: bool = False
-    iters: int = attrs.field(default=300, validator=int_at_least(1))
-    warmup: int = attrs.field(validator=int_at_least(0))
-    batch_size: int = attrs.field(default=32, validator=int_at_least(2))
-    seed: int = attrs.field(default=0, validator=int_in(0, 2**32 - 1))
-    device: str = attrs.field(default="cpu", validator=device_name)
-    lr_generator: float = attrs.field(default=1e-3, validator=_LR)
-    lr_student: float = attrs.field(validator=_LR)
-    weight_decay: float = attrs.field(default=1e-4, validator=number_in(0.0, 1.0))
-    kd_temperature: float = attrs.field(validator=number_in(0.0, 100.0, open_low=True))
-    kd_weight: float = attrs.field(default=1.0, validator=_LOSS_WEIGHT)
-    ce_weight: float = attrs.field(default=0.0, validator=_LOSS_WEIGHT)
-    checkpoint_every: int = attrs.field(default=100, validator=int_at_least(1))
-    eval_every: int = attrs.field(default=0, validator=int_at_least(0))
-    eval_limit: int | None = None
-    ris: RISConfig = attrs.field(factory=RISConfig)
-    global_batch_statistics: bool = attrs.field(default=True, validator=boolean)
-    generator_conditioning: Conditioning = attrs.field(
-        default="concat", validator=one_of(CONDITIONINGS)
+    task: Task = setting("quantize", validator=one_of(TASKS), commands=(), help="the task")
+    method: Method = setting("ris", validator=one_of(METHODS), help="image source")
+    model: str = setting(
+        DEFAULT_TEACHER,
+        validator=teacher_name,
+        help="the teacher (see `risloss models`; a package.module:factory takes --weights)",
     )
-    generator_output_lr_scale: float = attrs.field(default=10.0, validator=non_negative)
-    input_mean: tuple[float, ...] | None = attrs.field(
-        default=None, converter=_optional_floats, validator=_optional_finite
+    weights: str | None = setting(
+        None, help="state-dict file for a package.module:factory --model", metavar="FILE"
     )
-    input_std: tuple[float, ...] | None = attrs.field(
-        default=None, converter=_optional_floats, validator=_optional_positive
+    data: str = setting(
+        "fashion-mnist",
+        validator=dataset_name,
+        help="evaluation data (synthesize: the data the model takes, read for its shape; a "
+        "package.module:factory is called with the split and returns a Dataset of (image, "
+        "label))",
     )
-    fit_input_statistics: bool = attrs.field(default=False, validator=boolean)
-    input_range: str | tuple[tuple[float, ...], tuple[float, ...]] = attrs.field(
-        default="none", converter=_input_range_option
+    student: str = setting(
+        "resnet8",
+        validator=one_of(STUDENTS),
+        commands=("distill",),
+        help="architecture of the student",
     )
-    student_augmentation: StudentAugmentation = attrs.field(validator=one_of(STUDENT_AUGMENTATIONS))
-    adversarial_weight: float = attrs.field(default=0.0, validator=_LOSS_WEIGHT)
-    student_steps: int = attrs.field(validator=int_in(1, 100))
-    replay_size: int = attrs.field(validator=int_in(0, 10_000_000))
+    student_init: StudentInit = setting(
+        "random",
+        validator=one_of(STUDENT_INITS),
+        commands=("distill",),
+        help="start the student from random weights, or from the teacher's where names and "
+        "shapes match",
+    )
+    # distill and prune quantize only when asked to: the command line's default is None there.
+    w_bits: int | None = setting(
+        default_of(QuantSpec, "w_bits"),
+        validator=optional_bits,
+        commands=TASKS,
+        help="bit width of the weights (with --a-bits; distill and prune quantize only with both)",
+        metavar="N",
+        default_help="off",
+        command_defaults={"distill": None, "prune": None},
+    )
+    a_bits: int | None = setting(
+        default_of(QuantSpec, "a_bits"),
+        validator=optional_bits,
+        commands=TASKS,
+        help="bit width of the activations (with --w-bits)",
+        metavar="N",
+        default_help="off",
+        command_defaults={"distill": None, "prune": None},
+    )
+    first_last_bits: int | None = inherit(
+        QuantSpec,
+        "first_last_bits",
+        commands=TASKS,
+        help="bit width of the first and last layer (with --w-bits and --a-bits)",
+        metavar="N",
+        default_help="as the rest",
+    )
+    sparsity: float = setting(
+        0.5,
+        validator=number_in(0.0, 1.0, open_high=True),
+        commands=("prune",),
+        help="fraction of the conv/linear weights (or, with --structured, of the channels "
+        "inside residual blocks) to remove",
+    )
+    structured: bool = setting(
+        False,
+        validator=boolean,
+        commands=("prune",),
+        help="remove whole channels by L1 norm (smaller layers) instead of single weights",
+    )
+    iters: int = setting(300, validator=int_at_least(1), help="total iterations", metavar="N")
+    warmup: int = setting(
+        validator=int_at_least(0),
+        commands=TASKS,
+        help="generator-only warm-up iterations, at most --iters; by default a third of them",
+        metavar="N",
+    )
+    batch_size: int = setting(
+        32, validator=int_at_least(2), help="images per iteration", metavar="N"
+    )
+    seed: int = setting(
+        0, validator=int_in(0, 2**32 - 1), help="seed of every random draw", metavar="N"
+    )
+    device: str = setting("cpu", validator=device_name, help="where the run computes")
+    lr_generator: float = setting(
+        1e-3, validator=_LR, help="learning rate of the generator (Adam)", metavar="X"
+    )
+    lr_student: float = setting(
+        validator=_LR,
+        commands=TASKS,
+        help="learning rate of the student (SGD, cosine-decayed)",
+        metavar="X",
+    )
+    weight_decay: float = setting(
+        1e-4, validator=number_in(0.0, 1.0), commands=(), help="weight decay of the student"
+    )
+    kd_temperature: float = setting(
+        validator=number_in(0.0, 100.0, open_low=True),
+        commands=TASKS,
+        group=_STUDENT_LOSS,
+        help="distillation temperature",
+        metavar="X",
+    )
+    kd_weight: float = setting(
+        1.0,
+        validator=_LOSS_WEIGHT,
+        commands=TASKS,
+        group=_STUDENT_LOSS,
+        help="weight of the distillation loss",
+        metavar="X",
+    )
+    ce_weight: float = setting(
+        0.0,
+        validator=_LOSS_WEIGHT,
+        commands=TASKS,
+        group=_STUDENT_LOSS,
+        help="weight of the cross-entropy on generator labels",
+        metavar="X",
+    )
+    checkpoint_every: int = setting(
+        100, validator=int_at_least(1), help="iterations between checkpoints", metavar="N"
+    )
+    eval_every: int = setting(
+        0,
+        validator=int_at_least(0),
+        commands=TASKS,
+        help="iterations between test evaluations during training, 0: at the end only",
+        metavar="N",
+    )
+    eval_limit: int | None = setting(
+        None,
+        validator=optional(int_at_least(1)),
+        commands=TASKS,
+        help="evaluate on the first N test images only",
+        metavar="N",
+        default_help="all",
+    )
+    ris: RISConfig = setting(
+        factory=RISConfig, commands=(), help="the generator objective, one option per field"
+    )
+    global_batch_statistics: bool = setting(
+        True,
+        validator=boolean,
+        option="--local-batch-statistics",
+        commands=TASKS,
+        help="under torchrun: BatchNorm statistics (generator, distillation student, BNS loss) "
+        "over each process's batch instead of the global batch",
+    )
+    generator_conditioning: Conditioning = setting(
+        "concat",
+        validator=one_of(CONDITIONINGS),
+        help="how the generator takes its label: concatenated to the noise, or multiplied with "
+        "it as in GDFQ",
+    )
+    generator_output_lr_scale: float = setting(
+        10.0,
+        validator=non_negative,
+        commands=(),
+        help="learning-rate multiple of the generator's output scale and shift",
+    )
+    input_mean: tuple[float, ...] | None = setting(
+        None,
+        converter=_optional_floats,
+        validator=optional(channel_values()),
+        help="per-channel mean of the images the model expects, with --input-std",
+        metavar="X",
+        default_help="standardized images",
+    )
+    input_std: tuple[float, ...] | None = setting(
+        None,
+        converter=_optional_floats,
+        validator=optional(channel_values(positive=True)),
+        help="per-channel standard deviation of the images the model expects, with --input-mean",
+        metavar="X",
+        default_help="standardized images",
+    )
+    fit_input_statistics: bool = setting(
+        False,
+        validator=boolean,
+        help="start the generator in the input range the model's first BatchNorm layer expects "
+        "(for a model whose input range is unknown)",
+    )
+    input_range: str | tuple[tuple[float, ...], tuple[float, ...]] = setting(
+        "none",
+        converter=_input_range_option,
+        help="where the generator's images may lie: auto (pixels in [0, 1] under the model's "
+        "normalization), none (unbounded), or LOW HIGH in the model's input space",
+        metavar="BOUND",
+    )
+    student_augmentation: StudentAugmentation = setting(
+        validator=one_of(STUDENT_AUGMENTATIONS),
+        commands=TASKS,
+        help="train the student on perturbed views of each batch (an operator of this pool per "
+        "image, the teacher's logits of the view as target)",
+    )
+    adversarial_weight: float = setting(
+        0.0,
+        validator=_LOSS_WEIGHT,
+        commands=TASKS,
+        help="weight of the generator's adversarial term once the student trains (it also "
+        "seeks images the student gets wrong), 0 for none",
+        metavar="X",
+    )
+    student_steps: int = setting(
+        validator=int_in(1, 100),
+        commands=TASKS,
+        help="student optimizer steps per iteration after warm-up (the extra ones on "
+        "--replay-size past images, or on the batch again)",
+        metavar="N",
+    )
+    replay_size: int = setting(
+        validator=int_in(0, 10_000_000),
+        commands=TASKS,
+        help="images of past batches kept for the extra steps, 0 for none",
+        metavar="N",
+    )
     # Data options, passed to risloss.data.load_dataset (validated by it, named as fields here).
-    image_size: int | str | None = attrs.field(
-        default="default", converter=lambda v: _image_size_option(v, "image_size")
+    image_size: int | str | None = setting(
+        "default",
+        converter=lambda v: _image_size_option(v, "image_size"),
+        help="resize the data's images (shorter side) and center-crop them to NxN; none keeps "
+        "their size",
+        metavar="N",
+        default_help="a shipped teacher's input size, else 256 then crop 224 for imagefolder:, "
+        "unchanged for the others",
     )
-    normalize: tuple[tuple[float, ...], tuple[float, ...]] | str | None = attrs.field(
-        default="default", converter=lambda v: _normalize_option(v, "normalize")
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | str | None = setting(
+        "default",
+        converter=lambda v: _normalize_option(v, "normalize"),
+        help="normalize the data's [0, 1] pixels with this mean and std, comma-separated, one "
+        "value per channel, e.g. --normalize 0.5,0.5,0.5 0.25,0.25,0.25",
+        metavar=("MEAN", "STD"),
+        default_help="a shipped teacher's own, else ImageNet's for imagefolder: and the data "
+        "set's for the others",
     )
 
     @warmup.default
@@ -311,8 +488,6 @@ class TrainConfig:
     def __attrs_post_init__(self) -> None:
         if self.warmup > self.iters:
             raise ValueError(f"warmup must be <= iters ({self.iters}), got {self.warmup}")
-        if self.sparsity >= 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.task == "quantize" and (self.w_bits is None or self.a_bits is None):
             raise ValueError("task='quantize' needs w_bits and a_bits (integers in 2..16)")
         if (self.w_bits is None) != (self.a_bits is None):
@@ -329,8 +504,6 @@ class TrainConfig:
             )
         if (self.input_mean is None) != (self.input_std is None):
             raise ValueError("input_mean and input_std must both be given or both be None")
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (nested ``ris`` included).
