@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from risloss._checkpoint import (
     CheckpointMismatchError,
@@ -103,109 +104,37 @@ def train_teacher(
     train = load_dataset(dataset, "train")
     test = load_dataset(dataset, "test")
     assert isinstance(train, TensorImageDataset)
-    torch.manual_seed(seed)
-    model = ARCHITECTURES[arch](num_classes=10, in_channels=1, image_size=28)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
-    )
     steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))
-    )
+    model, opt, sched = _model_and_schedule(arch, lr, weight_decay, seed, epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
     start_epoch, history = 0, []
     ckpt = out.with_suffix(".ckpt")
-    settings = {
-        "arch": arch,
-        "dataset": dataset,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "seed": seed,
-    }
+    settings = {"arch": arch, "dataset": dataset, "epochs": epochs, "batch_size": batch_size,
+                "lr": lr, "weight_decay": weight_decay, "seed": seed}  # fmt: skip
     if resume and ckpt.exists():
-        state = load_checkpoint(ckpt, expected="a train-teacher checkpoint", keys=_CKPT_KEYS)
-        saved = state.get("settings", {"arch": arch})  # older checkpoints: the weights tell
-        differ = sorted(k for k in saved if saved[k] != settings.get(k))
-        if differ:
-            raise CheckpointMismatchError(ckpt, differ)
-        weights = state["model"]
-        problem = (
-            state_dict_mismatch(model, weights)
-            if isinstance(weights, dict)
-            else "its 'model' entry is not a state dict"
-        )
-        if problem is not None:
-            raise FileContentError(f"{ckpt} does not fit a {arch}: {problem}")
-        model.load_state_dict(weights)
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, history = state["epoch"], state["history"]
+        start_epoch, history = _resume(ckpt, settings, model, opt, sched, gen)
         if log:
             print(f"resuming {arch} from epoch {start_epoch}", flush=True)
-    fill = (0.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
     t0 = time.time()
     for epoch in range(start_epoch, epochs):
-        model.train()
-        perm = torch.randperm(len(train), generator=gen)
-        running = 0.0
-        for step in range(steps_per_epoch):
-            idx = perm[step * batch_size : (step + 1) * batch_size]
-            x = _augment(train.images[idx], gen, 2, fill)
-            loss = F.cross_entropy(model(x), train.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.item()
+        train_loss = _epoch(model, opt, sched, train, gen, batch_size, steps_per_epoch)
         acc = evaluate(model, test)
-        history.append(
-            {"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "test_top1": acc}
-        )
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "test_top1": acc})
         if log:
-            print(
-                f"epoch {epoch + 1}/{epochs} loss {running / steps_per_epoch:.4f} "
-                f"test top-1 {acc:.2f}% ({time.time() - t0:.0f}s)",
-                flush=True,
-            )
+            print(f"epoch {epoch + 1}/{epochs} loss {train_loss:.4f} test top-1 {acc:.2f}% "
+                  f"({time.time() - t0:.0f}s)", flush=True)  # fmt: skip
         atomic_save(
-            {
-                "model": model.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "gen": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch + 1,
-                "history": history,
-                "settings": settings,
-            },
+            {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+             "history": history, "settings": settings},
             ckpt,
-        )
+        )  # fmt: skip
     model.eval()
     final = evaluate(model, test)
     atomic_save(model.state_dict(), out.with_suffix(".pt"))
     meta = {
         "name": out.name,
-        "arch": arch,
-        "dataset": dataset,
-        "num_classes": 10,
-        "input_shape": [1, 28, 28],
-        "preprocessing": {
-            "scale": "pixels / 255",
-            "mean": [FASHION_MNIST_MEAN],
-            "std": [FASHION_MNIST_STD],
-        },
-        "test_top1": round(final, 2),
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "seed": seed,
-        "history": history,
+        **_record(settings, final, history),
         "training_command": command,
         "torch_version": torch.__version__,
         "platform": platform.machine(),
@@ -215,3 +144,97 @@ def train_teacher(
     if log:
         print(f"final test top-1 {final:.2f}%; wrote {out.with_suffix('.pt')}", flush=True)
     return meta
+
+
+def _model_and_schedule(
+    arch: str, lr: float, weight_decay: float, seed: int, total: int
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The model (initialized from ``seed``), its SGD optimizer and the cosine schedule over
+    ``total`` steps."""
+    torch.manual_seed(seed)
+    model = ARCHITECTURES[arch](num_classes=10, in_channels=1, image_size=28)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))
+    )
+    return model, opt, sched
+
+
+def _resume(
+    ckpt: Path,
+    settings: dict[str, Any],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    gen: torch.Generator,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Restore a run of the same ``settings`` from ``ckpt``: the epoch it stopped at and its
+    history (the model, optimizer, schedule and random states are set in place)."""
+    state = load_checkpoint(ckpt, expected="a train-teacher checkpoint", keys=_CKPT_KEYS)
+    saved = state.get("settings", {"arch": settings["arch"]})  # older checkpoints: the weights tell
+    differ = sorted(k for k in saved if saved[k] != settings.get(k))
+    if differ:
+        raise CheckpointMismatchError(ckpt, differ)
+    weights = state["model"]
+    problem = (
+        state_dict_mismatch(model, weights)
+        if isinstance(weights, dict)
+        else "its 'model' entry is not a state dict"
+    )
+    if problem is not None:
+        raise FileContentError(f"{ckpt} does not fit a {settings['arch']}: {problem}")
+    model.load_state_dict(weights)
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["epoch"], state["history"]
+
+
+def _epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    train: TensorImageDataset,
+    gen: torch.Generator,
+    batch_size: int,
+    steps: int,
+) -> float:
+    """One pass over ``train`` in an order drawn from ``gen``, each batch augmented (random
+    crop of 2-pixel padding filled with black, flip); the mean loss of its steps."""
+    fill = (0.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
+    model.train()
+    perm = torch.randperm(len(train), generator=gen)
+    running = 0.0
+    for step in range(steps):
+        idx = perm[step * batch_size : (step + 1) * batch_size]
+        x = _augment(train.images[idx], gen, 2, fill)
+        loss = F.cross_entropy(model(x), train.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        running += loss.item()
+    return running / steps
+
+
+def _record(
+    settings: dict[str, Any], final: float, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What ``OUT.json`` records of the teacher and of how it was trained."""
+    return {
+        "arch": settings["arch"],
+        "dataset": settings["dataset"],
+        "num_classes": 10,
+        "input_shape": [1, 28, 28],
+        "preprocessing": {
+            "scale": "pixels / 255",
+            "mean": [FASHION_MNIST_MEAN],
+            "std": [FASHION_MNIST_STD],
+        },
+        "test_top1": round(final, 2),
+        **{k: settings[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "seed")},
+        "history": history,
+    }

@@ -148,13 +148,7 @@ def quantize_model(
         >>> student(torch.randn(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
-    spec = QuantSpec(
-        w_bits=w_bits,
-        a_bits=a_bits,
-        per_channel=per_channel,
-        first_last_bits=first_last_bits,
-        momentum=momentum,
-    )
+    spec = QuantSpec(w_bits, a_bits, per_channel, first_last_bits, momentum)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check(boolean, "inplace", inplace)
