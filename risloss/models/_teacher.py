@@ -107,7 +107,8 @@ def train_teacher(
     steps_per_epoch = math.ceil(len(train) / batch_size)
     model, opt, sched = _model_and_schedule(arch, lr, weight_decay, seed, epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
-    start_epoch, history = 0, []
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
     ckpt = out.with_suffix(".ckpt")
     settings = {"arch": arch, "dataset": dataset, "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "weight_decay": weight_decay, "seed": seed}  # fmt: skip
