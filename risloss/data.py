@@ -903,7 +903,9 @@ class InputSpec:
     range and how synthesized images map back to pixels.
 
     Attributes:
-        channels, height, width: the shape of one input image.
+        channels: the number of channels of an input image.
+        height: its height.
+        width: its width.
         normalization: ``(mean, std)`` per channel that pixels in ``[0, 1]`` are normalized
             with before they reach the model; ``None``: the model takes the pixels as they
             are; ``"unknown"``: data built by code (or passed as an object) with
@@ -1047,7 +1049,10 @@ def load_for_model(
         model: the classifier.
         data: a name as :func:`load_dataset` takes it, or a ``Dataset`` of ``(image, label)``
             pairs.
-        image_size, normalize, input_range, metadata: as :meth:`InputSpec.resolve` takes them.
+        image_size: as :meth:`InputSpec.resolve` takes it.
+        normalize: as :meth:`InputSpec.resolve` takes it.
+        input_range: as :meth:`InputSpec.resolve` takes it.
+        metadata: as :meth:`InputSpec.resolve` takes it.
         limit: keep only the first ``limit`` images (``None``: all).
 
     Returns:

@@ -188,9 +188,12 @@ class Run:
             ``job.config.device``; :func:`run_loop` reads ``torchrun``'s environment).
 
     Attributes:
-        job, context, out: as given (``out`` as a :class:`~pathlib.Path`).
+        job: as given.
+        context: as given, or the single process's.
+        out: ``out_dir`` as a :class:`~pathlib.Path`.
         checkpoint: ``out / "checkpoint.pt"``.
-        data_rng, perturbation_rng: the run's random streams, set by :meth:`setup`.
+        data_rng: the run's random stream of images and labels, seeded by :meth:`setup`.
+        perturbation_rng: the run's random stream of perturbations, seeded by :meth:`setup`.
         history: one record per finished iteration.
         start: the first iteration to run (later than 0 after resuming).
         train_seconds: time spent in the iterations of this call.
@@ -403,7 +406,11 @@ def run_loop(
 
     Args:
         job: the work, e.g. a :class:`~risloss.training.TrainJob`.
-        out_dir, resume, progress, log, context: as :class:`Run` takes them.
+        out_dir: output folder (created).
+        resume: continue from ``out_dir/checkpoint.pt``.
+        progress: show a progress line (default: only on a terminal).
+        log: where one-line messages go (``None``: silent).
+        context: where this process stands (default: from the environment).
 
     Returns:
         The metrics written to ``metrics.json``.

@@ -136,11 +136,16 @@ class TrainJob:
 
     Attributes:
         config: as given.
-        teacher, student, source, optimizer, scheduler, replay, test, spec, num_classes,
-            evals: set by :meth:`build`: the teacher (eval mode, frozen), the trained model,
-            the :class:`ImageSource`, the student's SGD optimizer and cosine schedule, the
-            replay pool (``None`` without one), the test data, its
-            :class:`~risloss.data.InputSpec`, the number of classes, the evaluations so far.
+        teacher: the teacher (eval mode, frozen), set by :meth:`prepare`.
+        test: the test data, set by :meth:`prepare`.
+        spec: the :class:`~risloss.data.InputSpec` of the run, set by :meth:`prepare`.
+        num_classes: the number of classes, set by :meth:`prepare`.
+        student: the trained model, set by :meth:`build`.
+        source: the image source (a generator, noise or real data), set by :meth:`build`.
+        optimizer: the student's SGD optimizer, set by :meth:`build`.
+        scheduler: its cosine learning-rate schedule, set by :meth:`build`.
+        replay: the :class:`~risloss.training.ReplayPool` (``None`` without one).
+        evals: the evaluations so far.
 
     Raises:
         TypeError: ``model`` not a module, ``test_data``/``train_data`` not data sets.
@@ -464,8 +469,10 @@ def train(
     Args:
         config: the run.
         out_dir: output folder (created).
-        model, test_data, train_data: objects in place of ``config.model``/``config.data``
-            (see :class:`TrainJob`).
+        model: the teacher as an object in place of ``config.model`` (see :class:`TrainJob`).
+        test_data: a ``Dataset`` in place of ``config.data``'s test split.
+        train_data: a ``Dataset`` in place of ``config.data``'s training split
+            (``method="real"``).
         resume: continue from ``out_dir/checkpoint.pt``; the configuration must match (pass
             the same objects). On the CPU a resumed run ends bitwise equal to an uninterrupted
             one.
