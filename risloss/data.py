@@ -19,6 +19,12 @@ the teacher's recorded input size and normalization (see
 turns a mismatch (channels, an image size the model does not accept, more classes in the data
 than outputs in the model) into a one-line error that names both shapes and the options that
 fix it; the trainers call it before their output folder is created.
+
+:class:`InputSpec` records what a model takes as input: the image shape, the normalization of
+its pixels (or ``"unknown"``), the range the generator's images are kept in and the options
+named data sets are loaded with. :func:`load_for_model` loads a model's test data (by name, or
+a ``Dataset`` object used as it is), checks it and resolves the record once; the trainers read
+everything about the model's input from it.
 """
 
 from __future__ import annotations
