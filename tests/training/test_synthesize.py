@@ -21,9 +21,9 @@ import torch
 
 from risloss.cli import main
 from risloss.models import load_pretrained, pretrained_info
-from risloss.training import TrainConfig, synthesize
+from risloss.training import Run, TrainConfig, TrainingInterrupted, synthesize, train
 from tests._data import fashion_mnist_or_skip
-from tests._resume import assert_resume_matches_uninterrupted, assert_same_state
+from tests._resume import assert_resume_matches_uninterrupted, assert_same_state, sigint_after
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = "resnet8_fashion_mnist"
@@ -274,6 +274,21 @@ def test_objects_in_synthesize_as_their_names_do(user: dict[str, Any], tmp_path:
     assert by_name["objects"] == {}
     assert given["objects"]["test_data"] == "torch.utils.data.dataset.TensorDataset"
     assert given["pixels"] == {"mapping": "none (the model takes [0, 1] images)"}
+
+
+def test_a_checkpoint_resumes_only_its_own_kind_of_job(
+    user: dict[str, Any], tmp_path: Path
+) -> None:
+    config = _user_config(user, method="gdfq", normalize=None)
+    synthesize(config, tmp_path / "synth", num_images=2, log=None)
+    with pytest.raises(ValueError, match="written by synthesize, not by train"):
+        train(config, tmp_path / "synth", resume=True, log=None)
+    with pytest.raises(TrainingInterrupted), sigint_after(1):
+        train(config, tmp_path / "train", log=None)
+    with pytest.raises(ValueError, match="written by train, not by synthesize"):
+        synthesize(config, tmp_path / "train", num_images=2, resume=True, log=None)
+    with pytest.raises(TypeError, match=r"see risloss\.training\.Job"):
+        Run(object(), tmp_path / "other")  # type: ignore[arg-type]
 
 
 def test_cli_writes_the_set(user: dict[str, Any], tmp_path: Path, capsys: Any) -> None:
