@@ -197,9 +197,9 @@ def export_run(
     Raises:
         ValueError: an unknown ``format``; a folder that does not hold a finished quantize,
             prune or distill run (no such folder, an unfinished or a synthesize run, another
-            task); ``out`` exists and ``overwrite`` is false; a quantizer wider than 8 bits.
-            A ``metrics.json`` or ``student.pt`` that cannot be read or does not fit raises
-            :class:`risloss._checkpoint.FileContentError` (a ``ValueError``).
+            task); ``out`` exists and ``overwrite`` is false; a quantizer wider than 8 bits;
+            a ``metrics.json`` or ``student.pt`` that cannot be read or does not fit (one line
+            naming the file).
         ImportError: the ``onnx`` package is missing (the message says how to install it).
         risloss.data.DataFileError: the run's test data are needed for its input shape (a
             teacher of your own) and cannot be read.

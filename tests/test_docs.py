@@ -43,6 +43,7 @@ PUBLIC_MODULES = {
     "risloss.data": "api/data.md",
     "risloss.training": "api/training.md",
     "risloss.distributed": "api/distributed.md",
+    "risloss.export": "api/export.md",
 }
 NEEDS_DATA = "<!-- docs-test: needs fashion-mnist -->"
 ALLOWED_FENCES = {"python", "bash", "text"}
