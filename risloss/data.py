@@ -1018,6 +1018,7 @@ class InputSpec:
             >>> spec.to_dict()["input_range"]
             [[0.0], [1.0]]
         """
+
         def plain(value: Any) -> Any:
             return [plain(v) for v in value] if isinstance(value, tuple) else value
 
