@@ -35,7 +35,6 @@ __all__ = [
     "channel_values",
     "check",
     "choices_of",
-    "dataset_name",
     "device_name",
     "finite",
     "int_at_least",
@@ -47,7 +46,6 @@ __all__ = [
     "optional",
     "optional_bits",
     "positive",
-    "teacher_name",
 ]
 
 T = TypeVar("T")
@@ -330,31 +328,6 @@ configuration may be written on one machine and run on another.
 
 
 @attrs.frozen
-class _Teacher(Rule):
-    @property
-    def text(self) -> str:
-        from risloss.models import list_pretrained
-
-        shipped = sorted(list_pretrained())
-        return f"one of the shipped teachers {shipped} or 'package.module:factory'"
-
-    def right_type(self, value: Any) -> bool:
-        return isinstance(value, str)
-
-    def accepts(self, value: Any) -> bool:
-        from risloss.models import list_pretrained
-
-        if not isinstance(value, str):
-            return False
-        module, sep, factory = value.partition(":")
-        return value in list_pretrained() or bool(sep and module and factory)
-
-
-teacher_name = _Teacher()
-"""A shipped teacher's name or ``"package.module:factory"`` (imported when a run starts)."""
-
-
-@attrs.frozen
 class channel_values(Rule):
     """One or more finite numbers, one per channel (``> 0`` each with ``positive``).
 
@@ -379,31 +352,3 @@ class channel_values(Rule):
             and len(value) > 0
             and all(math.isfinite(v) and (v > 0 or not self.positive) for v in value)
         )
-
-
-@attrs.frozen
-class _Dataset(Rule):
-    @property
-    def text(self) -> str:
-        from risloss.data import available_datasets
-
-        *names, last = (repr(name) for name in available_datasets())
-        return f"{', '.join(names)} or {last}"
-
-    def right_type(self, value: Any) -> bool:
-        return isinstance(value, str)
-
-    def accepts(self, value: Any) -> bool:
-        from risloss.data import available_datasets
-
-        if not isinstance(value, str):
-            return False
-        if value.startswith("imagefolder:"):
-            return len(value) > len("imagefolder:")
-        module, sep, factory = value.partition(":")
-        return value in available_datasets() or bool(sep and module and factory)
-
-
-dataset_name = _Dataset()
-"""A data set :func:`risloss.data.load_dataset` knows: a shipped name, ``"imagefolder:PATH"``
-or ``"package.module:factory"`` (whether it can be read is checked when a run starts)."""

@@ -9,9 +9,9 @@ import attrs
 
 from risloss._fields import default_of, inherit, setting
 from risloss._validators import (
+    Rule,
     boolean,
     channel_values,
-    dataset_name,
     device_name,
     int_at_least,
     int_in,
@@ -20,10 +20,15 @@ from risloss._validators import (
     one_of,
     optional,
     optional_bits,
-    teacher_name,
 )
-from risloss.data import _image_size_option, _normalize_option
-from risloss.models import ARCHITECTURES, CONDITIONINGS, DEFAULT_TEACHER, Conditioning
+from risloss.data import _image_size_option, _normalize_option, available_datasets
+from risloss.models import (
+    ARCHITECTURES,
+    CONDITIONINGS,
+    DEFAULT_TEACHER,
+    Conditioning,
+    list_pretrained,
+)
 from risloss.objective import RISConfig
 from risloss.perturb import INPUT_POOLS, InputPool
 from risloss.quant import QuantSpec
@@ -51,6 +56,52 @@ StudentInit = Literal["random", "teacher"]
 match."""
 STUDENT_INITS: tuple[str, ...] = get_args(StudentInit)
 """The allowed values of ``TrainConfig.student_init``."""
+
+
+@attrs.frozen
+class _Teacher(Rule):
+    @property
+    def text(self) -> str:
+        shipped = sorted(list_pretrained())
+        return f"one of the shipped teachers {shipped} or 'package.module:factory'"
+
+    def right_type(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def accepts(self, value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        module, sep, factory = value.partition(":")
+        return value in list_pretrained() or bool(sep and module and factory)
+
+
+teacher_name = _Teacher()
+"""A shipped teacher's name or ``"package.module:factory"`` (imported when a run starts)."""
+
+
+@attrs.frozen
+class _Dataset(Rule):
+    @property
+    def text(self) -> str:
+        *names, last = (repr(name) for name in available_datasets())
+        return f"{', '.join(names)} or {last}"
+
+    def right_type(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def accepts(self, value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        if value.startswith("imagefolder:"):
+            return len(value) > len("imagefolder:")
+        module, sep, factory = value.partition(":")
+        return value in available_datasets() or bool(sep and module and factory)
+
+
+dataset_name = _Dataset()
+"""A data set :func:`risloss.data.load_dataset` knows: a shipped name, ``"imagefolder:PATH"``
+or ``"package.module:factory"`` (whether it can be read is checked when a run starts)."""
+
 
 # Ranges of the numeric fields: wide enough for any sensible run, narrow enough that a typo
 # (1e30) fails here rather than as NaN in the middle of a run.
