@@ -10,6 +10,7 @@ The top-level namespace holds the pieces most users reach for; the subpackages h
 """
 
 from risloss._eval import evaluate
+from risloss._version import __version__
 from risloss.hooks import capture_bn_statistics, capture_features
 from risloss.losses import (
     BNStatisticsLoss,
@@ -22,9 +23,6 @@ from risloss.losses import (
 )
 from risloss.objective import LabelSampler, RISConfig, SynthesisObjective, SynthesisParts
 from risloss.training import TrainConfig, synthesize, train
-
-__version__ = "0.1.0"
-"""The version of the installed risloss package."""
 
 __all__ = [
     "BNStatisticsLoss",
