@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from risloss._validators import one_of
 from risloss.functional._bns import (
     CHANNEL_REDUCTIONS,
     BNStatistics,
     ChannelReduction,
     bn_statistics_loss,
 )
-from risloss.functional._checks import check_choice
 from risloss.functional._reduction import REDUCTIONS, Reduction
+from risloss.losses._options import OptionsModule, option
 
 __all__ = ["BNStatisticsLoss"]
 
 
-class BNStatisticsLoss(nn.Module):
+class BNStatisticsLoss(OptionsModule):
     """GDFQ's ``L_BNS``: align batch statistics with BatchNorm running statistics.
 
     Holds a validated configuration and calls
@@ -48,27 +48,16 @@ class BNStatisticsLoss(nn.Module):
         tensor(2.)
     """
 
+    reduction: Reduction = option(one_of(REDUCTIONS))
+    """The reduction over layers."""
+    channel_reduction: ChannelReduction = option(one_of(CHANNEL_REDUCTIONS))
+    """The reduction over channels."""
+
     def __init__(
         self, reduction: Reduction = "mean", channel_reduction: ChannelReduction = "sum"
     ) -> None:
         super().__init__()
-        check_choice(reduction, "reduction", REDUCTIONS)
-        check_choice(channel_reduction, "channel_reduction", CHANNEL_REDUCTIONS)
-        self._reduction: Reduction = reduction
-        self._channel_reduction: ChannelReduction = channel_reduction
-
-    @property
-    def reduction(self) -> Reduction:
-        """The reduction over layers."""
-        return self._reduction
-
-    @property
-    def channel_reduction(self) -> ChannelReduction:
-        """The reduction over channels."""
-        return self._channel_reduction
-
-    def extra_repr(self) -> str:
-        return f"reduction={self._reduction!r}, channel_reduction={self._channel_reduction!r}"
+        self._configure(reduction=reduction, channel_reduction=channel_reduction)
 
     def forward(self, stats: BNStatistics) -> torch.Tensor:
         """``L_BNS`` of the captured statistics ``stats``.
@@ -90,6 +79,6 @@ class BNStatisticsLoss(nn.Module):
             stats.batch_vars,
             stats.running_means,
             stats.running_vars,
-            reduction=self._reduction,
-            channel_reduction=self._channel_reduction,
+            reduction=self.reduction,
+            channel_reduction=self.channel_reduction,
         )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from risloss.functional._checks import check_choice, check_temperature
+from risloss._validators import one_of, positive
 from risloss.functional._correlation import (
     CORRELATION_KINDS,
     PAIR_SELECTIONS,
@@ -14,11 +13,12 @@ from risloss.functional._correlation import (
     label_correlation_penalty,
 )
 from risloss.functional._reduction import REDUCTIONS, Reduction
+from risloss.losses._options import OptionsModule, option
 
 __all__ = ["LabelCorrelationPenalty"]
 
 
-class LabelCorrelationPenalty(nn.Module):
+class LabelCorrelationPenalty(OptionsModule):
     """Penalty on correlated predictions within a batch (diversity in label space).
 
     Holds a validated configuration and calls
@@ -48,6 +48,15 @@ class LabelCorrelationPenalty(nn.Module):
         1.0
     """
 
+    pairs: PairSelection = option(one_of(PAIR_SELECTIONS))
+    """Which sample pairs are penalized."""
+    kind: CorrelationKind = option(one_of(CORRELATION_KINDS))
+    """How a correlation becomes a penalty."""
+    temperature: float = option(positive, convert=float)
+    """The softmax temperature."""
+    reduction: Reduction = option(one_of(REDUCTIONS))
+    """The reduction over pairs."""
+
     def __init__(
         self,
         pairs: PairSelection = "all",
@@ -56,39 +65,7 @@ class LabelCorrelationPenalty(nn.Module):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
-        check_choice(pairs, "pairs", PAIR_SELECTIONS)
-        check_choice(kind, "kind", CORRELATION_KINDS)
-        check_choice(reduction, "reduction", REDUCTIONS)
-        self._pairs: PairSelection = pairs
-        self._kind: CorrelationKind = kind
-        self._temperature = check_temperature(temperature)
-        self._reduction: Reduction = reduction
-
-    @property
-    def pairs(self) -> PairSelection:
-        """Which sample pairs are penalized."""
-        return self._pairs
-
-    @property
-    def kind(self) -> CorrelationKind:
-        """How a correlation becomes a penalty."""
-        return self._kind
-
-    @property
-    def temperature(self) -> float:
-        """The softmax temperature."""
-        return self._temperature
-
-    @property
-    def reduction(self) -> Reduction:
-        """The reduction over pairs."""
-        return self._reduction
-
-    def extra_repr(self) -> str:
-        return (
-            f"pairs={self._pairs!r}, kind={self._kind!r}, temperature={self._temperature}, "
-            f"reduction={self._reduction!r}"
-        )
+        self._configure(pairs=pairs, kind=kind, temperature=temperature, reduction=reduction)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Correlation penalty of the batch ``logits`` (labels select pairs).
@@ -104,8 +81,8 @@ class LabelCorrelationPenalty(nn.Module):
         return label_correlation_penalty(
             logits,
             labels,
-            pairs=self._pairs,
-            kind=self._kind,
-            temperature=self._temperature,
-            reduction=self._reduction,
+            pairs=self.pairs,
+            kind=self.kind,
+            temperature=self.temperature,
+            reduction=self.reduction,
         )

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from risloss.functional._checks import check_choice, check_temperature
+from risloss._validators import one_of, positive
 from risloss.functional._divergence import (
     DIVERGENCE_KINDS,
     DivergenceKind,
     prediction_divergence,
 )
 from risloss.functional._reduction import REDUCTIONS, Reduction
+from risloss.losses._options import OptionsModule, option
 
 __all__ = ["PredictionDivergence"]
 
 
-class PredictionDivergence(nn.Module):
+class PredictionDivergence(OptionsModule):
     """Divergence between the softmax distributions of two sets of logits.
 
     Holds a validated configuration and calls
@@ -46,6 +46,13 @@ class PredictionDivergence(nn.Module):
         0.0
     """
 
+    kind: DivergenceKind = option(one_of(DIVERGENCE_KINDS))
+    """The divergence."""
+    temperature: float = option(positive, convert=float)
+    """The softmax temperature."""
+    reduction: Reduction = option(one_of(REDUCTIONS))
+    """The reduction over samples."""
+
     def __init__(
         self,
         kind: DivergenceKind = "l1",
@@ -53,31 +60,7 @@ class PredictionDivergence(nn.Module):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
-        check_choice(kind, "kind", DIVERGENCE_KINDS)
-        check_choice(reduction, "reduction", REDUCTIONS)
-        self._kind: DivergenceKind = kind
-        self._temperature = check_temperature(temperature)
-        self._reduction: Reduction = reduction
-
-    @property
-    def kind(self) -> DivergenceKind:
-        """The divergence."""
-        return self._kind
-
-    @property
-    def temperature(self) -> float:
-        """The softmax temperature."""
-        return self._temperature
-
-    @property
-    def reduction(self) -> Reduction:
-        """The reduction over samples."""
-        return self._reduction
-
-    def extra_repr(self) -> str:
-        return (
-            f"kind={self._kind!r}, temperature={self._temperature}, reduction={self._reduction!r}"
-        )
+        self._configure(kind=kind, temperature=temperature, reduction=reduction)
 
     def forward(self, p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
         """Divergence of ``softmax(p_logits / T)`` from ``softmax(q_logits / T)``.
@@ -92,7 +75,7 @@ class PredictionDivergence(nn.Module):
         return prediction_divergence(
             p_logits,
             q_logits,
-            kind=self._kind,
-            temperature=self._temperature,
-            reduction=self._reduction,
+            kind=self.kind,
+            temperature=self.temperature,
+            reduction=self.reduction,
         )

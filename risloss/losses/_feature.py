@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from risloss.functional._checks import check_choice
+from risloss._validators import one_of
 from risloss.functional._feature import FEATURE_KINDS, FeatureKind, feature_inconsistency
 from risloss.functional._reduction import REDUCTIONS, Reduction
+from risloss.losses._options import OptionsModule, option
 
 __all__ = ["FeatureInconsistency"]
 
 
-class FeatureInconsistency(nn.Module):
+class FeatureInconsistency(OptionsModule):
     """Per-sample distance between two batches of features.
 
     Holds a validated configuration and calls
@@ -39,25 +39,14 @@ class FeatureInconsistency(nn.Module):
         tensor([1., 0.])
     """
 
+    kind: FeatureKind = option(one_of(FEATURE_KINDS))
+    """The feature distance."""
+    reduction: Reduction = option(one_of(REDUCTIONS))
+    """The reduction over samples."""
+
     def __init__(self, kind: FeatureKind = "cosine", reduction: Reduction = "mean") -> None:
         super().__init__()
-        check_choice(kind, "kind", FEATURE_KINDS)
-        check_choice(reduction, "reduction", REDUCTIONS)
-        self._kind: FeatureKind = kind
-        self._reduction: Reduction = reduction
-
-    @property
-    def kind(self) -> FeatureKind:
-        """The feature distance."""
-        return self._kind
-
-    @property
-    def reduction(self) -> Reduction:
-        """The reduction over samples."""
-        return self._reduction
-
-    def extra_repr(self) -> str:
-        return f"kind={self._kind!r}, reduction={self._reduction!r}"
+        self._configure(kind=kind, reduction=reduction)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Distance between ``a`` and ``b``, per sample, then reduced.
@@ -69,4 +58,4 @@ class FeatureInconsistency(nn.Module):
         Returns:
             As :func:`~risloss.functional.feature_inconsistency`.
         """
-        return feature_inconsistency(a, b, kind=self._kind, reduction=self._reduction)
+        return feature_inconsistency(a, b, kind=self.kind, reduction=self.reduction)
