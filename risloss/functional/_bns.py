@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import attrs
 import torch
@@ -22,7 +22,7 @@ __all__ = [
 ChannelReduction = Literal["sum", "mean"]
 """How :func:`bn_statistics_loss` reduces the squared differences over channels."""
 
-CHANNEL_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
+CHANNEL_REDUCTIONS: tuple[str, ...] = get_args(ChannelReduction)
 """The accepted values of ``channel_reduction`` (the members of :data:`ChannelReduction`)."""
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +30,10 @@ PairSelection = Literal["all", "same", "different"]
 CorrelationKind = Literal["relu", "raw", "abs", "square"]
 """How :func:`label_correlation_penalty` turns a correlation into a penalty."""
 
-PAIR_SELECTIONS: tuple[str, ...] = ("all", "same", "different")
+PAIR_SELECTIONS: tuple[str, ...] = get_args(PairSelection)
 """The accepted values of ``pairs`` (the members of :data:`PairSelection`)."""
 
-CORRELATION_KINDS: tuple[str, ...] = ("relu", "raw", "abs", "square")
+CORRELATION_KINDS: tuple[str, ...] = get_args(CorrelationKind)
 """The accepted values of ``kind`` (the members of :data:`CorrelationKind`)."""
 
 _EPS = 1e-6

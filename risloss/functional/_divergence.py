@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,7 @@ __all__ = ["DIVERGENCE_KINDS", "DivergenceKind", "prediction_divergence"]
 DivergenceKind = Literal["l1", "kl", "skl", "js"]
 """Divergences between predicted distributions accepted by :func:`prediction_divergence`."""
 
-DIVERGENCE_KINDS: tuple[str, ...] = ("l1", "kl", "skl", "js")
+DIVERGENCE_KINDS: tuple[str, ...] = get_args(DivergenceKind)
 """The accepted values of ``kind`` (the members of :data:`DivergenceKind`)."""
 
 _LOG2 = math.log(2.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -20,7 +20,7 @@ __all__ = ["FEATURE_KINDS", "FeatureKind", "feature_inconsistency"]
 FeatureKind = Literal["cosine", "mse", "l1", "nmse"]
 """Feature distances accepted by :func:`feature_inconsistency`."""
 
-FEATURE_KINDS: tuple[str, ...] = ("cosine", "mse", "l1", "nmse")
+FEATURE_KINDS: tuple[str, ...] = get_args(FeatureKind)
 """The accepted values of ``kind`` (the members of :data:`FeatureKind`)."""
 
 _EPS = 1e-8

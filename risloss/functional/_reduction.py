@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -11,7 +11,7 @@ __all__ = ["REDUCTIONS", "Reduction", "reduce"]
 Reduction = Literal["mean", "sum", "none"]
 """How per-sample values are combined: their mean, their sum, or not at all."""
 
-REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 """The accepted values of ``reduction`` (the members of :data:`Reduction`)."""
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from risloss._fields import default_of, setting
 from risloss._stateless import stateless_call
 from risloss._util import model_device
-from risloss._validators import int_in, non_negative, one_of, positive
+from risloss._validators import Rule, int_in, non_negative, one_of, positive
 from risloss.functional import (
     DIVERGENCE_KINDS,
     FEATURE_KINDS,
@@ -83,6 +83,11 @@ def _real(value: Any) -> Any:
         return value
 
 
+def _number(default: float, rule: Rule, *, help: str) -> Any:
+    """A real-valued setting: ``default``, converted by :func:`_real`, checked by ``rule``."""
+    return setting(default, converter=_real, validator=rule, help=help)
+
+
 @attrs.frozen
 class RobustnessConfig:
     """Validated scalar configuration of :class:`RobustnessLoss` (see its arguments).
@@ -130,29 +135,15 @@ class RobustnessConfig:
     prediction_distance: DivergenceKind = setting(
         "l1", validator=one_of(DIVERGENCE_KINDS), help="divergence between predictions"
     )
-    feature_weight: float = setting(
-        1.0,
-        converter=_real,
-        validator=non_negative,
-        help="lambda_f, weight of the feature inconsistency",
+    feature_weight: float = _number(
+        1.0, non_negative, help="lambda_f, weight of the feature inconsistency"
     )
-    prediction_weight: float = setting(
-        1.0,
-        converter=_real,
-        validator=non_negative,
-        help="lambda_p, weight of the prediction divergence",
+    prediction_weight: float = _number(
+        1.0, non_negative, help="lambda_p, weight of the prediction divergence"
     )
-    threshold: float = setting(
-        0.0,
-        converter=_real,
-        validator=non_negative,
-        help="inconsistency below this costs nothing",
-    )
-    temperature: float = setting(
-        1.0,
-        converter=_real,
-        validator=positive,
-        help="softmax temperature of the prediction divergence",
+    threshold: float = _number(0.0, non_negative, help="inconsistency below this costs nothing")
+    temperature: float = _number(
+        1.0, positive, help="softmax temperature of the prediction divergence"
     )
     detach_clean: bool = setting(
         False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal, get_args
 
@@ -108,6 +109,8 @@ or ``"package.module:factory"`` (whether it can be read is checked when a run st
 _LOSS_WEIGHT = number_in(0.0, 1000.0)
 _LR = number_in(0.0, 10.0, open_low=True)
 _STUDENT_LOSS = "student loss"
+_student_loss = functools.partial(setting, commands=TASKS, group=_STUDENT_LOSS, metavar="X")
+"""A setting of the student's loss: every training command takes it, under its own heading."""
 
 
 def _optional_floats(value: Any) -> tuple[float, ...] | None:
@@ -372,28 +375,14 @@ class TrainConfig:
     weight_decay: float = setting(
         1e-4, validator=number_in(0.0, 1.0), commands=(), help="weight decay of the student"
     )
-    kd_temperature: float = setting(
-        validator=number_in(0.0, 100.0, open_low=True),
-        commands=TASKS,
-        group=_STUDENT_LOSS,
-        help="distillation temperature",
-        metavar="X",
+    kd_temperature: float = _student_loss(
+        validator=number_in(0.0, 100.0, open_low=True), help="distillation temperature"
     )
-    kd_weight: float = setting(
-        1.0,
-        validator=_LOSS_WEIGHT,
-        commands=TASKS,
-        group=_STUDENT_LOSS,
-        help="weight of the distillation loss",
-        metavar="X",
+    kd_weight: float = _student_loss(
+        1.0, validator=_LOSS_WEIGHT, help="weight of the distillation loss"
     )
-    ce_weight: float = setting(
-        0.0,
-        validator=_LOSS_WEIGHT,
-        commands=TASKS,
-        group=_STUDENT_LOSS,
-        help="weight of the cross-entropy on generator labels",
-        metavar="X",
+    ce_weight: float = _student_loss(
+        0.0, validator=_LOSS_WEIGHT, help="weight of the cross-entropy on generator labels"
     )
     checkpoint_every: int = setting(
         100, validator=int_at_least(1), help="iterations between checkpoints", metavar="N"
