@@ -14,6 +14,7 @@ __all__ = [
     "check_finite",
     "check_floating",
     "check_nonempty",
+    "check_pair",
     "check_same_shape",
     "check_temperature",
 ]
@@ -117,3 +118,25 @@ def check_same_shape(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str)
             f"{name_a} and {name_b} must have the same shape, "
             f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
+
+
+def check_pair(
+    a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], *, min_dim: int, shape: str
+) -> None:
+    """The checks of a loss of two tensors of one shape, in order: both floating point, the
+    same shape, at least ``min_dim`` dimensions (else ``"<a> and <b> must have <shape>, got
+    <a's shape>"``), not empty, both finite.
+
+    Raises:
+        ValueError: the first check that fails (:class:`NonFiniteInputError` for ``NaN`` or
+            ``Inf``), naming the argument.
+    """
+    check_floating(a, names[0])
+    check_floating(b, names[1])
+    check_same_shape(a, b, *names)
+    if a.dim() < min_dim:
+        got = "0-d" if a.dim() == 0 else str(tuple(a.shape))
+        raise ValueError(f"{names[0]} and {names[1]} must have {shape}, got {got}")
+    check_nonempty(a, names[0])
+    check_finite(a, names[0])
+    check_finite(b, names[1])

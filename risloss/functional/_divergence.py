@@ -8,14 +8,7 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
-from risloss.functional._checks import (
-    check_choice,
-    check_finite,
-    check_floating,
-    check_nonempty,
-    check_same_shape,
-    check_temperature,
-)
+from risloss.functional._checks import check_choice, check_pair, check_temperature
 from risloss.functional._reduction import REDUCTIONS, Reduction, reduce
 
 __all__ = ["DIVERGENCE_KINDS", "DivergenceKind", "prediction_divergence"]
@@ -84,14 +77,9 @@ def prediction_divergence(
     check_choice(kind, "kind", DIVERGENCE_KINDS)
     check_choice(reduction, "reduction", REDUCTIONS)
     t = check_temperature(temperature)
-    check_floating(p_logits, "p_logits")
-    check_floating(q_logits, "q_logits")
-    check_same_shape(p_logits, q_logits, "p_logits", "q_logits")
-    if p_logits.dim() == 0:
-        raise ValueError("p_logits and q_logits must have a class dimension (..., C), got 0-d")
-    check_nonempty(p_logits, "p_logits")
-    check_finite(p_logits, "p_logits")
-    check_finite(q_logits, "q_logits")
+    check_pair(
+        p_logits, q_logits, ("p_logits", "q_logits"), min_dim=1, shape="a class dimension (..., C)"
+    )
 
     log_p = F.log_softmax(p_logits / t, dim=-1)
     log_q = F.log_softmax(q_logits / t, dim=-1)

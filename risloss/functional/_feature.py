@@ -6,13 +6,7 @@ from typing import Literal, get_args
 
 import torch
 
-from risloss.functional._checks import (
-    check_choice,
-    check_finite,
-    check_floating,
-    check_nonempty,
-    check_same_shape,
-)
+from risloss.functional._checks import check_choice, check_pair
 from risloss.functional._reduction import REDUCTIONS, Reduction, reduce
 
 __all__ = ["FEATURE_KINDS", "FeatureKind", "feature_inconsistency"]
@@ -87,17 +81,9 @@ def feature_inconsistency(
     """
     check_choice(kind, "kind", FEATURE_KINDS)
     check_choice(reduction, "reduction", REDUCTIONS)
-    check_floating(a, "a")
-    check_floating(b, "b")
-    check_same_shape(a, b, "a", "b")
-    if a.dim() < 2:
-        raise ValueError(
-            f"a and b must have shape (B, ...) with at least one feature dimension, "
-            f"got {tuple(a.shape)}"
-        )
-    check_nonempty(a, "a")
-    check_finite(a, "a")
-    check_finite(b, "b")
+    check_pair(
+        a, b, ("a", "b"), min_dim=2, shape="shape (B, ...) with at least one feature dimension"
+    )
 
     a_flat = a.reshape(a.shape[0], -1)
     b_flat = b.reshape(b.shape[0], -1)
