@@ -1,8 +1,9 @@
 """Calibration sets for PyTorch's own post-training quantization: noise, synthetic, real.
 
-The shipped teacher is quantized to W8A8 by the FX flow of ``examples/ptq_calibration.py``
-(the same functions, loaded from the example) and evaluated on the whole test split, once per
-calibration source and seed:
+The shipped teacher is quantized to W8A8 by the PT2E flow of ``examples/ptq_calibration.py``
+(torchao's ``prepare_pt2e`` / ``convert_pt2e`` with its X86 Inductor quantizer; the same
+functions, loaded from the example) and evaluated on the whole test split, once per calibration
+source and seed:
 
 - ``noise``: Gaussian noise in the normalized input space, the floor;
 - ``synthetic``: the images of a calibration file (``--synthetic FILE``, a ``.pt`` dict with an
@@ -11,7 +12,10 @@ calibration source and seed:
 - ``real``: real training images, a random subset per seed, the ceiling.
 
 Each run writes ``benchmarks/results/ptq/ptq-<source>-w8a8-s<seed>.json`` (skipped when it
-exists, like every benchmark here); ``--table`` prints the Markdown table of the docs.
+exists, like every benchmark here); ``--table`` prints the Markdown table of the docs. The
+results of the FX flow the example used before (``prepare_fx`` / ``convert_fx``, the ``x86``
+default configuration) are kept in ``benchmarks/results/ptq/fx/``
+(``--table --results benchmarks/results/ptq/fx``).
 
     python benchmarks/ptq_calibration.py                          # noise and real, 3 seeds
     python benchmarks/ptq_calibration.py --synthetic calibration.pt
@@ -84,6 +88,22 @@ def _synthesis(calibration_file: str) -> dict[str, Any] | None:
     }
 
 
+def _torchao_version() -> str | None:
+    try:
+        import torchao
+    except ImportError:
+        return None
+    return str(torchao.__version__)
+
+
+def _flow(records: list[dict[str, Any]]) -> str:
+    """The flow the records were made with, in words (the FX flow for records without one)."""
+    flows = {r.get("config", {}).get("flow", "FX") for r in records}
+    if any("PT2E" in f for f in flows):
+        return "PyTorch's PT2E flow (torchao, X86 Inductor quantizer)"
+    return "PyTorch's FX flow (`x86` configuration)"
+
+
 def run(source: str, seed: int, args: argparse.Namespace, fp_top1: float) -> dict[str, Any]:
     """Calibrate, quantize and evaluate once; write and return the JSON record."""
     import torch
@@ -107,8 +127,9 @@ def run(source: str, seed: int, args: argparse.Namespace, fp_top1: float) -> dic
         "batch_size": args.batch_size,
         "calibration_file": None if source != "synthetic" else Path(args.synthetic).name,
         "synthesis": None if source != "synthetic" else _synthesis(args.synthetic),
-        "flow": "torch.ao.quantization FX (prepare_fx, convert_fx)",
-        "qconfig": "get_default_qconfig_mapping('x86')",
+        "flow": "torchao PT2E (torch.export, prepare_pt2e, convert_pt2e)",
+        "qconfig": "X86InductorQuantizer, get_default_x86_inductor_quantization_config()",
+        "torchao_version": _torchao_version(),
     }
     record = {
         "suite": "ptq", "task": "quantize", "row": source, "method": source, "seed": seed,
@@ -134,7 +155,7 @@ def table(results: str | Path = RESULTS) -> str:
     fp = records[0]["fp_top1"]
     lines = [
         f"Shipped teacher `{records[0]['model']}` (full precision: {fp:.2f}%), W8A8 by "
-        f"PyTorch's FX flow, {records[0]['config']['num_images']} calibration images, "
+        f"{_flow(records)}, {records[0]['config']['num_images']} calibration images, "
         f"test top-1 (%) on {records[0]['num_test_images']:,} images, mean ± std over seeds.",
         "",
         "| calibration set | W8A8 top-1 | seeds |",

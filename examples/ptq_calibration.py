@@ -1,10 +1,11 @@
-"""Post-training W8A8 quantization of the shipped teacher with PyTorch's own FX flow.
+"""Post-training W8A8 quantization of the shipped teacher with PyTorch's PT2E flow (torchao).
 
 PyTorch calibrates the activation ranges of a quantized model on a few hundred representative
 images. This script takes them from a calibration file (a ``.pt`` dict whose ``images`` entry
 is a float tensor ``(N, C, H, W)`` in the model's normalized input space, such as the
 ``synthetic.pt`` that ``risloss synthesize`` writes), from Gaussian noise (``noise``) or from
-real training images (``real``), then reports test top-1 of the int8 model.
+real training images (``real``), then reports test top-1 of the int8 model. It needs the
+``torchao`` package (``pip install torchao``), which holds PyTorch's PT2E quantization now.
 
     python examples/ptq_calibration.py --calibration noise
     python examples/ptq_calibration.py --calibration real --num-images 512
@@ -27,8 +28,8 @@ from risloss import evaluate
 from risloss.data import load_dataset
 from risloss.models import DEFAULT_TEACHER, load_pretrained, pretrained_info
 
-# torch.ao.quantization announces its move to torchao; the FX flow still runs in this torch.
-warnings.filterwarnings("ignore", message=".*(deprecated|reduce_range).*")
+# torch.export's notes on the traced graph are not this script's business.
+warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
 def calibration_images(source: str, teacher: str, n: int, seed: int) -> torch.Tensor:
@@ -51,17 +52,26 @@ def calibration_images(source: str, teacher: str, n: int, seed: int) -> torch.Te
 
 
 def quantize_w8a8(model: nn.Module, images: torch.Tensor, batch_size: int) -> nn.Module:
-    """FX graph mode PTQ: int8 per-channel weights, uint8 activations (x86 backend)."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    """PT2E PTQ: int8 per-channel weights, uint8 activations (torchao's X86 Inductor quantizer)."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
 
-    torch.backends.quantized.engine = "x86"
-    qconfig = get_default_qconfig_mapping("x86")
-    prepared = prepare_fx(copy.deepcopy(model).eval(), qconfig, example_inputs=(images[:1],))
+    batch = torch.export.Dim("batch")  # any batch size, calibration and evaluation alike
+    graph = torch.export.export(
+        copy.deepcopy(model).eval(), (images[:2],), dynamic_shapes=({0: batch},)
+    ).module()
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
-        for batch in images.split(batch_size):  # observers record the activation ranges
-            prepared(batch)
-    return convert_fx(prepared)
+        for batch_images in images.split(batch_size):  # observers record the activation ranges
+            prepared(batch_images)
+    int8 = convert_pt2e(prepared)
+    allow_exported_model_train_eval(int8)  # evaluate() calls .eval() on it
+    return int8
 
 
 def main() -> None:

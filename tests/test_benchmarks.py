@@ -248,6 +248,16 @@ def test_ptq_docs_table_matches_the_committed_results() -> None:
     )
 
 
+def test_ptq_fx_table_matches_the_committed_results() -> None:
+    """The earlier FX flow's table in the PTQ guide is the script's, from results/ptq/fx."""
+    page = (BENCH.parent / "docs" / "guides" / "ptq-calibration.md").read_text()
+    start, end = "<!-- ptq-fx-table:start -->\n", "\n<!-- ptq-fx-table:end -->"
+    shown = page.split(start, 1)[1].split(end, 1)[0]
+    ptq = _script("ptq_calibration")
+    assert shown == ptq.table(BENCH / "results" / "ptq" / "fx")
+    assert "FX flow" in shown and "PT2E flow" in ptq.table()
+
+
 def test_ptq_table_summarizes_every_source(tmp_path: Path) -> None:
     ptq = _script("ptq_calibration")
     base = {"model": "m", "fp_top1": 90.0, "num_test_images": 100, "config": {"num_images": 8}}

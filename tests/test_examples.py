@@ -64,7 +64,7 @@ def test_prune_example_runs(structured: bool) -> None:
 def test_ptq_example_stays_short() -> None:
     text = (EXAMPLES / "ptq_calibration.py").read_text()
     assert len(text.splitlines()) < 100
-    for piece in ("prepare_fx(", "convert_fx(", "weights_only=True"):
+    for piece in ("prepare_pt2e(", "convert_pt2e(", "weights_only=True"):
         assert piece in text, piece
 
 
