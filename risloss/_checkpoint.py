@@ -7,6 +7,7 @@ names the file and what it should have held.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -65,16 +66,26 @@ class CheckpointMismatchError(ValueError):
         self.fields = fields
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write ``obj`` with :func:`torch.save` so that ``path`` is never left half-written.
 
     The object is written to a temporary file in the same folder, flushed to disk and renamed
-    over ``path`` (an atomic replace on POSIX and Windows).
+    over ``path`` (an atomic replace on POSIX and Windows). The file's permissions follow the
+    umask, as for a file that :func:`open` creates.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        with contextlib.suppress(OSError, AttributeError):  # as open() would make it
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
@@ -163,6 +174,10 @@ def load_checkpoint(
     path = Path(path)
     if not path.exists():
         raise FileContentError(f"{where}: no such file")
+    if path.is_dir():
+        raise FileContentError(f"{where}: it is a folder")
+    if not path.is_file():  # a named pipe or a device: reading it could hang
+        raise FileContentError(f"{where}: it is not a regular file (a pipe or a device)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes about pickle protocols
@@ -257,4 +272,15 @@ def load_state_dict_into(model: nn.Module, path: str | os.PathLike[str], what: s
     problem = state_dict_mismatch(model, state)
     if problem is not None:
         raise FileContentError(f"{os.fspath(path)} does not fit {what}: {problem}")
+    bad = [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all())
+    ]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise FileContentError(
+            f"{os.fspath(path)}: the weights of {what} hold NaN or infinite values, in "
+            f"{bad[0]}{more}; the file is corrupt or the training that wrote it diverged"
+        )
     model.load_state_dict(state)

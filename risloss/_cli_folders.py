@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from risloss._outputs import RUN_FILES, RUN_MARKERS
 
 __all__ = [
     "RUN_MARKERS",
@@ -14,15 +14,12 @@ __all__ = [
     "CommandError",
     "check_device",
     "check_out",
-    "replacing",
     "stamp",
     "writable_folder",
 ]
 
-RUN_MARKERS = ("checkpoint.pt", "metrics.json")
-"""A folder holding one of these holds a run: it is refused without --resume or --overwrite."""
-
-RUN_OUTPUTS = (*RUN_MARKERS, "student.pt", "generator.pt", "samples.png", "losses.png")
+RUN_OUTPUTS = RUN_FILES
+"""The files a run writes (see :data:`risloss._outputs.RUN_FILES`)."""
 
 
 class CommandError(Exception):
@@ -55,8 +52,12 @@ def writable_folder(path: Path, label: str) -> None:
 
 
 def check_out(out: str, *, resume: bool, overwrite: bool) -> Path:
-    """The output folder ``--out``: writable, and holding no run unless ``resume`` or
-    ``overwrite`` says what to do with it."""
+    """The output folder ``--out``: a writable folder, and holding no run unless ``resume``
+    or ``overwrite`` says what to do with it.
+
+    A first look, on every process of a run; what the folder holds is decided again under
+    its lock when the main process claims it (:func:`risloss._outputs.claim_output`).
+    """
     if not out.strip():
         raise CommandError("--out: expected an output folder, got an empty name")
     path = Path(out)
@@ -98,22 +99,3 @@ def stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-@contextmanager
-def replacing(out: Path, enabled: bool) -> Iterator[None]:
-    """With ``--overwrite``: once the new run has saved a checkpoint, drop the old outputs.
-
-    Files the new run rewrote are kept; the old run's others (a ``samples.png`` that a run
-    with ``--method noise`` does not write, ...) are removed, so the folder describes one run.
-    Before the new checkpoint nothing is touched: an early failure leaves the old run whole.
-    """
-    before = {name: stamp(out / name) for name in RUN_OUTPUTS} if enabled else {}
-    try:
-        yield
-    finally:
-        ckpt = out / RUN_MARKERS[0]
-        if enabled and stamp(ckpt) not in (None, before[ckpt.name]):
-            for name, old in before.items():
-                if old is not None and name != ckpt.name and stamp(out / name) == old:
-                    (out / name).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ the message names the option (``--batch-size``) instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import os
 import shlex
@@ -32,7 +33,6 @@ from risloss._cli_folders import (
     RUN_MARKERS,
     check_device,
     check_out,
-    replacing,
     stamp,
     writable_folder,
 )
@@ -48,9 +48,11 @@ from risloss._cli_options import (
     settings_of,
     whole_number,
 )
+from risloss._streams import guard_streams, say
 from risloss.export import add_export_command
 
 if TYPE_CHECKING:
+    from risloss._outputs import OutputFolder
     from risloss.training import TrainConfig
 
 __all__ = ["build_parser", "main"]
@@ -66,7 +68,12 @@ _RIS_TITLE = (
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (argparse prints the whole usage first)."""
+    """argparse with one-line errors (argparse prints the whole usage first) and no
+    abbreviated options (``--ov`` is not ``--overwrite``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -119,8 +126,9 @@ def _add_run(spec: _RunCommand, sub: Any) -> None:
     again.add_argument(
         "--overwrite",
         action="store_true",
-        help="start over in an output folder that holds a run; its files are replaced once the "
-        "new run has saved its first checkpoint",
+        help="start over in an output folder that holds a run (or other files); the earlier "
+        "run's files stay as they are until the new run has finished, then the new run's "
+        "files replace them (files no run wrote are kept)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress report and no messages")
     _add_debug(p)
@@ -230,56 +238,144 @@ def _start_line(config: TrainConfig, args: argparse.Namespace) -> str:
 
 
 def _main_process() -> bool:
-    """Whether this is rank 0 of a torchrun launch (or not launched by torchrun at all)."""
-    return os.environ.get("RANK", "0") in ("0", "")
+    """Whether this is rank 0 of a torchrun launch (or not launched by torchrun at all).
+
+    Only a launch of several processes (``WORLD_SIZE`` above 1) has other ranks; a stray
+    ``RANK`` (``1``, ``abc``) without it does not silence the messages.
+    """
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1") or "1")
+        rank = int(os.environ.get("RANK", "0") or "0")
+    except ValueError:
+        return True
+    return world <= 1 or rank == 0
+
+
+def _claim(args: argparse.Namespace, argv: Sequence[str], out: Path) -> OutputFolder | None:
+    """The main process claims the output folder (owned, locked; see :mod:`risloss._outputs`);
+    the other processes of a torchrun launch write nothing and claim nothing."""
+    from risloss._outputs import OutputFolderError, claim_output
+
+    if not _main_process():
+        return None
+    try:
+        return claim_output(
+            out,
+            args.command,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            command="risloss " + shlex.join(argv),
+            label=f"--out {args.out}",
+        )
+    except OutputFolderError as exc:
+        raise _Exit(str(exc)) from exc
+
+
+def _stays(folder: OutputFolder | None) -> str:
+    """What became of the output folder after a run that stopped: ``"; <one line>"``, or
+    nothing where the run wrote nothing into a folder it had to itself."""
+    outcome = folder.outcome if folder is not None else None
+    if not outcome or (not folder.staged and "nothing was written" in outcome):  # type: ignore[union-attr]
+        return ""
+    return f"; {outcome}"
 
 
 def _running(
     args: argparse.Namespace,
+    argv: Sequence[str],
     work: Callable[[TrainConfig, Path, Callable[[str], None] | None], dict[str, Any]],
 ) -> tuple[TrainConfig, dict[str, Any]]:
-    """Check the options, the output folder and the device, then run ``work(config, out,
-    log)``; every failure becomes an :class:`_Exit` (Ctrl-C: status 130)."""
+    """Check the options, the output folder and the device, claim the folder, then run
+    ``work(config, where, log)`` into it and commit; every failure becomes an :class:`_Exit`
+    (Ctrl-C: status 130) that says what became of the folder."""
+    from risloss._outputs import OutputCommitError
     from risloss.data import DataFileError
     from risloss.training import TrainingInterrupted
     from risloss.training._plots import PLOT_HINT, have_matplotlib
 
     main = _main_process()  # under torchrun only rank 0 prints; every rank gets the exit code
     quiet = args.quiet or not main
-    log = None if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def say_line(message: str) -> None:
+        say(message)
+
+    log = None if quiet else say_line
     config = _config_from_args(args)
     _check_config(config)
+    _check_memory_early(config, args)
     # On every rank: they must all stop, or none.
     out = check_out(args.out, resume=args.resume, overwrite=args.overwrite)
     check_device(config.device)
+    folder = _claim(args, argv, out)
+    where = out if folder is None else folder.path
     if log:
         log(f"risloss {args.command}: {_start_line(config, args)}")
     plot = have_matplotlib()
     if log and not plot:
         log(f"risloss {args.command}: losses.png will be skipped: {PLOT_HINT}")
-    ckpt = out / RUN_MARKERS[0]
+    ckpt = where / RUN_MARKERS[0]
     before = stamp(ckpt)
     try:
-        with replacing(out, args.overwrite and main), warnings.catch_warnings():
+        with folder or contextlib.nullcontext(), warnings.catch_warnings():
             if not plot:
                 warnings.filterwarnings("ignore", message="losses.png skipped")
-            return config, work(config, out, log)
+            result = config, work(config, where, log)
+        return result
     except TrainingInterrupted as exc:
-        raise _Exit(f"{exc}; continue with --resume", 130) from exc
+        raise _Exit(f"{exc}; continue with --resume{_stays(folder)}", 130) from exc
     except KeyboardInterrupt as exc:
         if stamp(ckpt) not in (None, before):
             detail = f"; the last checkpoint is {ckpt}: continue with --resume"
-        elif before is not None:
-            detail = f" before the first checkpoint; {out} is as it was"
+        elif before is not None or (folder is not None and folder.staged):
+            detail = " before the first checkpoint"
         else:
             detail = " before the first checkpoint; nothing was saved"
-        raise _Exit(f"interrupted{detail}", 130) from exc
+        raise _Exit(f"interrupted{detail}{_stays(folder)}", 130) from exc
+    except OutputCommitError as exc:
+        raise _Exit(str(exc), 1) from exc
     except ValueError as exc:
         names = {**option_names(args.parser, _RIS), **option_names(args.parser, _CONFIG)}
         names["num_images"] = "--num-images"
-        raise _Exit(in_option_terms(str(exc), names, everywhere=False)) from exc
+        listed = str(exc).startswith("resume: the checkpoint was made with other settings")
+        message = in_option_terms(str(exc), names, everywhere=listed)
+        if "has no BatchNorm layer with running statistics" in message:
+            message = message.split("; its modules are", 1)[0] + (
+                ", which the generator's BatchNorm-statistics loss reads: without it, use "
+                "--bns-weight 0, or --method noise (no generator)"
+            )
+        raise _Exit(message + _stays(folder)) from exc
     except (DataFileError, OSError) as exc:  # unreadable data, a full disk: status 1
-        raise _Exit(str(exc), 1) from exc
+        raise _Exit(f"{exc}{_stays(folder)}", 1) from exc
+
+
+def _check_memory_early(config: TrainConfig, args: argparse.Namespace) -> None:
+    """Refuse, before loading anything, settings whose buffers cannot fit the memory: for a
+    shipped teacher its input shape is known; for another model the run checks again once
+    the shape is known (before any training)."""
+    from risloss._resources import check_memory
+    from risloss.models import list_pretrained
+
+    meta = list_pretrained().get(config.model)
+    if meta is None:
+        return
+    c, h, w = meta["input_shape"]
+    sized = isinstance(config.image_size, int) and not isinstance(config.image_size, bool)
+    if sized:
+        h = w = int(config.image_size)  # type: ignore[arg-type]
+    synthesize = args.command == "synthesize"
+    try:
+        check_memory(
+            image_shape=(c, h, w),
+            num_classes=int(meta["num_classes"]),
+            batch_size=config.batch_size,
+            replay_size=0 if synthesize else config.replay_size,
+            num_images=getattr(args, "num_images", 0) if synthesize else 0,
+            generator=config.method in ("ris", "gdfq"),
+            image_size=h if sized else None,
+            device=config.device,
+        )
+    except ValueError as exc:
+        raise _Exit(str(exc)) from exc
 
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -288,7 +384,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     def work(config: TrainConfig, out: Path, log: Any) -> dict[str, Any]:
         return train(config, out, resume=args.resume, progress=log is not None, log=log)
 
-    config, metrics = _running(args, work)
+    config, metrics = _running(args, argv, work)
     if _main_process():
         for line in _summary(metrics, config):
             print(line)
@@ -305,7 +401,7 @@ def _cmd_synthesize(args: argparse.Namespace, argv: Sequence[str]) -> int:
             progress=log is not None, log=log,
         )  # fmt: skip
 
-    _, metrics = _running(args, work)
+    _, metrics = _running(args, argv, work)
     images, trained = metrics["images"], metrics["synthesis"]
     print(
         f"teacher agreement: {100 * images['agreement']:.1f}% of {metrics['num_images']} images "
@@ -473,7 +569,7 @@ subparsers (``add(subparsers)``, which sets ``func(args, argv) -> exit status``)
 def _version() -> str:
     import torch
 
-    from risloss import __version__
+    from risloss._version import __version__
 
     return f"risloss {__version__} (torch {torch.__version__})"
 
@@ -498,8 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _debug(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+_TRUE = ("1", "true", "yes", "on", "y")
+
+
+def _debug(args: argparse.Namespace | None = None) -> bool:
+    """``--debug``, or ``RISLOSS_DEBUG`` set to ``1``, ``true``, ``yes`` or ``on`` (``0``,
+    ``false``, ``no``, ``off`` and an empty value leave it off)."""
+    if args is not None and getattr(args, "debug", False):
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in _TRUE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -524,14 +627,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # --model/--data package.module:factory: a module in the working folder is found, as
         # Python finds one beside a script it runs (the library never edits sys.path itself).
         sys.path.insert(0, os.getcwd())
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, or a one-line argparse error
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return 2
+    with guard_streams():
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or a one-line argparse error
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        return _dispatch(args, argv)
+
+
+def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run the command; its failures as one line and an exit status."""
     try:
         return int(args.func(args, argv))
     except _Exit as exc:
@@ -539,13 +648,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if _main_process():
             kind = "" if exc.code == 130 else "error: "
-            print(f"risloss {args.command}: {kind}{exc}", file=sys.stderr, flush=True)
+            say(f"risloss {args.command}: {kind}{exc}")
         return exc.code
     except KeyboardInterrupt:
         if _debug(args):
             raise
         if _main_process():
-            print(f"risloss {args.command}: interrupted", file=sys.stderr, flush=True)
+            say(f"risloss {args.command}: interrupted")
         return 130
 
 

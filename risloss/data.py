@@ -577,7 +577,7 @@ def _load_from_code(
     size: ImageSize,
     norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
 ) -> Dataset:
-    from risloss._imports import import_factory
+    from risloss._imports import call_factory, import_factory
 
     factory = import_factory(spec, what="data")
     try:
@@ -588,7 +588,7 @@ def _load_from_code(
         ) from None
     except ValueError:  # no signature to inspect (a builtin): just call it
         pass
-    dataset = factory(split)
+    dataset = call_factory(factory, spec, split, what="data")
     if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
         raise ValueError(
             f"data {spec!r}: the factory returned {type(dataset).__name__}, expected a torch "

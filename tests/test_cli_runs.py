@@ -55,12 +55,13 @@ def test_a_folder_holding_a_run_is_refused(
     assert hashes(tmp_path) == before
 
 
-def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_overwrite_keeps_the_old_run_until_the_new_one_is_complete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fashion_mnist_or_skip("test")
     out = tmp_path / "ow"
     _old_run(out, ("checkpoint.pt", "metrics.json", "student.pt", "samples.png", "generator.pt"))
+    (out / "notes.txt").write_text("mine")  # a file no run wrote: kept whatever happens
     before = hashes(tmp_path)
     # Fails at set-up (the teacher has 10 classes), after the folder checks: nothing changes.
     bad = ["--diversity", "soft", "--soft-label-classes", "20"]
@@ -68,17 +69,37 @@ def test_overwrite_keeps_the_old_run_until_the_first_checkpoint(
     line = one_line(err)
     assert code == 2
     assert "--soft-label-classes must be at most the teacher's number of classes (10)" in line
+    assert line.endswith(f"--out {out}: the earlier run's files are as they were")
     assert hashes(tmp_path) == before
-    # A run that gets going replaces the old one; files it does not write (no generator with
-    # --method noise) go, so the folder describes one run.
+    # Fails after its checkpoints, while writing its results: the earlier run is still whole.
+    from risloss.training import TrainJob
+
+    def full_disk(self: object, run: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainJob, "outputs", full_disk)
+        code, _, err = run(["quantize", *TINY, "--out", str(out), "--overwrite", "--quiet"], capsys)
+    line = one_line(err)
+    assert code == 1
+    assert "No space left on device" in line
+    assert f"--out {out}: the earlier run's files are as they were; this run's files" in line
+    assert hashes(tmp_path) == {
+        **before,
+        **{k: v for k, v in hashes(tmp_path).items() if k.startswith("ow/.risloss-run")},
+    }
+    # A run that finishes replaces the old one; the old run's files that it does not write
+    # (no generator with --method noise) go, so the folder describes one run; notes.txt stays.
     code, out_text, _ = run(
         ["quantize", *TINY, "--out", str(out), "--overwrite", "--method", "noise"], capsys
     )
     assert code == 0
     assert "quantized top-1:" in out_text
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["checkpoint.pt", "metrics.json", "student.pt", "losses.png"]
-    )
+        [".risloss-run.json", "checkpoint.pt", "metrics.json", "student.pt", "losses.png",
+         "notes.txt"]
+    )  # fmt: skip
+    assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "metrics.json").read_text())["config"]["method"] == "noise"
     assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == 6
 
@@ -105,7 +126,10 @@ def test_without_matplotlib_the_run_completes_and_skips_only_the_plot(
     assert code == 0, err
     assert f"outputs: {out}" in out_text
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["checkpoint.pt", "generator.pt", "metrics.json", "samples.png", "student.pt"]
+    assert names == [
+        ".risloss-run.json", "checkpoint.pt", "generator.pt", "metrics.json", "samples.png",
+        "student.pt",
+    ]  # fmt: skip
     notes = [line for line in err.splitlines() if "is not installed" in line]
     assert notes == [
         "risloss quantize: losses.png will be skipped: matplotlib is not installed "
@@ -231,7 +255,8 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(
     messages = [line for line in stderr.splitlines() if not line.startswith("risloss quantize: ")]
     assert messages == [], stderr  # no traceback
     assert stderr.splitlines()[-1] == (
-        f"risloss quantize: interrupted before the first checkpoint; {out} is as it was"
+        f"risloss quantize: interrupted before the first checkpoint; --out {out}: the earlier "
+        "run's files are as they were"
     )
     assert stdout == ""
     assert {**hashes(out), "weights": hashes(tmp_path)["w.pt"]} == before

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from risloss._checkpoint import load_state_dict_into
-from risloss._imports import import_factory
+from risloss._imports import call_factory, import_factory
 from risloss.models import ARCHITECTURES, list_pretrained, load_pretrained
 
 __all__ = ["build_student", "copy_matching", "describe_object", "load_teacher"]
@@ -56,9 +56,12 @@ def load_teacher(
         meta = dict(shipped[model])
     else:
         factory = import_factory(model)
-        teacher = factory()
+        teacher = call_factory(factory, model)
         if not isinstance(teacher, nn.Module):
-            raise ValueError(f"model {model!r}: the factory returned {type(teacher).__name__}")
+            raise ValueError(
+                f"model {model!r}: the factory returned {type(teacher).__name__}; it must "
+                "return a torch.nn.Module"
+            )
         if weights is None:
             raise ValueError(f"model {model!r} needs weights= (a state-dict file)")
         load_state_dict_into(teacher, weights, f"model {model!r}")

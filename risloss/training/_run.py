@@ -337,14 +337,23 @@ class Run:
         atomic_save(state, self.checkpoint)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.job.load_state_dict(state)
-        ctx = self.context
-        rng_state = state["rank_rng"][ctx.rank] if ctx.distributed else state
-        self.data_rng.set_state(rng_state["data_rng"])
-        self.perturbation_rng.set_state(rng_state["perturbation_rng"])
-        torch.set_rng_state(rng_state["torch_rng"])
-        self.history = state["history"]
-        self.start = int(state["iteration"])
+        try:
+            self.job.load_state_dict(state)
+            ctx = self.context
+            rng_state = state["rank_rng"][ctx.rank] if ctx.distributed else state
+            self.data_rng.set_state(rng_state["data_rng"])
+            self.perturbation_rng.set_state(rng_state["perturbation_rng"])
+            torch.set_rng_state(rng_state["torch_rng"])
+            self.history = state["history"]
+            self.start = int(state["iteration"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            missing = f"it has no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else None
+            raise ValueError(
+                f"resume: {self.checkpoint} does not hold what a {self.job.kind} run saves ("
+                f"{missing or type(exc).__name__ + ': ' + str(exc).splitlines()[0]}); it was "
+                "written by another version or another kind of run: start over with "
+                "--overwrite"
+            ) from exc
 
     def _read_checkpoint(self) -> dict[str, Any]:
         """Read and check the checkpoint (rank 0 reads it and sends it to the other ranks)."""
@@ -383,10 +392,27 @@ def _checked_checkpoint(path: Path, job: Job) -> dict[str, Any]:
         raise ValueError(f"resume: {path} was written by {kind}, not by {job.kind}")
     saved, ours = state["config"], job.config.to_dict()
     if saved != ours:
-        diff = sorted(k for k in saved if saved[k] != ours.get(k))
-        raise ValueError(f"resume: the checkpoint was made with other settings ({diff})")
+        a, b = _flat(saved), _flat(ours)
+        diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        shown = ", ".join(f"{k} {a.get(k)!r} there, {b.get(k)!r} here" for k in diff[:4])
+        more = f", and {len(diff) - 4} more" if len(diff) > 4 else ""
+        raise ValueError(
+            f"resume: the checkpoint was made with other settings: {shown}{more}; resume with "
+            "the same settings"
+        )
     result: dict[str, Any] = state
     return result
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration's entries with those of a nested one (``ris``) at the top level."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
 
 
 def run_loop(

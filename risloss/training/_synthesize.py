@@ -8,6 +8,7 @@ an ImageFolder of PNG files and a tensor file. :func:`synthesize` runs it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -30,6 +31,7 @@ from risloss.training._config import TrainConfig
 from risloss.training._inputs import Inputs, check_data_argument, generator_source
 from risloss.training._run import Run, run_loop, synthesis_summary
 from risloss.training._sources import GeneratorSource
+from risloss.training._trainer import check_fit
 
 __all__ = ["SYNTHESIS_METHODS", "SynthesisJob", "SynthesisMethod", "synthesize"]
 
@@ -162,6 +164,8 @@ class SynthesisJob:
                 "files, which hold 1 (grayscale) or 3 (RGB) channels"
             )
         self.pixels = _PixelMapping.of(self.spec)
+        check_fit(self.config, self.spec.shape, self.num_classes, run.out,
+                  num_images=self.num_images)  # fmt: skip
 
     def build(self, run: Run) -> None:
         """The generator, its optimizer and objective."""
@@ -379,7 +383,11 @@ class _PixelMapping:
 def _write_image_folder(
     pixels: torch.Tensor, classes: torch.Tensor, num_classes: int, folder: Path
 ) -> None:
-    """PNG files ``folder/CLASS/INDEX.png``, written to a temporary folder and moved in place."""
+    """PNG files ``folder/CLASS/INDEX.png``, written to a temporary folder and moved in place.
+
+    Only files of that form (digits, then digits and ``.png``) of an earlier draw are
+    replaced or removed: anything else a user keeps in ``folder`` stays.
+    """
     from PIL import Image
 
     tmp = folder.with_name(f".{folder.name}.tmp")
@@ -395,8 +403,30 @@ def _write_image_folder(
         sub.mkdir(parents=True, exist_ok=True)
         image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
         image.save(sub / f"{i:0{index_width}d}.png")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
+    if not folder.exists():
+        os.replace(tmp, folder)
+        return
+    earlier = [p for p in _drawn_images(folder)]
+    for path in earlier:  # set aside, then the new ones in, then the old ones go
+        (old / path.parent.name).mkdir(parents=True, exist_ok=True)
+        os.replace(path, old / path.parent.name / path.name)
+    for sub in sorted(tmp.iterdir()):
+        (folder / sub.name).mkdir(exist_ok=True)
+        for path in sorted(sub.iterdir()):
+            os.replace(path, folder / sub.name / path.name)
+    for sub in {p.parent for p in earlier}:
+        with contextlib.suppress(OSError):
+            sub.rmdir()  # a class folder the new draw does not use, now empty
+    shutil.rmtree(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _drawn_images(folder: Path) -> list[Path]:
+    """The files of ``folder`` that a draw writes: ``DIGITS/DIGITS.png``."""
+    return sorted(
+        path
+        for sub in folder.iterdir()
+        if sub.is_dir() and not sub.is_symlink() and sub.name.isdigit()
+        for path in sub.iterdir()
+        if path.is_file() and path.suffix == ".png" and path.stem.isdigit()
+    )

@@ -14,6 +14,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from risloss._checkpoint import atomic_save
+from risloss._datacheck import check_dataset
+from risloss._resources import OPTION_NAMES, check_disk, check_memory
+from risloss.data import DataFileError
 from risloss.distributed import DistributedContext, convert_batchnorm, local_batch_statistics
 from risloss.functional import kd_loss, soft_cross_entropy
 from risloss.perturb import default_input_perturbation
@@ -27,7 +30,42 @@ from risloss.training._replay import ReplayPool
 from risloss.training._run import Run, TrainingInterrupted, run_loop, synthesis_summary
 from risloss.training._sources import GeneratorSource, ImageSource, NoiseSource, RealSource
 
-__all__ = ["TrainJob", "TrainingInterrupted", "kd_loss", "train"]
+__all__ = ["TrainJob", "TrainingInterrupted", "check_fit", "kd_loss", "train"]
+
+_FIELD_NAMES = {name: name for name in OPTION_NAMES}
+
+
+def check_fit(
+    config: TrainConfig,
+    shape: tuple[int, ...],
+    num_classes: int,
+    out: os.PathLike[str] | str,
+    *,
+    num_images: int = 0,
+) -> None:
+    """Refuse, before any training, a run whose big buffers cannot fit the memory available
+    (the replay pool, a batch through the generator, the images a synthesis draws), or whose
+    checkpoints cannot fit the disk of ``out`` (see :mod:`risloss._resources`).
+
+    Raises:
+        ValueError: one line starting with the setting to change (``replay_size 10000000:
+            ...``).
+    """
+    image_size = config.image_size
+    sized = isinstance(image_size, int) and not isinstance(image_size, bool)
+    replay = config.replay_size if num_images == 0 else 0
+    need = check_memory(
+        image_shape=tuple(int(v) for v in shape),
+        num_classes=num_classes,
+        batch_size=config.batch_size,
+        replay_size=replay,
+        num_images=num_images,
+        generator=config.method in ("ris", "gdfq"),
+        image_size=int(image_size) if sized else None,  # type: ignore[arg-type]
+        device=config.device,
+        names=_FIELD_NAMES,
+    )
+    check_disk(out, need, replay_size=replay, names=_FIELD_NAMES)
 
 
 @attrs.define
@@ -215,6 +253,10 @@ class TrainJob:
         )
         self.teacher, self.test = self.inputs.teacher, self.inputs.test
         self.spec, self.num_classes = self.inputs.spec, self.inputs.num_classes
+        check_fit(self.config, self.spec.shape, self.num_classes, run.out)
+        problem = check_dataset(self.test, self.num_classes)
+        if problem is not None:
+            raise DataFileError(problem)
 
     def build(self, run: Run) -> None:
         """The student, the image source, the optimizer and schedule, the replay pool."""
@@ -272,6 +314,10 @@ class TrainJob:
             )
         given = self._train_data
         train_set = self.spec.load(config.data if given is None else given, "train")
+        with torch.random.fork_rng(devices=[]):  # a data set's own draws leave the run's as is
+            problem = check_dataset(train_set, self.num_classes, what="the training data")
+        if problem is not None:
+            raise DataFileError(problem)
         return RealSource(self.teacher, train_set, config.batch_size, run.data_rng, device)
 
     def state_dict(self) -> dict[str, Any]:

@@ -210,7 +210,7 @@ def test_cli_prune_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert json.loads((out / "metrics.json").read_text())["history"] == metrics["history"]
     assert "pruned + quantized top-1:" in capsys.readouterr().out
     assert _main_exit_code([*args, *RUN, "--out", str(out), "--resume", "--structured"]) == 2
-    assert "other settings (['structured'])" in capsys.readouterr().err
+    assert "other settings: --structured False there, True here" in capsys.readouterr().err
 
 
 def _main_exit_code(args: list[str]) -> int:

@@ -361,7 +361,7 @@ def test_resume_needs_a_checkpoint_and_a_folder(user: dict[str, Any], tmp_path: 
         (["--warmup", "3"], "--warmup"),
         (["--w-bits", "4"], "--w-bits"),
         (["--model", "nope"], "shipped teachers"),
-        (["--resume"], "no checkpoint"),
+        (["--resume"], "no run to continue with --resume"),
     ],
 )
 def test_cli_rejects_bad_options_before_any_output(
