@@ -326,7 +326,7 @@ def _perturbation_seed(rank: int) -> int:
 
 def _generator_step_worker(ctx: DistributedContext, out: Path) -> None:
     from risloss.models import load_pretrained
-    from risloss.training._sources import GeneratorSource
+    from risloss.training import GeneratorSource
 
     rank = ctx.rank
     torch.set_default_dtype(torch.float64)  # rounding far below any real discrepancy

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from risloss import LabelSampler, RISConfig, SynthesisObjective
-from risloss.training._sources import GeneratorSource
+from risloss.training import GeneratorSource
 from tests.losses.test_robustness import make_teacher, seeded
 
 

@@ -6,12 +6,21 @@ one run loop (:func:`run_loop`, :class:`Run`), which seeds, checkpoints, handles
 progress and writes ``metrics.json`` for every job alike. Both take the teacher and the data
 by name (:class:`TrainConfig`'s ``model``, ``weights`` and ``data``) or as objects
 (``model=``, ``test_data=``, ``train_data=``); what the model takes as input is resolved once
-into a :class:`risloss.data.InputSpec`.
+into a :class:`risloss.data.InputSpec`. The images come from an :class:`ImageSource`: a
+:class:`GeneratorSource` trained on the synthesis objective, :class:`NoiseSource` or
+:class:`RealSource`.
 """
 
 from risloss.training._config import METHODS, TASKS, RISConfig, TrainConfig
 from risloss.training._replay import ReplayPool
 from risloss.training._run import Job, Run, TrainingInterrupted, run_loop, synthesis_summary
+from risloss.training._sources import (
+    Batch,
+    GeneratorSource,
+    ImageSource,
+    NoiseSource,
+    RealSource,
+)
 from risloss.training._synthesize import SYNTHESIS_METHODS, SynthesisJob, synthesize
 from risloss.training._trainer import TrainJob, kd_loss, train
 
@@ -19,8 +28,13 @@ __all__ = [
     "METHODS",
     "SYNTHESIS_METHODS",
     "TASKS",
+    "Batch",
+    "GeneratorSource",
+    "ImageSource",
     "Job",
+    "NoiseSource",
     "RISConfig",
+    "RealSource",
     "ReplayPool",
     "Run",
     "SynthesisJob",

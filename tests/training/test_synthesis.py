@@ -17,8 +17,15 @@ from torch import nn
 
 from risloss.models import load_pretrained, pretrained_info
 from risloss.objective import RISConfig
-from risloss.training import Run, SynthesisJob, TrainConfig, TrainJob, synthesis_summary, train
-from risloss.training._sources import GeneratorSource
+from risloss.training import (
+    GeneratorSource,
+    Run,
+    SynthesisJob,
+    TrainConfig,
+    TrainJob,
+    synthesis_summary,
+    train,
+)
 from tests._data import fashion_mnist_or_skip
 
 TEACHER = "resnet8_fashion_mnist"
