@@ -115,6 +115,28 @@ EXTENSION_TASKS: dict[str, dict[str, Any]] = {
 }
 
 
+def machine() -> dict[str, Any]:
+    """Where a result was made: the CPU model, the CPU kernel level torch dispatches to and the
+    thread count. A run is bitwise reproducible only where all three match."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this process (one torch thread) and write its JSON."""
     import torch
@@ -169,6 +191,7 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
         wall_seconds=time.monotonic() - t0,
         torch_version=torch.__version__,
         torch_threads=1,
+        machine=machine(),
         device="cpu" if special else job["config"].get("device", "cpu"),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -357,10 +380,45 @@ def verify(path: Path) -> int:
         again = _run_one(job)
     key = "quant_top1" if saved.get("quant_top1") is not None else "student_top1"
     same = again[key] == saved[key]
+    here, there = again["machine"], saved.get("machine")
+    if there == here:
+        where = "on the same machine"
+    else:
+        where = f"made on {_machine_text(there)}, rerun on {_machine_text(here)}"
+    if same:
+        print(f"{path.name}: committed {saved[key]!r}, rerun {again[key]!r}: identical ({where})")
+        return 0
+    diff = again[key] - saved[key]
+    spread = _seed_spread(path, key)
+    scale = f"the row's spread over seeds is {spread:.2f}" if spread is not None else "one seed"
     print(
-        f"{path.name}: committed {saved[key]!r}, rerun {again[key]!r}: {'identical' if same else 'DIFFERENT'}"
+        f"{path.name}: committed {saved[key]!r}, rerun {again[key]!r}: DIFFERENT by {diff:+.2f} "
+        f"points ({where}; {scale})"
     )
-    return 0 if same else 1
+    if there == here:
+        return 1  # the same kernels give the same bits: the code or the data changed
+    return 0 if spread is not None and abs(diff) <= 2 * spread else 1
+
+
+def _machine_text(m: dict[str, Any] | None) -> str:
+    if not m:
+        return "an unrecorded machine"
+    return f"{m['cpu']} ({m['cpu_capability']}, {m['threads']} thread(s))"
+
+
+def _seed_spread(path: Path, key: str) -> float | None:
+    """Standard deviation over the committed seeds of the row of ``path`` (None: one seed)."""
+    stem = path.name.rsplit("-s", 1)[0]
+    values = []
+    for other in sorted(path.parent.glob(f"{stem}-s*.json")):
+        if other.name.rsplit("-s", 1)[0] == stem:
+            value = json.loads(other.read_text()).get(key)
+            if value is not None:
+                values.append(float(value))
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
 def _print(r: dict[str, Any]) -> None:

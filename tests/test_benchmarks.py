@@ -423,3 +423,46 @@ def test_student_steps_cost_writes_the_ratio(tmp_path: Path) -> None:
     assert report["cpu_ratio"]["1"] == 1.0
     assert report["cpu_ratio"]["4"] == report["median_cpu_s"]["4"] / report["median_cpu_s"]["1"]
     assert all(len(runs) == 1 for runs in report["runs"].values())
+
+
+def _verify_with(
+    dfq: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    committed: list[float],
+    rerun: float,
+    made_on: dict | None,
+) -> int:
+    """``--verify`` of seed 0 of a row whose committed seeds score ``committed``, rerun here
+    scoring ``rerun`` (``made_on``: the machine seed 0 records)."""
+    here = dfq.machine()
+    for seed, top1 in enumerate(committed):
+        record = {
+            "suite": "quant", "task": "quantize", "row": "ris", "method": "ris", "seed": seed,
+            "profile": "full", "model": "m", "w_bits": 3, "a_bits": 3, "config": {},
+            "quant_top1": top1,
+        }  # fmt: skip
+        if seed == 0 and made_on is not None:
+            record["machine"] = made_on
+        (tmp_path / f"quant-quantize-ris-w3a3-s{seed}.json").write_text(json.dumps(record))
+    monkeypatch.setattr(dfq, "_run_one", lambda job: {"quant_top1": rerun, "machine": here})
+    return int(dfq.verify(tmp_path / "quant-quantize-ris-w3a3-s0.json"))
+
+
+def test_verify_names_the_machine_and_weighs_a_difference_by_the_spread(
+    dfq: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    here = dfq.machine()
+    assert set(here) == {"cpu", "cpu_capability", "threads"}
+    assert here["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    # The same machine: the same bits, or the code changed.
+    assert _verify_with(dfq, tmp_path, monkeypatch, [91.0, 92.0, 93.0], 91.0, here) == 0
+    assert "identical (on the same machine)" in capsys.readouterr().out
+    assert _verify_with(dfq, tmp_path, monkeypatch, [91.0, 92.0, 93.0], 91.5, here) == 1
+    assert "DIFFERENT by +0.50 points (on the same machine" in capsys.readouterr().out
+    # Another (or an unrecorded) machine: judged against the spread over seeds (1.00 here).
+    assert _verify_with(dfq, tmp_path, monkeypatch, [91.0, 92.0, 93.0], 91.5, None) == 0
+    out = capsys.readouterr().out
+    assert "made on an unrecorded machine" in out and "spread over seeds is 1.00" in out
+    assert _verify_with(dfq, tmp_path, monkeypatch, [91.0, 92.0, 93.0], 94.0, None) == 1
