@@ -55,25 +55,8 @@ def stateless_call(
         >>> model.weight.shape  # the model keeps its own weight
         torch.Size([1, 2])
     """
-    state: dict[str, Tensor] = dict(model.named_parameters())
-    if params:
-        unknown = [name for name in params if name not in state]
-        if unknown:
-            raise ValueError(
-                f"params has names that are not parameters of {type(model).__name__}: {unknown}; "
-                f"its parameters are: {listing(list(state), limit=40)}"
-            )
-        state.update(params)
-    own_buffers = dict(model.named_buffers())
-    if buffers:
-        unknown = [name for name in buffers if name not in own_buffers]
-        if unknown:
-            raise ValueError(
-                f"buffers has names that are not buffers of {type(model).__name__}: {unknown}; "
-                f"its buffers are: {listing(list(own_buffers), limit=40)}"
-            )
-        own_buffers.update(buffers)
-    state.update(own_buffers)
+    state = _replaced(model, dict(model.named_parameters()), params, "params", "parameters")
+    state.update(_replaced(model, dict(model.named_buffers()), buffers, "buffers", "buffers"))
     call_args = (args,) if isinstance(args, Tensor) else tuple(args)
     return torch.func.functional_call(model, state, call_args, strict=True)
 
@@ -164,3 +147,23 @@ def module_state_snapshot(model: nn.Module) -> ModuleState:
             buffers={n: b.detach().clone() for n, b in model.named_buffers()},
             training={n: m.training for n, m in model.named_modules()},
         )
+
+
+def _replaced(
+    model: nn.Module,
+    own: dict[str, Tensor],
+    given: Mapping[str, Tensor] | None,
+    argument: str,
+    what: str,
+) -> dict[str, Tensor]:
+    """``own`` with the tensors of ``given`` in place of its own (a ``ValueError`` naming
+    ``argument`` and ``model``'s names for any name that is not one of ``own``)."""
+    if given:
+        unknown = [name for name in given if name not in own]
+        if unknown:
+            raise ValueError(
+                f"{argument} has names that are not {what} of {type(model).__name__}: "
+                f"{unknown}; its {what} are: {listing(list(own), limit=40)}"
+            )
+        own.update(given)
+    return own

@@ -427,10 +427,9 @@ class RobustnessLoss(nn.Module):
 
         Example:
             >>> import torch
-            >>> from risloss import RobustnessLoss
+            >>> from risloss.losses import RobustnessLoss
             >>> from risloss.models import resnet8
-            >>> teacher = resnet8(in_channels=1).eval().requires_grad_(False)
-            >>> rob = RobustnessLoss(teacher, generator=torch.Generator().manual_seed(0))
+            >>> rob = RobustnessLoss(resnet8(in_channels=1).eval().requires_grad_(False))
             >>> parts = rob.parts(torch.randn(4, 1, 28, 28))
             >>> parts.per_sample.shape, bool(parts.loss >= 0)
             (torch.Size([4]), True)

@@ -113,6 +113,20 @@ _student_loss = functools.partial(setting, commands=TASKS, group=_STUDENT_LOSS, 
 """A setting of the student's loss: every training command takes it, under its own heading."""
 
 
+def _bits(name: str, *, help: str) -> Any:
+    """A bit width of the student, defaulting to :class:`~risloss.quant.QuantSpec`'s; distill
+    and prune quantize only when asked to, so the command line's default is ``None`` there."""
+    return setting(
+        default_of(QuantSpec, name),
+        validator=optional_bits,
+        commands=TASKS,
+        help=help,
+        metavar="N",
+        default_help="off",
+        command_defaults={"distill": None, "prune": None},
+    )
+
+
 def _optional_floats(value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None
@@ -309,25 +323,11 @@ class TrainConfig:
         help="start the student from random weights, or from the teacher's where names and "
         "shapes match",
     )
-    # distill and prune quantize only when asked to: the command line's default is None there.
-    w_bits: int | None = setting(
-        default_of(QuantSpec, "w_bits"),
-        validator=optional_bits,
-        commands=TASKS,
+    w_bits: int | None = _bits(
+        "w_bits",
         help="bit width of the weights (with --a-bits; distill and prune quantize only with both)",
-        metavar="N",
-        default_help="off",
-        command_defaults={"distill": None, "prune": None},
     )
-    a_bits: int | None = setting(
-        default_of(QuantSpec, "a_bits"),
-        validator=optional_bits,
-        commands=TASKS,
-        help="bit width of the activations (with --w-bits)",
-        metavar="N",
-        default_help="off",
-        command_defaults={"distill": None, "prune": None},
-    )
+    a_bits: int | None = _bits("a_bits", help="bit width of the activations (with --w-bits)")
     first_last_bits: int | None = inherit(
         QuantSpec,
         "first_last_bits",
