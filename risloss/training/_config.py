@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, get_args
 
 import attrs
@@ -60,11 +61,17 @@ STUDENT_INITS: tuple[str, ...] = get_args(StudentInit)
 
 
 @attrs.frozen
-class _Teacher(Rule):
+class _Named(Rule):
+    """A name from ``names()`` (read when checked), a ``"package.module:factory"``, or with
+    ``folder``, ``"imagefolder:PATH"``; ``text`` words the known names."""
+
+    names: Callable[[], Iterable[str]]
+    text_of: Callable[[list[str]], str]
+    folder: bool = False
+
     @property
     def text(self) -> str:
-        shipped = sorted(list_pretrained())
-        return f"one of the shipped teachers {shipped} or 'package.module:factory'"
+        return self.text_of(sorted(self.names()) if not self.folder else list(self.names()))
 
     def right_type(self, value: Any) -> bool:
         return isinstance(value, str)
@@ -72,34 +79,23 @@ class _Teacher(Rule):
     def accepts(self, value: Any) -> bool:
         if not isinstance(value, str):
             return False
-        module, sep, factory = value.partition(":")
-        return value in list_pretrained() or bool(sep and module and factory)
-
-
-teacher_name = _Teacher()
-"""A shipped teacher's name or ``"package.module:factory"`` (imported when a run starts)."""
-
-
-@attrs.frozen
-class _Dataset(Rule):
-    @property
-    def text(self) -> str:
-        *names, last = (repr(name) for name in available_datasets())
-        return f"{', '.join(names)} or {last}"
-
-    def right_type(self, value: Any) -> bool:
-        return isinstance(value, str)
-
-    def accepts(self, value: Any) -> bool:
-        if not isinstance(value, str):
-            return False
-        if value.startswith("imagefolder:"):
+        if self.folder and value.startswith("imagefolder:"):
             return len(value) > len("imagefolder:")
         module, sep, factory = value.partition(":")
-        return value in available_datasets() or bool(sep and module and factory)
+        return value in self.names() or bool(sep and module and factory)
 
 
-dataset_name = _Dataset()
+teacher_name = _Named(
+    list_pretrained,
+    lambda shipped: f"one of the shipped teachers {shipped} or 'package.module:factory'",
+)
+"""A shipped teacher's name or ``"package.module:factory"`` (imported when a run starts)."""
+
+dataset_name = _Named(
+    available_datasets,
+    lambda names: f"{', '.join(repr(n) for n in names[:-1])} or {names[-1]!r}",
+    folder=True,
+)
 """A data set :func:`risloss.data.load_dataset` knows: a shipped name, ``"imagefolder:PATH"``
 or ``"package.module:factory"`` (whether it can be read is checked when a run starts)."""
 
