@@ -419,6 +419,12 @@ def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not args.out.strip():
         raise _Exit("--out: expected an output path, got an empty name")
     out = Path(args.out)
+    if out.name in ("", ".", "..") or args.out.endswith(("/", os.sep)):
+        raise _Exit(
+            f"--out {args.out}: expected a path and a file name without suffix, such as "
+            "teachers/resnet8 (which writes teachers/resnet8.pt and teachers/resnet8.json), "
+            "not a folder"
+        )
     writable_folder(out.parent, f"--out {args.out}")
     done = [p for p in (out.with_suffix(".pt"), out.with_suffix(".json")) if p.exists()]
     if done and not args.overwrite:

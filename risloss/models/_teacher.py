@@ -11,6 +11,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,10 @@ def train_teacher(
             print(f"resuming {arch} from epoch {start_epoch}", flush=True)
     t0 = time.time()
     for epoch in range(start_epoch, epochs):
-        train_loss = _epoch(model, opt, sched, train, gen, batch_size, steps_per_epoch)
+        train_loss = _epoch(
+            model, opt, sched, train, gen, batch_size, steps_per_epoch,
+            report=_reporter(f"epoch {epoch + 1}/{epochs}", t0) if log else None,
+        )  # fmt: skip
         acc = evaluate(model, test)
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "test_top1": acc})
         if log:
@@ -202,9 +206,13 @@ def _epoch(
     gen: torch.Generator,
     batch_size: int,
     steps: int,
+    report: Callable[[int, int, float], None] | None = None,
 ) -> float:
     """One pass over ``train`` in an order drawn from ``gen``, each batch augmented (random
-    crop of 2-pixel padding filled with black, flip); the mean loss of its steps."""
+    crop of 2-pixel padding filled with black, flip); the mean loss of its steps.
+    ``report(step, steps, mean loss so far)`` is called after each quarter of the pass but
+    the last (a line before the epoch ends: a first epoch takes minutes on a CPU)."""
+    marks = {steps * q // 4 for q in (1, 2, 3)} - {0, steps}
     fill = (0.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
     model.train()
     perm = torch.randperm(len(train), generator=gen)
@@ -218,7 +226,22 @@ def _epoch(
         opt.step()
         sched.step()
         running += loss.item()
+        if report is not None and step + 1 in marks:
+            report(step + 1, steps, running / (step + 1))
     return running / steps
+
+
+def _reporter(label: str, t0: float) -> Callable[[int, int, float], None]:
+    """Prints ``epoch 1/4: 118/469 steps (25%), loss 0.6532 (31s)``."""
+
+    def report(step: int, steps: int, loss: float) -> None:
+        print(
+            f"{label}: {step}/{steps} steps ({100 * step // steps}%), loss {loss:.4f} "
+            f"({time.time() - t0:.0f}s)",
+            flush=True,
+        )
+
+    return report
 
 
 def _record(
