@@ -515,6 +515,7 @@ def test_torchrun_quantize_writes_one_set_of_outputs_and_resume_matches(tmp_path
     assert proc.stdout.count("outputs:") == 1  # rank 0 alone reports
     names = sorted(p.name for p in out.iterdir())
     assert names == [
+        ".risloss-run.json",
         "checkpoint.pt",
         "generator.pt",
         "losses.png",
