@@ -34,7 +34,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, Literal, TextIO
 
-__all__ = ["SafeStream", "guard_streams", "say"]
+__all__ = ["DEBUG_ENV", "SafeStream", "add_debug", "debug_requested", "guard_streams", "say"]
 
 _GONE = frozenset({errno.EPIPE, errno.EBADF, errno.EIO, errno.ENOSPC, errno.EINVAL})
 """Write errors after which a message stream is given up (its reader left, it was closed, the
@@ -233,3 +233,34 @@ def guard_streams() -> Iterator[None]:
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         sys.stdout, sys.stderr = saved
+
+
+DEBUG_ENV = "RISLOSS_DEBUG"
+"""The environment variable that shows the traceback behind every command's error message."""
+_TRUE = ("1", "true", "yes", "on", "y")
+
+
+def debug_requested(args: Any = None) -> bool:
+    """``--debug`` (``args.debug``), or ``RISLOSS_DEBUG`` set to ``1``, ``true``, ``yes``, ``on``
+    or ``y`` in any case (``0``, ``false``, ``no``, ``off`` and an empty value leave it off).
+
+    Example:
+        >>> import os
+        >>> from risloss._streams import debug_requested
+        >>> os.environ["RISLOSS_DEBUG"] = "false"
+        >>> debug_requested()
+        False
+        >>> del os.environ["RISLOSS_DEBUG"]
+    """
+    if args is not None and getattr(args, "debug", False):
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in _TRUE
+
+
+def add_debug(parser: Any) -> None:
+    """Give a command's ``argparse`` parser the ``--debug`` option."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback behind an error message (or set {DEBUG_ENV}=1)",
+    )

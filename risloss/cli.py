@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import os
 import shlex
 import sys
@@ -34,7 +33,6 @@ from risloss._cli_folders import (
     check_device,
     check_out,
     stamp,
-    writable_folder,
 )
 from risloss._cli_folders import CommandError as _Exit
 from risloss._cli_options import (
@@ -42,13 +40,13 @@ from risloss._cli_options import (
     TRAIN_SPECIAL,
     add_settings,
     in_option_terms,
-    number,
     option_names,
     ruled,
     settings_of,
     whole_number,
 )
-from risloss._streams import guard_streams, say
+from risloss._cli_teacher import add_models, add_train_teacher
+from risloss._streams import add_debug, debug_requested, guard_streams, say
 from risloss.export import add_export_command
 
 if TYPE_CHECKING:
@@ -57,7 +55,6 @@ if TYPE_CHECKING:
 
 __all__ = ["build_parser", "main"]
 
-DEBUG_ENV = "RISLOSS_DEBUG"
 """Set to ``1`` to see the traceback behind an error message."""
 
 _CONFIG, _RIS = "config.", "ris."  # the dest prefixes of TrainConfig's and RISConfig's options
@@ -100,14 +97,6 @@ class _RunCommand:
     options: Callable[[argparse.ArgumentParser], object] = lambda p: None
 
 
-def _add_debug(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--debug",
-        action="store_true",
-        help=f"show the traceback behind an error message (or set {DEBUG_ENV}=1)",
-    )
-
-
 def _add_run(spec: _RunCommand, sub: Any) -> None:
     from risloss.training import RISConfig, TrainConfig
 
@@ -131,7 +120,7 @@ def _add_run(spec: _RunCommand, sub: Any) -> None:
         "files replace them (files no run wrote are kept)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress report and no messages")
-    _add_debug(p)
+    add_debug(p)
     add_settings(p, RISConfig, spec.name, sample=RISConfig(), prefix=_RIS, title=_RIS_TITLE)
     p.set_defaults(func=spec.run, parser=p, spec=spec)
 
@@ -411,120 +400,6 @@ def _cmd_synthesize(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from risloss._checkpoint import CheckpointMismatchError
-    from risloss.data import DataFileError
-    from risloss.models._teacher import train_teacher
-
-    if not args.out.strip():
-        raise _Exit("--out: expected an output path, got an empty name")
-    out = Path(args.out)
-    if out.name in ("", ".", "..") or args.out.endswith(("/", os.sep)):
-        raise _Exit(
-            f"--out {args.out}: expected a path and a file name without suffix, such as "
-            "teachers/resnet8 (which writes teachers/resnet8.pt and teachers/resnet8.json), "
-            "not a folder"
-        )
-    writable_folder(out.parent, f"--out {args.out}")
-    done = [p for p in (out.with_suffix(".pt"), out.with_suffix(".json")) if p.exists()]
-    if done and not args.overwrite:
-        raise _Exit(
-            f"--out {args.out}: {', '.join(map(str, done))} already exist(s); choose another "
-            "--out, or replace them with --overwrite"
-        )
-    ckpt = out.with_suffix(".ckpt")
-    before = stamp(ckpt)
-    try:
-        train_teacher(
-            args.arch,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            out=out,
-            command="risloss " + shlex.join(argv),
-            resume=not args.overwrite,
-        )
-    except CheckpointMismatchError as exc:
-        names = {"batch_size": "--batch-size", "weight_decay": "weight decay"}
-        differ = ", ".join(names.get(f, f if f == "dataset" else f"--{f}") for f in exc.fields)
-        raise _Exit(
-            f"--out {args.out}: {exc.path} holds an unfinished run with other settings "
-            f"({differ}); continue it with those, or start over with --overwrite"
-        ) from exc
-    except KeyboardInterrupt as exc:
-        if stamp(ckpt) not in (None, before):
-            detail = f"; the last finished epoch is in {ckpt}: run the same command to continue"
-        else:
-            detail = " before the end of the first epoch; nothing new was saved"
-        raise _Exit(f"interrupted{detail}", 130) from exc
-    except ValueError as exc:
-        raise _Exit(str(exc)) from exc
-    except (DataFileError, OSError) as exc:
-        raise _Exit(str(exc), 1) from exc
-    return 0
-
-
-def _add_train_teacher(sub: Any) -> None:
-    from risloss._validators import int_in, number_in
-    from risloss.models import ARCHITECTURES
-    from risloss.models._teacher import train_teacher
-
-    p = sub.add_parser(
-        "train-teacher",
-        help="train a Fashion-MNIST teacher from a seed (reproduces the shipped weights)",
-    )
-    default = {k: v.default for k, v in inspect.signature(train_teacher).parameters.items()}
-    p.add_argument(
-        "--arch",
-        choices=tuple(ARCHITECTURES),
-        default=default["arch"],
-        help="the architecture (default: %(default)s)",
-    )
-    for option, parse, rule, text in (
-        ("--epochs", whole_number, int_in(1), "passes over the training split"),
-        ("--batch-size", whole_number, int_in(1), "images per step"),
-        ("--lr", number, number_in(0.0, 10.0, open_low=True), "initial SGD learning rate"),
-        ("--seed", whole_number, int_in(0, 2**32 - 1), "seed of the weights, order and crops"),
-    ):
-        p.add_argument(
-            option,
-            type=ruled(parse, rule),
-            default=default[option[2:].replace("-", "_")],
-            metavar="N" if parse is whole_number else "X",
-            help=f"{text}: {rule.text} (default: %(default)s)",
-        )
-    p.add_argument(
-        "--out",
-        default=default["out"],
-        help="output path without suffix: OUT.pt, OUT.json, and OUT.ckpt while training; an "
-        "OUT.ckpt of the same settings is continued",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing OUT.pt and OUT.json, and start over instead of continuing "
-        "OUT.ckpt",
-    )
-    _add_debug(p)
-    p.set_defaults(func=_cmd_train_teacher)
-
-
-def _cmd_models(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from risloss.models import list_pretrained
-
-    for name, meta in list_pretrained().items():
-        print(
-            f"{name}: {meta['arch']} on {meta['dataset']}, input {meta['input_shape']}, "
-            f"test top-1 {meta['test_top1']}%"
-        )
-    return 0
-
-
-def _add_models(sub: Any) -> None:
-    sub.add_parser("models", help="list the shipped teachers").set_defaults(func=_cmd_models)
-
-
 def _synthesis_choices() -> Mapping[str, tuple[str, ...]]:
     from risloss.training import SYNTHESIS_METHODS
 
@@ -544,7 +419,7 @@ def _add_num_images(p: argparse.ArgumentParser) -> None:
 
 
 _COMMANDS: list[Callable[[Any], None]] = [
-    _add_train_teacher,
+    add_train_teacher,
     partial(_add_run, _RunCommand(
         "quantize", "data-free quantization-aware training (default: W4A4 RIS on the shipped "
         "teacher)", "quantize", _cmd_run,
@@ -565,7 +440,7 @@ _COMMANDS: list[Callable[[Any], None]] = [
         choices=_synthesis_choices,
         options=_add_num_images,
     )),
-    _add_models,
+    add_models,
     add_export_command,
 ]  # fmt: skip
 """The subcommands, in the order ``--help`` lists them: each entry adds one to the
@@ -598,17 +473,6 @@ def build_parser() -> argparse.ArgumentParser:
     for add in _COMMANDS:
         add(sub)
     return parser
-
-
-_TRUE = ("1", "true", "yes", "on", "y")
-
-
-def _debug(args: argparse.Namespace | None = None) -> bool:
-    """``--debug``, or ``RISLOSS_DEBUG`` set to ``1``, ``true``, ``yes`` or ``on`` (``0``,
-    ``false``, ``no``, ``off`` and an empty value leave it off)."""
-    if args is not None and getattr(args, "debug", False):
-        return True
-    return os.environ.get(DEBUG_ENV, "").strip().lower() in _TRUE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -650,14 +514,14 @@ def _dispatch(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         return int(args.func(args, argv))
     except _Exit as exc:
-        if _debug(args):
+        if debug_requested(args):
             raise
         if _main_process():
             kind = "" if exc.code == 130 else "error: "
             say(f"risloss {args.command}: {kind}{exc}")
         return exc.code
     except KeyboardInterrupt:
-        if _debug(args):
+        if debug_requested(args):
             raise
         if _main_process():
             say(f"risloss {args.command}: interrupted")

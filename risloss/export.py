@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from risloss._streams import add_debug, debug_requested
+
 __all__ = [
     "EXPORT_FORMATS",
     "add_export_command",
@@ -33,7 +35,6 @@ EXPORT_FORMATS = ("onnx",)
 """The formats :func:`export_run` writes."""
 
 _TASKS = ("quantize", "prune", "distill")
-_DEBUG_ENV = "RISLOSS_DEBUG"  # as for every command: set to 1 to see the traceback
 
 
 class _RunError(ValueError):
@@ -260,7 +261,7 @@ def export_command(args: argparse.Namespace, argv: Sequence[str] | None = None) 
     from risloss._checkpoint import FileContentError
     from risloss.data import DataFileError
 
-    debug = bool(getattr(args, "debug", False)) or os.environ.get(_DEBUG_ENV, "") not in ("", "0")
+    debug = debug_requested(args)
     try:
         path = export_run(
             args.run,
@@ -338,5 +339,5 @@ def add_export_command(subparsers: Any) -> None:
         help="keep tensors of 4 bits or fewer in 8-bit containers (opset 17) instead of "
         "int4/uint4 (opset 21), for runtimes without 4-bit types (a larger file)",
     )
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    add_debug(p)
     p.set_defaults(func=export_command)

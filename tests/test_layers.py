@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distributed",),
     ("training",),
     ("export",),
-    ("_cli_options", "_cli_folders", "cli"),
+    ("_cli_options", "_cli_folders", "_cli_teacher", "cli"),
     ("__init__", "__main__"),
 )
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
