@@ -13,9 +13,9 @@ import pickle
 import re
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ __all__ = [
     "CheckpointMismatchError",
     "FileContentError",
     "atomic_save",
+    "atomic_write",
     "load_checkpoint",
     "load_state_dict_into",
     "state_dict_mismatch",
@@ -73,12 +74,16 @@ def _umask() -> int:
     return mask
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``obj`` with :func:`torch.save` so that ``path`` is never left half-written.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file through ``write(file)`` so that ``path`` is never left half-written.
 
-    The object is written to a temporary file in the same folder, flushed to disk and renamed
-    over ``path`` (an atomic replace on POSIX and Windows). The file's permissions follow the
-    umask, as for a file that :func:`open` creates.
+    ``write`` fills a temporary file in the same folder, which is flushed to disk and renamed
+    over ``path`` (an atomic replace on POSIX and Windows); on any error the temporary file is
+    removed and ``path`` is as it was. The file's permissions follow the umask, as for a file
+    that :func:`open` creates.
+
+    Returns:
+        ``path``, as a :class:`~pathlib.Path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +92,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
         with contextlib.suppress(OSError, AttributeError):  # as open() would make it
             os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -95,6 +100,13 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``obj`` with :func:`torch.save` so that ``path`` is never left half-written
+    (see :func:`atomic_write`)."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def _first_line(text: str, limit: int = 160) -> str:

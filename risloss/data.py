@@ -1072,12 +1072,11 @@ def load_for_model(
 
     Example:
         >>> import torch
-        >>> from torch.utils.data import TensorDataset
-        >>> from risloss.data import load_for_model
-        >>> from risloss.models import resnet8
-        >>> model = resnet8(num_classes=2, in_channels=3, image_size=16)
-        >>> pixels = TensorDataset(torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 0, 1]))
-        >>> test, spec = load_for_model(model, pixels, normalize=None, input_range="auto")
+        >>> from risloss import data, models
+        >>> images, labels = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 0, 1])
+        >>> pixels = torch.utils.data.TensorDataset(images, labels)  # images in [0, 1]
+        >>> net = models.resnet8(num_classes=2, in_channels=3, image_size=16)
+        >>> test, spec = data.load_for_model(net, pixels, normalize=None, input_range="auto")
         >>> spec.shape, spec.input_range
         ((3, 16, 16), ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     """

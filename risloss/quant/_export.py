@@ -25,7 +25,6 @@ import copy
 import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from risloss._checkpoint import atomic_write
 from risloss.quant._fake_quant import (
     ActivationFakeQuant,
     WeightFakeQuant,
@@ -371,18 +371,7 @@ def export_onnx(
         }
         onnx_mod.helper.set_model_props(proto, {_METADATA_KEY: json.dumps(record)})
     onnx_mod.checker.check_model(proto, full_check=True)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(proto.SerializeToString())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return atomic_write(path, lambda fh: fh.write(proto.SerializeToString()))
 
 
 def _torch_export(
