@@ -195,12 +195,11 @@ def test_cli_bad_data_options(
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_data_options_reach_the_config() -> None:
-    from risloss.cli import _config_from_args, build_parser
-    from risloss.training import TrainConfig
+def test_cli_data_options_reach_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests._cli import config_of
 
     def config(*args: str) -> TrainConfig:
-        return _config_from_args(build_parser().parse_args(["quantize", *args]), "quantize")
+        return config_of(["quantize", *args], monkeypatch, tmp_path)
 
     assert (config().image_size, config().normalize) == ("default", "default")
     custom = config("--image-size", "32", "--normalize", "0.5,0.4,0.3", "0.2,0.2,0.2")
