@@ -116,25 +116,10 @@ EXTENSION_TASKS: dict[str, dict[str, Any]] = {
 
 
 def machine() -> dict[str, Any]:
-    """Where a result was made: the CPU model, the CPU kernel level torch dispatches to and the
-    thread count. A run is bitwise reproducible only where all three match."""
-    import platform
+    """Where a result is made (CPU model, kernel level, threads; see ``metrics["machine"]``)."""
+    from risloss.training import machine_info
 
-    import torch
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
-    }
+    return machine_info()
 
 
 def _run_one(job: dict[str, Any]) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def result_path(per_class: int, seed: int) -> Path:
 def run_one(job: tuple[int, int]) -> dict[str, Any]:
     per_class, seed = job
     torch.set_num_threads(1)
-    from risloss.training import train
+    from risloss.training import machine_info, train
 
     config = config_of(per_class, seed)
     t0 = time.monotonic()
@@ -100,6 +100,7 @@ def run_one(job: tuple[int, int]) -> dict[str, Any]:
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": time.monotonic() - t0,
         "torch_version": torch.__version__,
+        "machine": machine_info(),
         "torch_threads": 1,
         "device": "cpu",
     }

@@ -122,7 +122,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from risloss.training import synthesize
+    from risloss.training import machine_info, synthesize
 
     v = {**DEFAULTS, **VARIANTS[job["variant"]]}
     # the teacher of benchmarks/wrapped.py takes [0, 1] images; "bare" is the shipped teacher
@@ -152,6 +152,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "final": curve[-1],
         "seconds": metrics["train_seconds"],
         "torch_version": torch.__version__,
+        "machine": machine_info(),
     }
     path = Path(job["path"])
     tmp = path.with_suffix(".tmp")

@@ -60,7 +60,7 @@ def pretrained() -> nn.Module:
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
-    from risloss.training import RISConfig, TrainConfig, train
+    from risloss.training import RISConfig, TrainConfig, machine_info, train
 
     t0 = time.monotonic()
     config = TrainConfig(
@@ -84,6 +84,7 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "train_seconds": metrics["train_seconds"],
         "wall_seconds": time.monotonic() - t0,
         "torch_version": torch.__version__,
+        "machine": machine_info(),
     }
     path = Path(job["path"])
     tmp_path = path.with_suffix(".tmp")

@@ -1,4 +1,5 @@
-"""Small helpers shared across the package: listing names in messages, a model's device."""
+"""Small helpers shared across the package: listing names in messages, a model's device, the
+machine a run is made on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["listing", "model_device"]
+__all__ = ["listing", "machine_info", "model_device"]
 
 
 def listing(names: Sequence[str], *, limit: int = 40, quote: bool = False) -> str:
@@ -39,3 +40,33 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def machine_info() -> dict[str, object]:
+    """Where a run is made: the CPU model, the CPU kernel level torch dispatches to
+    (``torch.backends.cpu.get_cpu_capability()``) and torch's thread count.
+
+    A run is bitwise reproducible only where all three match (and the software does): the same
+    seed on another CPU moves a result by up to about a point.
+
+    Example:
+        >>> from risloss._util import machine_info
+        >>> sorted(machine_info())
+        ['cpu', 'cpu_capability', 'threads']
+    """
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }

@@ -11,6 +11,7 @@ into a :class:`risloss.data.InputSpec`. The images come from an :class:`ImageSou
 :class:`RealSource`.
 """
 
+from risloss._util import machine_info
 from risloss.training._config import METHODS, TASKS, RISConfig, TrainConfig
 from risloss.training._replay import ReplayPool
 from risloss.training._run import Job, Run, TrainingInterrupted, run_loop, synthesis_summary
@@ -42,6 +43,7 @@ __all__ = [
     "TrainJob",
     "TrainingInterrupted",
     "kd_loss",
+    "machine_info",
     "run_loop",
     "synthesis_summary",
     "synthesize",

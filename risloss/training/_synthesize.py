@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from risloss._checkpoint import atomic_save
+from risloss._util import machine_info
 from risloss._validators import check, int_in
 from risloss.data import InputSpec
 from risloss.distributed import DistributedContext
@@ -206,6 +207,7 @@ class SynthesisJob:
             "train_seconds": run.train_seconds,
             "history": run.history,
             "torch_version": torch.__version__,
+            "machine": machine_info(),
             "input_spec": self.spec.to_dict(),
             "objects": dict(self.inputs.objects),
         }

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from risloss._checkpoint import atomic_save
 from risloss._datacheck import check_dataset
 from risloss._resources import OPTION_NAMES, check_disk, check_memory
+from risloss._util import machine_info
 from risloss.data import DataFileError
 from risloss.distributed import DistributedContext, convert_batchnorm, local_batch_statistics
 from risloss.functional import kd_loss, soft_cross_entropy
@@ -449,6 +450,7 @@ class TrainJob:
             "synthesis": synthesis_summary(run.history),
             "history": run.history,
             "torch_version": torch.__version__,
+            "machine": machine_info(),
         }
         if self._quant.active:
             metrics["quant_top1"] = top1
