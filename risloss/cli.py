@@ -343,6 +343,7 @@ def _check_memory_early(config: TrainConfig, args: argparse.Namespace) -> None:
     the shape is known (before any training)."""
     from risloss._resources import check_memory
     from risloss.models import list_pretrained
+    from risloss.training import ReplayPool
 
     meta = list_pretrained().get(config.model)
     if meta is None:
@@ -352,12 +353,15 @@ def _check_memory_early(config: TrainConfig, args: argparse.Namespace) -> None:
     if sized:
         h = w = int(config.image_size)  # type: ignore[arg-type]
     synthesize = args.command == "synthesize"
+    classes = int(meta["num_classes"])
+    budget = config.replay_memory_mb
+    replay = ReplayPool.capacity_for(config.replay_size, budget, (c, h, w), classes)
     try:
         check_memory(
             image_shape=(c, h, w),
             num_classes=int(meta["num_classes"]),
             batch_size=config.batch_size,
-            replay_size=0 if synthesize else config.replay_size,
+            replay_size=0 if synthesize else replay,
             num_images=getattr(args, "num_images", 0) if synthesize else 0,
             generator=config.method in ("ris", "gdfq"),
             image_size=h if sized else None,
@@ -498,7 +502,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python finds one beside a script it runs (the library never edits sys.path itself).
         sys.path.insert(0, os.getcwd())
     with guard_streams():
-        parser = build_parser()
+        try:  # building the parser imports torch: a Ctrl-C then is one line too
+            parser = build_parser()
+        except KeyboardInterrupt:
+            if debug_requested():
+                raise
+            say("risloss: interrupted while starting; nothing was written")
+            return 130
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help, --version, or a one-line argparse error

@@ -164,7 +164,7 @@ QUANTIZE = {
     "global_batch_statistics": True, "generator_conditioning": "concat",
     "generator_output_lr_scale": 10.0, "input_mean": None, "input_std": None,
     "fit_input_statistics": False, "input_range": "none", "student_augmentation": "none",
-    "adversarial_weight": 0.0, "student_steps": 4, "replay_size": 4096,
+    "adversarial_weight": 0.0, "student_steps": 4, "replay_size": 4096, "replay_memory_mb": 64.0,
     "image_size": "default", "normalize": "default",
 }  # fmt: skip
 DISTILL = {
@@ -200,11 +200,12 @@ assert isinstance(RIS, dict)
             ["distill", "--student", "resnet20", "--student-init", "teacher", "--w-bits", "4",
              "--a-bits", "4", "--kd-temperature", "2", "--kd-weight", "0.5", "--ce-weight",
              "0.25", "--student-augmentation", "noise", "--student-steps", "3", "--replay-size",
-             "128", "--adversarial-weight", "0.5", "--warmup", "7"],
+             "128", "--replay-memory-mb", "8.5", "--adversarial-weight", "0.5", "--warmup",
+             "7"],
             {**DISTILL, "student": "resnet20", "student_init": "teacher", "w_bits": 4,
              "a_bits": 4, "warmup": 7, "kd_temperature": 2.0, "kd_weight": 0.5,
              "ce_weight": 0.25, "student_augmentation": "noise", "adversarial_weight": 0.5,
-             "student_steps": 3, "replay_size": 128},
+             "student_steps": 3, "replay_size": 128, "replay_memory_mb": 8.5},
         ),
         (
             ["prune", "--sparsity", "0.8", "--structured", "--method", "gdfq",

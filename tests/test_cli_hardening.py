@@ -262,7 +262,10 @@ def test_normalize_of_another_channel_count_names_normalize(
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--replay-size", "10000000"], "--replay-size 10000000: the replay pool needs about"),
+        (
+            ["--replay-size", "10000000", "--replay-memory-mb", "100000"],
+            "--replay-size 10000000: the replay pool needs about",
+        ),
         (["--image-size", "100000"], "--image-size 100000: one 1x100000x100000 image needs"),
         (["--batch-size", "100000000000000000000"], "--batch-size 100000000000000000000: "),
     ],

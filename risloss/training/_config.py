@@ -261,6 +261,12 @@ class TrainConfig:
             teacher's logits and the labels) that the extra student steps draw from; the
             oldest images leave first; checkpointed with the run. 0: no pool. By default 4096
             for ``quantize`` and 0 for ``prune`` and ``distill``.
+        replay_memory_mb: memory budget of the replay pool in megabytes (``2**20`` bytes): the
+            pool keeps ``min(replay_size, budget // bytes per image)`` images, an image taking
+            its float32 values, the teacher's logits and its label row. The default 64 keeps
+            all 4096 images of 1x28x28 or 3x32x32 images and about 110 of 3x224x224 ones (not
+            2.4 GB), in memory and in every checkpoint. A budget below one batch of images is
+            refused when ``student_steps > 1`` draws from the pool.
         image_size: size the evaluation (and ``method="real"``) images are resized and
             center-cropped to, ``None`` to keep their size, or ``"default"``: a shipped
             teacher's input size, else the data set's own convention (see
@@ -476,6 +482,14 @@ class TrainConfig:
         commands=TASKS,
         help="images of past batches kept for the extra steps, 0 for none",
         metavar="N",
+    )
+    replay_memory_mb: float = setting(
+        64.0,
+        validator=number_in(0.0, 1_000_000.0, open_low=True),
+        commands=TASKS,
+        help="memory budget of the replay pool in megabytes (2^20 bytes), in memory and in "
+        "each checkpoint: it keeps at most --replay-size images, fewer when they do not fit",
+        metavar="MB",
     )
     # Data options, passed to risloss.data.load_dataset (validated by it, named as fields here).
     image_size: int | str | None = setting(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -9,6 +10,8 @@ import torch
 from risloss._validators import check, int_in
 
 __all__ = ["ReplayPool"]
+
+_FLOAT_BYTES = 4
 
 
 class ReplayPool:
@@ -46,6 +49,45 @@ class ReplayPool:
 
     def __len__(self) -> int:
         return self.size
+
+    @staticmethod
+    def image_bytes(image_shape: tuple[int, ...], num_classes: int) -> int:
+        """The bytes one stored image takes: its float32 values, the teacher's logits and its
+        label row (``num_classes`` float32 each).
+
+        Example:
+            >>> from risloss.training import ReplayPool
+            >>> ReplayPool.image_bytes((1, 28, 28), 10)
+            3216
+        """
+        values = math.prod(int(v) for v in image_shape) + 2 * int(num_classes)
+        return values * _FLOAT_BYTES
+
+    @staticmethod
+    def capacity_for(
+        replay_size: int, memory_mb: float, image_shape: tuple[int, ...], num_classes: int
+    ) -> int:
+        """The images a pool keeps: ``replay_size``, or fewer when ``memory_mb`` megabytes
+        (of ``2**20`` bytes) cannot hold them (see :meth:`image_bytes`).
+
+        Args:
+            replay_size: the images asked for (0: no pool).
+            memory_mb: the pool's memory budget in megabytes.
+            image_shape: ``(C, H, W)`` of one image.
+            num_classes: the teacher's classes.
+
+        Returns:
+            ``min(replay_size, budget // bytes per image)``, possibly 0.
+
+        Example:
+            >>> from risloss.training import ReplayPool
+            >>> ReplayPool.capacity_for(4096, 64, (1, 28, 28), 10)  # all of them fit
+            4096
+            >>> ReplayPool.capacity_for(4096, 64, (3, 224, 224), 1000)  # 64 MB of them
+            109
+        """
+        budget = int(memory_mb * 2**20)
+        return min(int(replay_size), budget // ReplayPool.image_bytes(image_shape, num_classes))
 
     @torch.no_grad()
     def add(self, images: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor | None) -> None:
@@ -97,7 +139,7 @@ class ReplayPool:
         if int(state["capacity"]) != self.capacity:
             raise ValueError(
                 f"the checkpoint's replay pool holds {state['capacity']} images, this run's "
-                f"replay_size is {self.capacity}"
+                f"pool holds {self.capacity} (replay_size, capped by replay_memory_mb)"
             )
         n = int(state["size"])
         self.position, self.size = int(state["position"]), n

@@ -54,7 +54,17 @@ def check_fit(
     """
     image_size = config.image_size
     sized = isinstance(image_size, int) and not isinstance(image_size, bool)
-    replay = config.replay_size if num_images == 0 else 0
+    replay = _replay_capacity(config, shape, num_classes) if num_images == 0 else 0
+    if num_images == 0 and config.replay_size and config.student_steps > 1:
+        if replay < config.batch_size:
+            size = "x".join(str(int(v)) for v in shape)
+            raise ValueError(
+                f"replay_memory_mb {config.replay_memory_mb:g}: the replay pool then holds "
+                f"{replay} images of {size} ({ReplayPool.image_bytes(shape, num_classes)} bytes "
+                f"each with their logits and labels), fewer than one batch of "
+                f"{config.batch_size}; raise it to at least "
+                f"{_mb_for(config.batch_size, shape, num_classes):g}, or use one student step"
+            )
     need = check_memory(
         image_shape=tuple(int(v) for v in shape),
         num_classes=num_classes,
@@ -67,6 +77,19 @@ def check_fit(
         names=_FIELD_NAMES,
     )
     check_disk(out, need, replay_size=replay, names=_FIELD_NAMES)
+
+
+def _replay_capacity(config: TrainConfig, shape: tuple[int, ...], num_classes: int) -> int:
+    """The images a run's replay pool keeps: ``replay_size`` capped by ``replay_memory_mb``
+    (:meth:`ReplayPool.capacity_for`) for images of ``shape`` and ``num_classes`` classes."""
+    return ReplayPool.capacity_for(
+        config.replay_size, config.replay_memory_mb, tuple(shape), num_classes
+    )
+
+
+def _mb_for(images: int, shape: tuple[int, ...], num_classes: int) -> float:
+    """The budget in megabytes (rounded up to 0.01) that holds ``images`` images."""
+    return math.ceil(images * ReplayPool.image_bytes(shape, num_classes) / 2**20 * 100) / 100
 
 
 @attrs.define
@@ -301,7 +324,13 @@ class TrainJob:
         if config.student_augmentation != "none":
             pool = config.student_augmentation
             self.augment = default_input_perturbation(per_sample=True, pool=pool)
-        self.replay = ReplayPool(config.replay_size) if config.replay_size else None
+        capacity = _replay_capacity(config, self.spec.shape, self.num_classes)
+        self.replay = ReplayPool(capacity) if capacity else None
+        if capacity < config.replay_size:
+            run.say(
+                f"replay pool: {capacity} images of {config.replay_size} "
+                f"(replay_memory_mb={config.replay_memory_mb:g} holds no more)"
+            )
         self._student_step_model = ctx.wrap(student)
         self._data_rng = run.data_rng
 
@@ -469,6 +498,12 @@ class TrainJob:
                 }
             else:
                 metrics["distill"] = {"arch": config.student, "teacher": before, "student": after}
+        if self.replay is not None:
+            metrics["replay"] = {
+                "capacity": self.replay.capacity,
+                "bytes": self.replay.capacity
+                * ReplayPool.image_bytes(self.spec.shape, self.num_classes),
+            }
         metrics["input_spec"] = self.spec.to_dict()
         metrics["objects"] = dict(self.inputs.objects)
         if self._train_data is not None:

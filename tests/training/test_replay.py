@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import attrs
 import pytest
 import torch
 
-from risloss.training import ReplayPool
+from risloss._checkpoint import atomic_save
+from risloss.cli import main
+from risloss.training import ReplayPool, TrainConfig, train
+from risloss.training._trainer import check_fit
+from tests._data import fashion_mnist_or_skip
 
 
 def _batch(start: int, n: int = 3, classes: int = 4) -> tuple[torch.Tensor, ...]:
@@ -75,5 +83,82 @@ def test_bad_capacity_empty_pool_and_other_capacity_are_refused() -> None:
         ReplayPool(capacity=3).sample(1, torch.Generator())
     pool = ReplayPool(capacity=3)
     pool.add(*_batch(0))
-    with pytest.raises(ValueError, match="replay_size is 4"):
+    with pytest.raises(ValueError, match=r"this run's pool holds 4 \(replay_size, capped by"):
         ReplayPool(capacity=4).load_state_dict(pool.state_dict())
+
+
+# The pool's size in bytes ----------------------------------------------------------------
+
+
+def test_the_default_budget_keeps_every_image_of_small_inputs_and_caps_large_ones() -> None:
+    budget = TrainConfig().replay_memory_mb
+    assert budget == 64.0
+    assert ReplayPool.image_bytes((1, 28, 28), 10) == (784 + 20) * 4
+    assert ReplayPool.capacity_for(4096, budget, (1, 28, 28), 10) == 4096
+    assert ReplayPool.capacity_for(4096, budget, (3, 32, 32), 10) == 4096
+    capped = ReplayPool.capacity_for(4096, budget, (3, 224, 224), 1000)
+    per_image = ReplayPool.image_bytes((3, 224, 224), 1000)
+    assert capped == 64 * 2**20 // per_image == 109
+    assert ReplayPool.capacity_for(50, budget, (3, 224, 224), 1000) == 50  # replay_size wins
+    assert ReplayPool.capacity_for(0, budget, (1, 28, 28), 10) == 0
+
+
+def test_a_capped_pool_of_large_images_keeps_its_checkpoint_within_the_budget(
+    tmp_path: Path,
+) -> None:
+    shape, classes = (3, 224, 224), 1000
+    pool = ReplayPool(ReplayPool.capacity_for(4096, 64, shape, classes))
+    for _ in range(3):  # 120 images offered, 109 kept
+        pool.add(torch.rand(40, *shape), torch.randn(40, classes), torch.randint(0, classes, (40,)))
+    assert len(pool) == pool.capacity == 109
+    atomic_save({"replay": pool.state_dict()}, tmp_path / "checkpoint.pt")
+    size = (tmp_path / "checkpoint.pt").stat().st_size
+    assert 109 * ReplayPool.image_bytes(shape, classes) <= size <= 64 * 2**20 + 2**16
+
+
+def test_a_budget_below_one_batch_is_refused_before_any_work(tmp_path: Path) -> None:
+    config = TrainConfig(replay_memory_mb=0.01, batch_size=32)  # 3 images of 1x28x28
+    with pytest.raises(ValueError, match=r"^replay_memory_mb 0.01: .* holds 3 images of 1x28x28"):
+        check_fit(config, (1, 28, 28), 10, tmp_path)
+    check_fit(attrs.evolve(config, replay_memory_mb=0.1), (1, 28, 28), 10, tmp_path)  # 32 fit
+    check_fit(attrs.evolve(config, student_steps=1), (1, 28, 28), 10, tmp_path)  # never drawn
+    check_fit(attrs.evolve(config, replay_size=0), (1, 28, 28), 10, tmp_path)  # no pool
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.data
+def test_the_command_line_refuses_the_budget_in_one_line_naming_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fashion_mnist_or_skip("test")
+    out = tmp_path / "o"
+    args = ["quantize", "--iters", "4", "--replay-memory-mb", "0.01", "--out", str(out)]
+    assert main(args) == 2
+    errors = capsys.readouterr().err.strip().splitlines()  # the run's start line, the refusal
+    assert len(errors) <= 2 and not any("Traceback" in line for line in errors)
+    assert "error: --replay-memory-mb 0.01: the replay pool then holds 3 images" in errors[-1]
+    assert not out.exists()
+
+
+@pytest.mark.data
+def test_a_run_records_the_capped_pool_and_says_so(tmp_path: Path) -> None:
+    fashion_mnist_or_skip("test")
+    config = TrainConfig(
+        method="noise", iters=3, warmup=1, batch_size=8, eval_limit=16, checkpoint_every=2,
+        student_steps=2, replay_memory_mb=0.05,
+    )  # fmt: skip
+    lines: list[str] = []
+    metrics = train(config, tmp_path, log=lines.append)
+    per_image = ReplayPool.image_bytes((1, 28, 28), 10)
+    capacity = int(0.05 * 2**20) // per_image
+    assert metrics["replay"] == {"capacity": capacity, "bytes": capacity * per_image}
+    assert json.loads((tmp_path / "metrics.json").read_text())["replay"]["capacity"] == capacity
+    assert f"replay pool: {capacity} images of 4096" in "\n".join(lines)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["replay"]["capacity"] == capacity
+
+
+def test_configurations_written_before_the_budget_existed_take_the_default() -> None:
+    old = TrainConfig(seed=3).to_dict()
+    del old["replay_memory_mb"]
+    assert TrainConfig.from_dict(old) == TrainConfig(seed=3)
