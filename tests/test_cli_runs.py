@@ -260,3 +260,70 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(
     )
     assert stdout == ""
     assert {**hashes(out), "weights": hashes(tmp_path)["w.pt"]} == before
+
+
+_SLOW_TORCH = '''
+import importlib.abc, os, pathlib, sys, time
+
+class _SlowTorch(importlib.abc.MetaPathFinder):
+    """Marks the moment torch starts to import, then gives a signal time to arrive."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            pathlib.Path(os.environ["TORCH_IMPORT_MARK"]).touch()
+            time.sleep(60)
+        return None
+
+sys.meta_path.insert(0, _SlowTorch())
+'''
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_torch_imports_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """The command line starts without torch: a Ctrl-C while torch imports (the first second of
+    a run) is one line and exit status 130, and nothing is written."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_SLOW_TORCH)
+    mark = tmp_path / "torch-importing"
+    out = tmp_path / "run"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(hook), *sys.path]),
+        "TORCH_IMPORT_MARK": str(mark),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "risloss", "quantize", *TINY, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert mark.exists(), "the command line imported torch before its start-up ended"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0], stderr
+    assert not out.exists()
+
+
+def test_the_command_line_starts_without_torch() -> None:
+    """Importing the command line (and the package) leaves torch for later, so that a Ctrl-C in
+    the first second is caught by the command line itself."""
+    code = "import sys, risloss, risloss.cli; print('torch' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False"
