@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "pool_image_bytes",
     "GENERATOR_VALUES_PER_PIXEL",
     "OPTION_NAMES",
     "MemoryEstimate",
@@ -113,6 +115,18 @@ def _shape(image_shape: Any) -> tuple[int, int, int]:
     return c, h, w
 
 
+def pool_image_bytes(image_shape: Sequence[int], num_classes: int) -> int:
+    """The bytes one image takes in the replay pool: its ``C*H*W`` values, the teacher's
+    ``K`` logits and its label row of ``K`` class weights, all float32.
+
+    Example:
+        >>> from risloss._resources import pool_image_bytes
+        >>> pool_image_bytes((1, 28, 28), 10)
+        3216
+    """
+    return (math.prod(int(v) for v in image_shape) + 2 * int(num_classes)) * FLOAT_BYTES
+
+
 def estimate_memory(
     *,
     image_shape: Sequence[int],
@@ -158,13 +172,13 @@ def estimate_memory(
     c, h, w = _shape(image_shape)
     k = _positive("num_classes", num_classes)
     b = _positive("batch_size", batch_size)
-    pool = _positive("replay_size", replay_size, zero=True) * (c * h * w + 2 * k)
+    pool = _positive("replay_size", replay_size, zero=True) * pool_image_bytes((c, h, w), k)
     per_pixel = GENERATOR_VALUES_PER_PIXEL + 3 * c if generator else 2 * c
     batch = b * h * w * per_pixel
     images = _positive("num_images", num_images, zero=True) * (c * h * w + k)
     evaluation = _positive("eval_images", eval_images, zero=True) * c * h * w
     return MemoryEstimate(
-        pool=pool * FLOAT_BYTES,
+        pool=pool,
         batch=batch * FLOAT_BYTES,
         images=images * FLOAT_BYTES,
         evaluation=evaluation * FLOAT_BYTES,

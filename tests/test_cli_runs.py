@@ -210,6 +210,42 @@ def test_progress_lines_every_tenth_or_every_minute(monkeypatch: pytest.MonkeyPa
 # 6. Ctrl-C during start-up ---------------------------------------------------------------------
 
 
+def _interrupted_at(
+    cmd: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    ready: Path,
+    why: str,
+    *,
+    wait: float,
+    finish: float,
+) -> tuple[int, str, str]:
+    """Run ``cmd``, send it SIGINT once ``ready`` exists (``why`` if it never does within
+    ``wait`` seconds), and return its exit status, stdout and stderr."""
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that; start the run
+    # as a terminal would, with SIGINT at its default, whatever launched the tests.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + wait
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), why
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=finish)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stdout, stderr
+
+
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,31 +263,13 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(
         sys.executable, "-m", "risloss", "quantize", *TINY, "--model", f"{module}:slow_factory",
         "--weights", str(weights), "--out", str(out), "--overwrite",
     ]  # fmt: skip
-    # A shell starts background jobs with SIGINT ignored, and a child inherits that; start the run
-    # as a terminal would, with SIGINT at its default, whatever launched the tests.
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    # Generous on a loaded machine: exiting a process that holds torch can take a while. A run
+    # that ignored the signal would still fail below: the factory returns after its 120 s sleep
+    # and the run then trains and exits 0, not 130.
+    code, stdout, stderr = _interrupted_at(
+        cmd, tmp_path, env, ready, "the run did not reach the model", wait=120, finish=150
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert ready.exists(), "the run did not reach the model"
-        proc.send_signal(signal.SIGINT)
-        # Generous on a loaded machine: exiting a process that holds torch can take a while.
-        # A run that ignored the signal would still fail below: the factory returns after its
-        # 120 s sleep and the run then trains and exits 0, not 130.
-        stdout, stderr = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
+    assert code == 130, stderr
     messages = [line for line in stderr.splitlines() if not line.startswith("risloss quantize: ")]
     assert messages == [], stderr  # no traceback
     assert stderr.splitlines()[-1] == (
@@ -293,26 +311,10 @@ def test_ctrl_c_while_torch_imports_is_one_line_and_exit_130(tmp_path: Path) -> 
         "PYTHONPATH": os.pathsep.join([str(hook), *sys.path]),
         "TORCH_IMPORT_MARK": str(mark),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "risloss", "quantize", *TINY, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not mark.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert mark.exists(), "the command line imported torch before its start-up ended"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
+    cmd = [sys.executable, "-m", "risloss", "quantize", *TINY, "--out", str(out)]
+    why = "the command line imported torch before its start-up ended"
+    code, _, stderr = _interrupted_at(cmd, tmp_path, env, mark, why, wait=60, finish=60)
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "interrupted" in lines[0], stderr

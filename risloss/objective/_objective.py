@@ -13,6 +13,7 @@ import attrs
 import torch
 from torch import nn
 
+from risloss._fields import default_of
 from risloss._validators import non_negative, one_of
 from risloss.functional import PAIR_SELECTIONS, BNStatistics, PairSelection
 from risloss.hooks import (
@@ -302,7 +303,7 @@ class SynthesisObjective(nn.Module):
         super().__init__()
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}")
-        legacy = {
+        legacy: dict[str, Any] = {
             "bns_weight": bns_weight,
             "robustness": robustness,
             "robustness_weight": robustness_weight,
@@ -321,15 +322,7 @@ class SynthesisObjective(nn.Module):
                 stacklevel=2,
             )
         if terms is None:
-            w = _Weights(
-                bns_weight=0.1 if bns_weight is None else bns_weight,
-                robustness_weight=1.0 if robustness_weight is None else robustness_weight,
-                diversity_weight=0.0 if diversity_weight is None else diversity_weight,
-                correlation_pairs="all" if correlation_pairs is None else correlation_pairs,
-                feature_diversity_weight=(
-                    0.0 if feature_diversity_weight is None else feature_diversity_weight
-                ),
-            )
+            w = _Weights(**{k: v for k, v in legacy.items() if v is not None and k != "robustness"})
             if robustness is not None and not isinstance(robustness, RobustnessLoss):
                 raise TypeError(
                     f"robustness must be a RobustnessLoss or None, got {type(robustness).__name__}"
@@ -554,8 +547,18 @@ class SynthesisObjective(nn.Module):
 class _Weights:
     """The deprecated weight arguments, validated with messages that name them."""
 
-    bns_weight: float = attrs.field(validator=non_negative)
-    robustness_weight: float = attrs.field(validator=non_negative)
-    diversity_weight: float = attrs.field(validator=non_negative)
-    correlation_pairs: PairSelection = attrs.field(validator=one_of(PAIR_SELECTIONS))
-    feature_diversity_weight: float = attrs.field(default=0.0, validator=non_negative)
+    bns_weight: float = attrs.field(
+        default=default_of(RISConfig, "bns_weight"), validator=non_negative
+    )
+    robustness_weight: float = attrs.field(
+        default=default_of(RISConfig, "robustness_weight"), validator=non_negative
+    )
+    # The constructor's own default: no penalty unless asked for (RISConfig's 0.1 comes with
+    # its diversity mode).
+    diversity_weight: float = attrs.field(default=0.0, validator=non_negative)
+    correlation_pairs: PairSelection = attrs.field(
+        default=default_of(RISConfig, "correlation_pairs"), validator=one_of(PAIR_SELECTIONS)
+    )
+    feature_diversity_weight: float = attrs.field(
+        default=default_of(RISConfig, "feature_diversity_weight"), validator=non_negative
+    )

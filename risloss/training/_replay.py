@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
+from risloss._resources import pool_image_bytes
 from risloss._validators import check, int_in
 
 __all__ = ["ReplayPool"]
-
-_FLOAT_BYTES = 4
 
 
 class ReplayPool:
@@ -60,8 +58,7 @@ class ReplayPool:
             >>> ReplayPool.image_bytes((1, 28, 28), 10)
             3216
         """
-        values = math.prod(int(v) for v in image_shape) + 2 * int(num_classes)
-        return values * _FLOAT_BYTES
+        return pool_image_bytes(image_shape, num_classes)
 
     @staticmethod
     def capacity_for(
