@@ -9,6 +9,8 @@ runs several at once.
     python benchmarks/dfq.py --profile full --jobs 2    # the committed figures (hours)
     python benchmarks/dfq.py --profile full --rows ris gdfq --bits 3 --seeds 0
     python benchmarks/dfq.py --suite ablation           # the choices METHOD.md leaves open
+    python benchmarks/dfq.py --profile cifar10 --jobs 2  # the paper's setting: CIFAR-10 ResNet-20
+    python benchmarks/dfq.py --profile cifar10-peers --device cuda   # the peers' budget, on a GPU
     python docs/scripts/report.py                       # tables and plot into the docs
 
 Rows (quantization suite): fp, ptq-noise, noise, gdfq, ris, ris-no-input, ris-no-weight,
@@ -45,7 +47,44 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rows": ("gdfq", "ris", "real"),
         "bits": (3,),
     },
+    # The paper's own setting: the shipped CIFAR-10 ResNet-20 (trained on the JPEG copy of
+    # CIFAR-10, see docs/benchmarks.md) at the default `risloss quantize` budget. The images are
+    # read from RISLOSS_CIFAR10 (or data/cifar10): train/<class>/ and test/<class>/ folders.
+    "cifar10": {
+        "iters": 300,
+        "warmup": 100,
+        "batch_size": 32,
+        "eval_limit": None,
+        "model": "resnet20_cifar10",
+        "rows": ("fp", "ptq-noise", "gdfq", "ris", "real"),
+    },
+    # Four times the budget at W3A3, where the methods separate.
+    "cifar10-long": {
+        "iters": 1200,
+        "warmup": 200,
+        "batch_size": 32,
+        "eval_limit": None,
+        "model": "resnet20_cifar10",
+        "rows": ("gdfq", "ris", "real"),
+        "bits": (3,),
+    },
+    # The peers' budget for this setting (GDFQ's CIFAR configuration, which Qimera, IntraQ, AdaSG
+    # and AdaDFQ keep): 400 epochs of 200 iterations (80,000) at batch 200, the first 4 epochs
+    # (800 iterations) for the generator alone. Hours on a GPU: each run keeps its checkpoint
+    # under benchmarks/runs/ and continues from it when the command is run again.
+    "cifar10-peers": {
+        "iters": 80_000,
+        "warmup": 800,
+        "batch_size": 200,
+        "eval_limit": None,
+        "checkpoint_every": 1000,
+        "model": "resnet20_cifar10",
+        "rows": ("gdfq", "ris", "real"),
+        "keep_runs": True,
+    },
 }
+DEFAULT_MODEL = "resnet20_fashion_mnist"
+RUNS = Path(__file__).resolve().parent / "runs"
 DEFAULT_BITS = {"quant": (4, 3), "ablation": (3,), "extension": ()}
 
 # Quantization rows: (method, overrides of RISConfig); "fp" and "ptq-noise" are special.
@@ -129,7 +168,7 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     from risloss import evaluate
     from risloss.data import load_dataset
-    from risloss.models import load_pretrained
+    from risloss.models import load_pretrained, pretrained_info
     from risloss.training import RISConfig, TrainConfig, train
 
     path = Path(job["path"])
@@ -138,15 +177,16 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
         k: job[k] for k in ("suite", "task", "row", "method", "seed", "profile")
     }
     record.update(w_bits=job["w_bits"], a_bits=job["a_bits"], model=job["model"])
+    dataset = pretrained_info(job["model"])["dataset"]
     if job["row"] == "fp":
         teacher = load_pretrained(job["model"])
-        top1 = evaluate(teacher, load_dataset("fashion-mnist", "test"))
+        top1 = evaluate(teacher, load_dataset(dataset, "test"))
         record.update(fp_top1=top1, quant_top1=top1, student_top1=top1)
     elif job["row"] == "no-recovery":  # the pruned copy as it is, before any training
         from risloss.pruning import prune_model
 
         teacher = load_pretrained(job["model"])
-        test = load_dataset("fashion-mnist", "test")
+        test = load_dataset(dataset, "test")
         pruned = prune_model(teacher, sparsity=job["config"]["sparsity"])
         top1 = evaluate(pruned, test)
         record.update(
@@ -157,8 +197,14 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
         )
     else:
         cfg = TrainConfig(ris=RISConfig(**job["ris"]), **job["config"])
-        with tempfile.TemporaryDirectory() as out:
-            metrics = train(cfg, out, log=None, progress=False)
+        if job.get("keep_run"):  # a long run: its checkpoint outlives an interruption
+            out = RUNS / job["profile"] / path.stem
+            out.mkdir(parents=True, exist_ok=True)
+            resume = (out / "checkpoint.pt").exists()
+            metrics = train(cfg, out, log=None, progress=False, resume=resume)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                metrics = train(cfg, tmp, log=None, progress=False)
         record.update(
             fp_top1=metrics["fp_top1"],
             student_top1=metrics["student_top1"],
@@ -192,9 +238,12 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     profile_rows = profile.pop("rows", ALL_QUANT_ROWS)  # not a training setting
     rows = args.rows or list(profile_rows)
     profile_bits = profile.pop("bits", None)
+    keep_run = profile.pop("keep_runs", False)
+    model = args.model or profile.pop("model", DEFAULT_MODEL)
+    profile.pop("model", None)
     if args.iters is not None:
         profile["iters"] = args.iters
-    base = {**profile, "model": args.model, "device": args.device}
+    base = {**profile, "model": model, "device": args.device}
     jobs: list[dict[str, Any]] = []
     folder = Path(args.results) / args.profile
 
@@ -213,7 +262,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "method": method,
                 "seed": seed,
                 "profile": args.profile,
-                "model": args.model,
+                "model": model,
+                "keep_run": keep_run,
                 "w_bits": cfg["w_bits"],
                 "a_bits": cfg["a_bits"],
                 "config": cfg,
@@ -297,7 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         help="default: 4 3 for the quant suite, 3 for the ablation (the long profile: 3)",
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--model", default="resnet20_fashion_mnist")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"the shipped teacher (default: the profile's, else {DEFAULT_MODEL})",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--iters", type=int, default=None, help="override the profile's iterations")
     p.add_argument("--jobs", type=int, default=1, help="runs at once (each uses one thread)")

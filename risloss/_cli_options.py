@@ -311,6 +311,9 @@ TRAIN_SPECIAL: Mapping[str, Special] = {
     "image_size": lambda g, f, kw: g.add_argument(option_of(f), type=_image_size, **kw),
     "normalize": _add_normalize,
     "input_range": lambda g, f, kw: g.add_argument(option_of(f), nargs="+", **kw),
+    "fit_input_statistics": lambda g, f, kw: g.add_argument(
+        option_of(f), action=argparse.BooleanOptionalAction, **kw
+    ),
 }
 """How the options of these fields of :class:`~risloss.training.TrainConfig` are added."""
 

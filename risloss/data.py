@@ -254,6 +254,12 @@ Normalization = tuple[Sequence[float], Sequence[float]] | Literal["default", "no
 """A normalization option: ``(mean, std)`` per channel (applied to pixels in ``[0, 1]``),
 ``None`` or ``"none"`` (images stay in ``[0, 1]``) or ``"default"`` (the data set's convention)."""
 
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+"""CIFAR-10's class names in label order (torchvision's)."""
+
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 # name -> (torchvision class, display name, environment variable, torchvision's folder, mean, std)
@@ -497,8 +503,10 @@ def _load_cifar(
 
     cls_name, title, env, subfolder, mean, std = _CIFAR[name]
     _check_rgb_stats(norm)
-    tf = _pil_transform(size, norm, None, (mean, std))
     folder = root or os.environ.get(env, f"data/{name}")
+    if (Path(folder) / split).is_dir():
+        return _load_cifar_files(name, Path(folder) / split, size, norm)
+    tf = _pil_transform(size, norm, None, (mean, std))
     try:
         return cast(
             Dataset,
@@ -510,8 +518,61 @@ def _load_cifar(
         raise DataFileError(
             f"{title} not found in {folder!r}: place torchvision's {subfolder!r} folder there "
             f"(root= or {env}), for instance with torchvision.datasets.{cls_name}({folder!r}, "
-            "download=True) on a machine with internet access; this loader does not download"
+            "download=True) on a machine with internet access, or the images as files in "
+            f"'train/<class>/' and 'test/<class>/' folders; this loader does not download"
         ) from exc
+
+
+def _load_cifar_files(
+    name: str,
+    split_dir: Path,
+    size: ImageSize,
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | Literal["default"] | None,
+) -> TensorImageDataset:
+    """CIFAR from image files, one sub-folder per class named as torchvision names the
+    classes (``airplane``, ``automobile``, ... for CIFAR-10), decoded once into tensors."""
+    import numpy as np
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    _, title, _, _, mean, std = _CIFAR[name]
+    classes = CIFAR10_CLASSES if name == "cifar10" else None
+    try:
+        found = sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
+    except OSError as exc:
+        raise DataFileError(f"{title} folder {split_dir} cannot be read: {exc}") from exc
+    if classes is None:
+        raise DataFileError(
+            f"{title} from image files is not supported; give torchvision's files in "
+            f"{split_dir.parent}"
+        )
+    if found != sorted(classes):
+        raise DataFileError(
+            f"{title} folder {split_dir} should hold one sub-folder per class, named "
+            f"{', '.join(classes)}; found {', '.join(found) or 'none'}"
+        )
+    arrays, labels = [], []
+    for label, cls in enumerate(classes):
+        files = sorted(
+            f for f in (split_dir / cls).iterdir() if f.name.lower().endswith(IMG_EXTENSIONS)
+        )
+        for f in files:
+            image = _read_image(str(f))
+            if image.size != (32, 32):
+                raise DataFileError(f"{f}: a {title} image is 32x32, found {image.size}")
+            arrays.append(np.asarray(image))
+            labels.append(label)
+    if not arrays:
+        raise DataFileError(f"{title} folder {split_dir} holds no images")
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+    if isinstance(size, int):
+        x = _resize_crop(x, size)
+    stats: tuple[tuple[float, ...], tuple[float, ...]] = ((0.0,) * 3, (1.0,) * 3)
+    if norm is not None:
+        stats = _channel_stats(*((mean, std) if norm == "default" else norm), 3, "normalize")
+        x = (x - torch.tensor(stats[0]).view(1, 3, 1, 1)) / torch.tensor(stats[1]).view(1, 3, 1, 1)
+    return TensorImageDataset(
+        x.contiguous(), torch.tensor(labels), classes=classes, mean=stats[0], std=stats[1]
+    )
 
 
 def _load_image_folder(
@@ -629,7 +690,8 @@ def load_dataset(
     Args:
         name: ``"fashion-mnist"`` (read from the gzipped IDX files of the Debian package
             ``dataset-fashion-mnist``), ``"cifar10"`` or ``"cifar100"`` (torchvision's files,
-            never downloaded), ``"imagefolder:PATH"`` (a torchvision ``ImageFolder``:
+            never downloaded; CIFAR-10 also as image files in ``train/<class>/`` and
+            ``test/<class>/`` folders), ``"imagefolder:PATH"`` (a torchvision ``ImageFolder``:
             ``PATH/train`` and ``PATH/test`` are used when they exist, else ``PATH`` itself,
             with one sub-folder per class) or ``"package.module:factory"``: a function called
             with the split (``"train"`` or ``"test"``) that returns a torch ``Dataset`` of

@@ -163,7 +163,7 @@ QUANTIZE = {
     },
     "global_batch_statistics": True, "generator_conditioning": "concat",
     "generator_output_lr_scale": 10.0, "input_mean": None, "input_std": None,
-    "fit_input_statistics": False, "input_range": "none", "student_augmentation": "none",
+    "fit_input_statistics": "auto", "input_range": "none", "student_augmentation": "none",
     "adversarial_weight": 0.0, "student_steps": 4, "replay_size": 4096, "replay_memory_mb": 64.0,
     "image_size": "default", "normalize": "default",
 }  # fmt: skip

@@ -29,7 +29,7 @@ from risloss.objective._config import (
     RISWeightNoise,
 )
 from risloss.objective._figures import class_similarity, label_agreement, within_class_similarity
-from risloss.objective._fit import fit_input_statistics
+from risloss.objective._fit import fit_input_statistics, is_standardized, natural_noise
 from risloss.objective._labels import LabelKind, LabelSampler
 from risloss.objective._objective import SynthesisObjective, SynthesisParts
 from risloss.objective._presets import Terms, ris_terms
@@ -69,6 +69,8 @@ __all__ = [
     "Terms",
     "class_similarity",
     "fit_input_statistics",
+    "is_standardized",
+    "natural_noise",
     "label_agreement",
     "ris_terms",
     "within_class_similarity",

@@ -123,6 +123,17 @@ def _bits(name: str, *, help: str) -> Any:
     )
 
 
+FitInputStatistics = bool | Literal["auto"]
+"""Where the generator's output statistics start: ``True`` (fitted to the teacher),
+``False`` (standardized) or ``"auto"`` (fitted where they are far from standardized)."""
+
+
+def _fit_option(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is True or value is False or value == "auto":
+        return
+    raise ValueError(f"{attribute.name} must be True, False or 'auto', got {value!r}")
+
+
 def _optional_floats(value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None
@@ -226,11 +237,13 @@ class TrainConfig:
             them itself, roughly ``0.5`` and ``0.25``): the generator's output statistics start
             there. ``None``: zero mean and unit variance, the statistics of standardized data,
             which the generator then adapts to the teacher during training.
-        fit_input_statistics: without declared ``input_mean``/``input_std``, start the
-            generator's output statistics at the values
+        fit_input_statistics: without declared ``input_mean``/``input_std``, where the
+            generator's output statistics start. ``"auto"`` (the default): at the values
             :func:`~risloss.objective.fit_input_statistics` finds for the teacher (data-free:
-            from its first BatchNorm layer's running statistics). For a teacher whose input
-            range is unknown.
+            from its first BatchNorm layer's running statistics) when they are far from
+            standardized images (:func:`~risloss.objective.is_standardized`: a teacher that
+            takes ``[0, 1]`` images and normalizes them itself), else standardized. ``True``:
+            always at the fitted values; ``False``: always standardized.
         input_range: where the generator's images may lie (they are clamped to it):
             ``"none"`` (unbounded, the default), ``"auto"`` (pixels in ``[0, 1]`` under the
             model's normalization: a shipped teacher's recorded one, ``normalize``, or the data
@@ -443,11 +456,12 @@ class TrainConfig:
         metavar="X",
         default_help="standardized images",
     )
-    fit_input_statistics: bool = setting(
-        False,
-        validator=boolean,
+    fit_input_statistics: FitInputStatistics = setting(
+        "auto",
+        validator=_fit_option,
         help="start the generator in the input range the model's first BatchNorm layer expects "
-        "(for a model whose input range is unknown)",
+        "(--no-fit-input-statistics: standardized images); without either, it starts there "
+        "only when that range is far from standardized images",
     )
     input_range: str | tuple[tuple[float, ...], tuple[float, ...]] = setting(
         "none",

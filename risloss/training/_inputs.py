@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from risloss.data import InputSpec, load_for_model
+from risloss.objective import is_standardized
 from risloss.training._config import TrainConfig
 from risloss.training._models import describe_object, load_teacher
 from risloss.training._sources import GeneratorSource, ImageSource
@@ -115,28 +116,35 @@ def generator_source(config: TrainConfig, inputs: Inputs, run: Run) -> Generator
 
 
 def input_range_hint(source: ImageSource, config: TrainConfig) -> str | None:
-    """A one-line note when the teacher seems to expect images far from standardized ones.
+    """A one-line note when the teacher's first BatchNorm layer expects images far from
+    standardized ones (:func:`~risloss.objective.is_standardized`): a model that takes
+    ``[0, 1]`` images and normalizes them itself.
 
-    The generator starts with zero-mean, unit-variance images; if the teacher's first
-    BatchNorm layer wants a scale outside ``[0.5, 2]`` or a shift beyond ``0.5`` per channel
-    (a model that takes ``[0, 1]`` images and normalizes them itself), the run still adapts,
-    but starting there (``fit_input_statistics``) is measurably better.
+    With ``fit_input_statistics="auto"`` (the default) the generator starts in that range and
+    the note says so; with ``False`` it starts standardized and the note says how to start it
+    there instead.
 
     Returns:
-        The note, or ``None`` (statistics declared or fitted, or close to standardized).
+        The note, or ``None`` (statistics declared, close to standardized, or fitted on
+        request).
     """
-    if not isinstance(source, GeneratorSource) or config.fit_input_statistics:
+    if not isinstance(source, GeneratorSource) or config.fit_input_statistics is True:
         return None
     fitted = source.fitted_input_statistics
-    if fitted is None:
+    if fitted is None or is_standardized(*fitted):
         return None
     scale, shift = fitted
-    if bool(((scale >= 0.5) & (scale <= 2.0) & (shift.abs() <= 0.5)).all()):
-        return None
     fmt = ", ".join
-    return (
+    found = (
         "note: the model's first BatchNorm layer expects inputs of about scale "
         f"[{fmt(f'{v:.2f}' for v in scale.tolist())}] and shift "
-        f"[{fmt(f'{v:.2f}' for v in shift.tolist())}] per channel, not standardized ones; "
-        "--fit-input-statistics (fit_input_statistics=True) starts the generator there"
+        f"[{fmt(f'{v:.2f}' for v in shift.tolist())}] per channel, not standardized ones"
+    )
+    if source.input_statistics_fitted:
+        return (
+            f"{found}: the generator starts there (--no-fit-input-statistics, "
+            "fit_input_statistics=False, starts it standardized)"
+        )
+    return (
+        f"{found}; --fit-input-statistics (fit_input_statistics=True) starts the generator there"
     )

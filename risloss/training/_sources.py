@@ -17,6 +17,8 @@ from risloss.objective import (
     RISConfig,
     SynthesisObjective,
     fit_input_statistics,
+    is_standardized,
+    natural_noise,
     ris_terms,
 )
 
@@ -135,7 +137,7 @@ class GeneratorSource(ImageSource):
         output_lr_scale: float = 10.0,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
-        fit_input_statistics: bool = False,
+        fit_input_statistics: bool | str = "auto",
         output_range: tuple[Sequence[float], Sequence[float]] | None = None,
         perturbation_rng: torch.Generator,
         device: torch.device,
@@ -170,17 +172,29 @@ class GeneratorSource(ImageSource):
             output_std=1.0 if input_std is None else input_std,
             output_range=output_range,
         ).to(device)
+        if fit_input_statistics not in (True, False, "auto"):
+            raise ValueError(
+                f"fit_input_statistics must be True, False or 'auto', got {fit_input_statistics!r}"
+            )
         # Where the teacher's first BatchNorm layer wants the images (None: declared, or no
-        # BatchNorm); applied with fit_input_statistics, else only reported (see train()).
+        # BatchNorm); applied with fit_input_statistics=True, or "auto" where it is far from
+        # standardized images, else only reported (see input_range_hint).
         self.fitted_input_statistics: tuple[torch.Tensor, torch.Tensor] | None = None
         if input_mean is None:
             try:
-                self.fitted_input_statistics = self._fitted_output(teacher)
+                self.fitted_input_statistics = self._fitted_output(teacher, c, h)
             except ValueError:  # a teacher without BatchNorm layers
-                if fit_input_statistics:
+                if fit_input_statistics is True:
                     raise
-        if fit_input_statistics and self.fitted_input_statistics is not None:
-            scale, shift = self.fitted_input_statistics
+        fitted = self.fitted_input_statistics
+        self.input_statistics_fitted = fitted is not None and (
+            fit_input_statistics is True
+            or (fit_input_statistics == "auto" and not is_standardized(*fitted))
+        )
+        """Whether the generator starts at :attr:`fitted_input_statistics`."""
+        if self.input_statistics_fitted:
+            assert fitted is not None
+            scale, shift = fitted
             with torch.no_grad():
                 self.generator.output_scale.copy_(scale)
                 self.generator.output_shift.copy_(shift)
@@ -204,28 +218,19 @@ class GeneratorSource(ImageSource):
         self.label_sampler = self.ris.label_sampler(num_classes)
 
     @torch.no_grad()
-    def _fitted_output(self, teacher: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fitted_output(
+        self, teacher: nn.Module, channels: int, side: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scale, shift)`` that start the images where the teacher's first BatchNorm layer
         wants them.
 
-        One batch of the new generator (from a random source of its own, so the run's draws
-        are unchanged) goes through :func:`~risloss.objective.fit_input_statistics`; the
-        generator's state is left as it was.
+        64 standardized images with natural images' correlations
+        (:func:`~risloss.objective.natural_noise`, from a random source of their own, so the
+        run's draws are unchanged) go through :func:`~risloss.objective.fit_input_statistics`.
         """
-        g = self.generator
         rng = torch.Generator().manual_seed(0)
-        labels = torch.arange(max(self.batch_size, 2 * self.num_classes)) % self.num_classes
-        z = torch.randn((labels.shape[0], g.latent_dim), generator=rng)
-        state = {k: v.clone() for k, v in g.state_dict().items()}
-        clamp, g.clamp_output = g.clamp_output, False  # the fit wants the unclamped images
-        try:
-            images = g.train()(z.to(self.device), labels.to(self.device))
-        finally:
-            g.clamp_output = clamp
-        g.load_state_dict(state)  # the BatchNorm running statistics as they were
-        # Called only without declared statistics: the output affine is still the identity,
-        # so these are the standardized images the fit expects.
-        return fit_input_statistics(teacher, images)
+        probe = natural_noise(64, (channels, side, side), generator=rng)
+        return fit_input_statistics(teacher, probe.to(self.device))
 
     def _labels(self) -> torch.Tensor:
         return self.label_sampler.sample(self.batch_size, generator=self.rng, device=self.device)

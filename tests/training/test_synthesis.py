@@ -72,9 +72,9 @@ def run_generator(
 
 
 def test_the_output_statistics_adapt_to_a_teacher_that_takes_zero_one_images() -> None:
-    teacher = ZeroOneTeacher()
-    source, learned = run_generator(teacher, 60)
-    frozen = generator_bns(teacher, 60, output_lr_scale=0.0)
+    teacher = ZeroOneTeacher()  # started standardized on purpose: the learning alone
+    source, learned = run_generator(teacher, 60, fit_input_statistics=False)
+    frozen = generator_bns(teacher, 60, output_lr_scale=0.0, fit_input_statistics=False)
     start, end = statistics.fmean(learned[:3]), statistics.fmean(learned[-5:])
     assert end < 0.5 * start  # the BNS loss falls
     assert end < 0.8 * statistics.fmean(frozen[-5:])  # faster than with fixed statistics
@@ -87,11 +87,35 @@ def test_fitted_input_statistics_start_the_generator_in_the_teachers_range() -> 
     teacher = ZeroOneTeacher()
     info = pretrained_info(TEACHER)["preprocessing"]
     source, fitted = run_generator(teacher, 3, output_lr_scale=0.0, fit_input_statistics=True)
-    undeclared = generator_bns(teacher, 3, output_lr_scale=0.0)
+    undeclared = generator_bns(teacher, 3, output_lr_scale=0.0, fit_input_statistics=False)
     assert statistics.fmean(fitted) < 0.2 * statistics.fmean(undeclared)
     g = source.generator
     assert abs(float(g.output_shift.detach()) - info["mean"][0]) < 0.1
     assert 0.5 * info["std"][0] < float(g.output_scale.detach()) < 1.5 * info["std"][0]
+
+
+def test_auto_fits_the_start_only_for_a_teacher_far_from_standardized_inputs() -> None:
+    info = pretrained_info(TEACHER)["preprocessing"]
+    bare, _ = run_generator(load_pretrained(TEACHER), 1, output_lr_scale=0.0)
+    assert bare.fitted_input_statistics is not None and not bare.input_statistics_fitted
+    assert float(bare.generator.output_shift.detach()) == 0.0
+    assert float(bare.generator.output_scale.detach()) == 1.0
+    wrapped, _ = run_generator(ZeroOneTeacher(), 1, output_lr_scale=0.0)
+    assert wrapped.input_statistics_fitted
+    assert abs(float(wrapped.generator.output_shift.detach()) - info["mean"][0]) < 0.1
+
+
+def test_the_fit_follows_a_normalization_in_front_of_the_teacher() -> None:
+    """The wrapped teacher's fit is the bare one's, mapped through the normalization."""
+    from risloss.objective import fit_input_statistics, natural_noise
+
+    info = pretrained_info(TEACHER)["preprocessing"]
+    probe = natural_noise(64, (1, 28, 28), generator=torch.Generator().manual_seed(0))
+    scale, shift = fit_input_statistics(load_pretrained(TEACHER), probe)
+    wscale, wshift = fit_input_statistics(ZeroOneTeacher().eval(), probe)
+    mean, std = info["mean"][0], info["std"][0]
+    assert torch.allclose(wscale, std * scale, rtol=1e-2)
+    assert torch.allclose(wshift, mean + std * shift, atol=5e-3)
 
 
 def built(job: Any, folder: Any, log: Any = None) -> Any:
@@ -119,7 +143,7 @@ def test_declared_input_statistics_start_the_generator_in_the_teachers_range() -
     declared = generator_bns(
         teacher, 3, output_lr_scale=0.0, input_mean=info["mean"], input_std=info["std"]
     )
-    undeclared = generator_bns(teacher, 3, output_lr_scale=0.0)
+    undeclared = generator_bns(teacher, 3, output_lr_scale=0.0, fit_input_statistics=False)
     assert statistics.fmean(declared) < 0.2 * statistics.fmean(undeclared)
 
 
@@ -165,10 +189,14 @@ def test_a_teacher_that_wants_another_input_range_gets_a_hint(tmp_path: Any) -> 
         return said
 
     plain = TrainConfig(model=TEACHER, method="gdfq", warmup=0)
-    said = notes(plain, ZeroOneTeacher())
-    assert len(said) == 1 and "--fit-input-statistics" in said[0]
-    # A standardized teacher, a fitted start or declared statistics: nothing to say.
-    assert notes(plain) == []
+    said = notes(plain, ZeroOneTeacher())  # "auto": the generator starts in the fitted range
+    assert len(said) == 1 and "the generator starts there" in said[0]
+    assert "--no-fit-input-statistics" in said[0]
+    never = TrainConfig(model=TEACHER, method="gdfq", warmup=0, fit_input_statistics=False)
+    said = notes(never, ZeroOneTeacher())
+    assert len(said) == 1 and "--fit-input-statistics (fit_input_statistics=True)" in said[0]
+    # A standardized teacher, a fitted start on request or declared statistics: nothing to say.
+    assert notes(plain) == [] and notes(never) == []
     fitted = TrainConfig(model=TEACHER, method="gdfq", warmup=0, fit_input_statistics=True)
     assert notes(fitted, ZeroOneTeacher()) == []
     declared = TrainConfig(model=TEACHER, method="gdfq", warmup=0, input_mean=0.3, input_std=0.35)
