@@ -531,3 +531,42 @@ def test_data_from_code_leaves_the_import_path_alone(
     with pytest.raises(ValueError, match="cannot import module"):
         load_dataset("no_such_module_anywhere:make", "test")
     assert sys.path == before
+
+
+def test_cifar10_from_image_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from risloss.data import CIFAR10_CLASSES, TensorImageDataset
+    from tests._data import write_cifar_files
+
+    write_cifar_files(tmp_path / "c10", per_class=3)
+    test = load_dataset("cifar10", "test", root=tmp_path / "c10")
+    assert isinstance(test, TensorImageDataset)
+    assert test.images.shape == (30, 3, 32, 32) and test.classes == list(CIFAR10_CLASSES)
+    assert test.labels.tolist() == [c for c in range(10) for _ in range(3)]
+    # the training split's statistics by default (those of the shipped CIFAR-10 teacher)
+    assert test.mean == (0.4914, 0.4822, 0.4465) and test.std == (0.247, 0.2435, 0.2616)
+    pixels = load_dataset("cifar10", "test", root=tmp_path / "c10", normalize=None)
+    assert float(pixels.images.min()) >= 0.0 and float(pixels.images.max()) <= 1.0
+    assert torch.allclose(test.denormalize(test.images), pixels.images, atol=1e-5)
+    small = load_dataset("cifar10", "train", root=tmp_path / "c10", image_size=16)
+    assert small.images.shape == (30, 3, 16, 16)
+    monkeypatch.setenv("RISLOSS_CIFAR10", str(tmp_path / "c10"))
+    assert torch.equal(load_dataset("cifar10", "test").images, test.images)
+
+
+def test_cifar10_image_files_that_do_not_fit_are_one_line_errors(tmp_path: Path) -> None:
+    from tests._data import write_cifar_files
+
+    write_cifar_files(tmp_path / "c10", per_class=1)
+    (tmp_path / "c10" / "test" / "zebra").mkdir()
+    with pytest.raises(DataFileError, match=r"one sub-folder per class, named airplane, .*zebra"):
+        load_dataset("cifar10", "test", root=tmp_path / "c10")
+    (tmp_path / "c10" / "test" / "zebra").rmdir()
+    (tmp_path / "c10" / "test" / "cat" / "0000.png").write_bytes(b"not an image")
+    with pytest.raises(DataFileError, match=r"cannot read image .*0000\.png") as err:
+        load_dataset("cifar10", "test", root=tmp_path / "c10")
+    assert "\n" not in str(err.value)
+    from PIL import Image
+
+    Image.new("RGB", (28, 28)).save(tmp_path / "c10" / "test" / "cat" / "0000.png")
+    with pytest.raises(DataFileError, match=r"is 32x32, found \(28, 28\)"):
+        load_dataset("cifar10", "test", root=tmp_path / "c10")
