@@ -114,7 +114,10 @@ def config_of(variant: str, seed: int, steps: int) -> Any:
         checkpoint_every=steps,
         # the wrapped teacher takes [0, 1] images: the test images (read for their shape) too
         normalize=None if v["teacher"] == "wrapped" else "default",
-        **{_GENERATOR_FIELDS[k]: value for k, value in v["generator"].items()},
+        # Started standardized unless a variant says otherwise, as every committed run did
+        # (before fit_input_statistics="auto" became the default).
+        **{"fit_input_statistics": False}
+        | {_GENERATOR_FIELDS[k]: value for k, value in v["generator"].items()},
     )
 
 

@@ -126,6 +126,7 @@ def _committed() -> list[Path]:
         for p in (BENCH / "results").glob("*/*.json")
         if p.parent.name not in ("synthesis", "ptq", "exploration", "wrapped", "few_real", "export")
         and not p.parent.name.endswith("-wrapped")  # snapshots of wrapped.py's runs
+        and not p.parent.name.startswith("wrapped-")  # wrapped.py's runs of other teachers
     )
 
 
@@ -360,15 +361,21 @@ def test_exploration_results_are_the_runs_the_script_names(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", sorted((BENCH / "results" / "wrapped").glob("*.json")), ids=lambda p: p.name
+    "path",
+    sorted((BENCH / "results").glob("wrapped*/*.json")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
 )
 def test_wrapped_teacher_results_name_their_settings(path: Path) -> None:
     wrapped = _script("wrapped")
     record = json.loads(path.read_text())
-    assert path.stem == f"{record['variant']}-{record['method']}-w4a4-s{record['seed']}"
+    bits = record.get("bits", 4)  # the runs made before --bits existed: W4A4
+    tag = f"w{bits}a{bits}"
+    assert path.stem == f"{record['variant']}-{record['method']}-{tag}-s{record['seed']}"
+    assert path.parent == wrapped.results_folder(record.get("model", wrapped.DEFAULT_MODEL))
     fit = record["config"]["fit_input_statistics"]
-    assert fit == bool(wrapped.VARIANTS[record["variant"]].get("fit_input_statistics", False))
-    assert record["config"]["normalize"] is None and record["config"]["w_bits"] == 4
+    # "plain" runs made before the option had the value "auto" recorded False: the default then
+    assert fit == wrapped.VARIANTS[record["variant"]].get("fit_input_statistics", "auto")
+    assert record["config"]["normalize"] is None and record["config"]["w_bits"] == bits
 
 
 @pytest.mark.parametrize(
