@@ -238,6 +238,52 @@ def test_report_ablation_compares_with_gdfq_seed_by_seed() -> None:
     )
 
 
+def test_report_cifar10_section_drop_and_share(tmp_path: Path) -> None:
+    report = _report()
+    assert report.cifar10_section(tmp_path) == ("", "")  # nothing before the results land
+    config = {"iters": 300, "warmup": 100, "batch_size": 32, "method": "ris"}
+
+    def write(folder: str, name: str, record: dict) -> None:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / f"{name}.json").write_text(json.dumps(record))
+
+    def run(row: str, top1: float, seed: int) -> dict:
+        return {
+            **_record("quant", row, 3, top1, seed), "config": config, "wall_seconds": 120.0,
+            "train_seconds": 60.0, "device": "cpu", "torch_threads": 1,
+        }  # fmt: skip
+
+    write("cifar10", "fp", {"suite": "quant", "row": "fp", "w_bits": None, "quant_top1": 92.0})
+    for row, values in {
+        "ptq-noise": (40.0, 40.0, 40.0),
+        "real": (90.0, 90.0, 90.0),
+        "ris": (80.0, 82.0, 84.0),
+        "gdfq": (70.0, 74.0),  # one seed short
+    }.items():
+        for seed, v in enumerate(values):
+            write("cifar10", f"{row}-s{seed}", run(row, v, seed))
+    for seed, v in enumerate((83.0, 81.0)):  # the bare teacher's ris: 80 and 82
+        write("wrapped-cifar10", f"fit-ris-s{seed}", {
+            "variant": "fit", "method": "ris", "seed": seed, "quant_top1": v,
+            "config": {**config, "w_bits": 3},
+        })  # fmt: skip
+    docs, readme = report.cifar10_section(tmp_path)
+    lines = docs.splitlines()
+    assert lines[0] == "### CIFAR-10 ResNet-20: the paper's own setting"
+    # drop = 92 - mean (92 - worst seed); share = (mean - 40) / (90 - 40)
+    assert "| `gdfq` (this project) | 72.00 (n=2) | 20.00 (22.00) | 64% |" in lines
+    assert "| `ris` (this project) | 82.00 (n=3) | 10.00 (12.00) | 84% |" in lines
+    assert "| GDFQ (published) | 75.11 | 18.78 | — |" in lines  # 93.89 - 75.11
+    gdfq = next(line for line in lines if line.startswith("| gdfq | W3A3 |"))
+    assert "| 0, 1 (2 of 3) |" in gdfq and gdfq.endswith("| 1.0 | 2.0 | cpu |")
+    # 80,000 x 200 images against 300 x 32
+    assert "(9,600 images, 1,667 times fewer) on device `cpu`, 1 torch thread per run" in docs
+    fit = next(line for line in lines if line.startswith("| `fit_input_statistics=True` |"))
+    assert "| 82.00 (81.00, n=2) | 81.00 (n=2) | +1.00 (+3.00, -1.00) |" in fit
+    assert "W3A3 `ris` 82.00 (worst 80.00, n=3), `gdfq` 72.00 (worst 70.00, n=2)" in readme
+    assert "full precision 92.00" in readme
+
+
 def test_ptq_docs_table_matches_the_committed_results() -> None:
     """The calibration table of the PTQ guide is printed by the script, never edited by hand."""
     page = (BENCH.parent / "docs" / "guides" / "ptq-calibration.md").read_text()

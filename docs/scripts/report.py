@@ -47,8 +47,9 @@ ROW_TEXT = {
 }
 
 
-def load(profile: str) -> list[dict[str, Any]]:
-    folder = RESULTS / profile
+def load(profile: str, root: Path | None = None) -> list[dict[str, Any]]:
+    """Every record under ``<root>/<profile>/`` (``root``: ``benchmarks/results/``)."""
+    folder = (root or RESULTS) / profile
     return (
         [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
         if folder.is_dir()
@@ -718,7 +719,7 @@ def _budget(records: list[dict[str, Any]]) -> str:
     configs = [
         r["config"]
         for r in records
-        if r.get("config") and r["suite"] == "quant" and r["row"] != "ptq-noise"
+        if r.get("config") and r.get("suite", "quant") == "quant" and r.get("row") != "ptq-noise"
     ]
     if not configs:
         return ""
@@ -726,6 +727,326 @@ def _budget(records: list[dict[str, Any]]) -> str:
     return (
         f"{c['iters']} iterations ({c['warmup']} generator-only warm-up), batch {c['batch_size']}"
     )
+
+
+# The peers' published CIFAR-10 ResNet-20 top-1 (%), from the comparison table in AdaDFQ's
+# repository (images/table1.png): the full-precision teacher, then each method at W4A4 and W3A3.
+# Each trained its generator for about 80,000 iterations at batch 200 on a GPU (GDFQ's CIFAR
+# configuration, which the others keep) and reports its best epoch, selected on the test set.
+PEER_FP = 93.89
+PEERS: tuple[tuple[str, dict[int, float]], ...] = (
+    ("GDFQ", {4: 90.11, 3: 75.11}),
+    ("Qimera", {4: 91.26, 3: 74.43}),
+    ("IntraQ", {4: 91.49, 3: 77.07}),
+    ("AdaSG", {4: 92.10, 3: 84.14}),
+    ("AdaDFQ", {4: 92.31, 3: 84.89}),
+)
+PEER_ITERS, PEER_BATCH = 80_000, 200
+NA = "—"  # a figure the peers do not publish
+CIFAR10 = "cifar10"
+# benchmarks/wrapped.py's variants: how the generator's start meets a teacher of [0, 1] images.
+WRAPPED_VARIANTS = {
+    "auto": "no option (`fit_input_statistics='auto'`)",
+    "plain": "`fit_input_statistics=False`",
+    "fit": "`fit_input_statistics=True`",
+}
+
+
+def _fp(records: list[dict[str, Any]]) -> float | None:
+    """The full-precision teacher's top-1: its ``fp`` row, else the mean of what the runs
+    measured (``fp_top1``)."""
+    for r in records:
+        if r.get("suite") == "quant" and r.get("row") == "fp":
+            return _top1(r)
+    vals = [float(r["fp_top1"]) for r in records if r.get("fp_top1") is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _bits(r: dict[str, Any]) -> int | None:
+    """The weight bit width of a run (the wrapped runs record it in their config only)."""
+    b = r.get("w_bits", (r.get("config") or {}).get("w_bits"))
+    return int(b) if b is not None else None
+
+
+def _minutes(records: list[dict[str, Any]], key: str) -> str:
+    vals = [float(r[key]) for r in records if r.get(key) is not None]
+    return f"{statistics.fmean(vals) / 60:.1f}" if vals else "-"
+
+
+def run_table(records: list[dict[str, Any]]) -> str:
+    """One line per row and bit width: the top-1 with its worst seed, the seeds that ran (and
+    how many of the most any row has, where a row has fewer), what the generator reached
+    (``g_agree`` and ``g_sim``, means over seeds), the minutes per run and the device."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        b = _bits(r)
+        if r["suite"] == "quant" and r["row"] != "fp" and b is not None:
+            groups[(r["row"], b)].append(r)
+    if not groups:
+        return ""
+    most = max(len({r["seed"] for r in g}) for g in groups.values())
+    rank = {row: i for i, row in enumerate(QUANT_ORDER)}
+    lines = [
+        "| row | bits | top-1 % | seeds | `g_agree` | `g_sim` | minutes per run: training "
+        "| wall clock | device |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, b in sorted(groups, key=lambda k: (-k[1], rank.get(k[0], len(rank)), k[0])):
+        group = groups[(row, b)]
+        s = summarize([_top1(r) for r in group])
+        seeds = sorted({int(r["seed"]) for r in group})
+        ran = ", ".join(map(str, seeds))
+        if len(seeds) < most:
+            ran += f" ({len(seeds)} of {most})"
+        devices = ", ".join(sorted({str(r.get("device", "?")) for r in group}))
+        lines.append(
+            f"| {row} | W{b}A{b} | {_cell(s)} | {ran} | {_mean_of(group, 'g_agree')} "
+            f"| {_mean_of(group, 'g_sim')} | {_minutes(group, 'train_seconds')} "
+            f"| {_minutes(group, 'wall_seconds')} | {devices} |"
+        )
+    return "\n".join(lines)
+
+
+def gap_share(top1: float, floor: float, real: float) -> float | None:
+    """The share of the gap from ``floor`` (``ptq-noise``: quantizers calibrated on Gaussian
+    noise, no fine-tuning) to ``real`` (QAT on the real training images) that ``top1`` closes;
+    None where ``real`` is not above ``floor``."""
+    return (top1 - floor) / (real - floor) if real > floor else None
+
+
+def peers_table(records: list[dict[str, Any]]) -> str:
+    """The peers' published figures beside this project's ``gdfq`` and ``ris`` rows, as the
+    drop from each one's own full-precision teacher (fp minus quantized, in points), and for
+    this project the share of the ``ptq-noise`` to ``real`` gap each row closes."""
+    fp = _fp(records)
+    _, stats = quant_table(records)
+    bits = sorted({b for row, b in stats if row in ("gdfq", "ris")}, reverse=True)
+    if fp is None or not bits:
+        return ""
+    lines = [
+        "| method | "
+        + " | ".join(f"W{b}A{b} top-1 % | drop (worst seed's) | share of the gap" for b in bits)
+        + " |",
+        "|---|" + "---|---|---|" * len(bits),
+    ]
+    for name, published in PEERS:
+        cells = [
+            f"{published[b]:.2f} | {PEER_FP - published[b]:.2f} | {NA}"
+            if b in published
+            else f"{NA} | {NA} | {NA}"
+            for b in bits
+        ]
+        lines.append(f"| {name} (published) | " + " | ".join(cells) + " |")
+    for row in ("gdfq", "ris"):
+        cells = []
+        for b in bits:
+            s = stats.get((row, b))
+            if s is None:
+                cells.append("- | - | -")
+                continue
+            floor, real = stats.get(("ptq-noise", b)), stats.get(("real", b))
+            share = gap_share(s.mean, floor.mean, real.mean) if floor and real else None
+            cells.append(
+                f"{s.mean:.2f} (n={s.n}) | {fp - s.mean:.2f} ({fp - s.worst:.2f}) | "
+                + (f"{share:.0%}" if share is not None else "-")
+            )
+        lines.append(f"| `{row}` (this project) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _peers_note(records: list[dict[str, Any]], profile: str, define: bool = True) -> str:
+    """How the table above reads (with ``define``), and what differs in budget (from the
+    records)."""
+    fp = _fp(records)
+    runs = [
+        r
+        for r in records
+        if r["suite"] == "quant" and r["row"] in ("gdfq", "ris") and r.get("config")
+    ]
+    if fp is None or not runs:
+        return ""
+    c = runs[0]["config"]
+    images, peer_images = c["iters"] * c["batch_size"], PEER_ITERS * PEER_BATCH
+    if images == peer_images:
+        ratio = "as many as the peers'"
+    elif images < peer_images:
+        ratio = f"{peer_images / images:,.0f} times fewer"
+    else:
+        ratio = f"{images / peer_images:,.0f} times more"
+    devices = ", ".join(f"`{d}`" for d in sorted({str(r.get("device", "?")) for r in runs}))
+    threads = sorted({int(r["torch_threads"]) for r in runs if r.get("torch_threads")})
+    where = f"device {devices}"
+    if threads:
+        plural = "s" if threads[-1] > 1 else ""
+        where += f", {' or '.join(map(str, threads))} torch thread{plural} per run"
+    wall = [float(r["wall_seconds"]) for r in runs if r.get("wall_seconds") is not None]
+    took = f", {statistics.fmean(wall) / 60:.0f} minutes a run (wall clock)" if wall else ""
+    budget = (
+        f"Budget: the peers trained about {PEER_ITERS:,} generator iterations at batch "
+        f"{PEER_BATCH} on a GPU ({peer_images:,} synthesized images); profile `{profile}` ran "
+        f"{c['iters']:,} iterations ({c['warmup']:,} of them generator-only) at batch "
+        f"{c['batch_size']} ({images:,} images, {ratio}) on {where}{took}. The peers report "
+        "their best epoch, selected on the test set; every figure of this project is the final "
+        "iteration's."
+    )
+    if not define:
+        return budget
+    return (
+        f"Drop: the full-precision top-1 minus the quantized one, in points, each against its "
+        f"own teacher (the peers' {PEER_FP:.2f}, this project's {fp:.2f}); for this project the "
+        "mean over seeds and, in brackets, the worst seed's. Share of the gap: (top-1 - "
+        "`ptq-noise`) / (`real` - `ptq-noise`), the means at the same bit width, so 0% is no "
+        "better than calibrating the quantizers on Gaussian noise without fine-tuning and 100% "
+        "is as good as quantization-aware training on the real training images; the peers "
+        f"publish no real-data row ({NA}).\n\n" + budget
+    )
+
+
+def wrapped_cifar10_table(runs: list[dict[str, Any]], bare: list[dict[str, Any]]) -> str:
+    """The CIFAR-10 teacher behind its own normalization (``benchmarks/wrapped.py``) beside the
+    bare teacher's run of the same method, bit width and seed (``bare``: profile ``cifar10``),
+    with the difference in points seed by seed."""
+    if not runs:
+        return ""
+    bare_top1 = {
+        (r["row"], _bits(r), int(r["seed"])): _top1(r)
+        for r in bare
+        if r["suite"] == "quant" and r["row"] != "fp"
+    }
+    groups: dict[tuple[str, str, int | None], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        method = r.get("method") or (r.get("config") or {}).get("method", "?")
+        groups[(r["variant"], method, _bits(r))].append(r)
+    variants = list(WRAPPED_VARIANTS)
+    methods = ["gdfq", "ris"]
+    lines = [
+        "| generator start | method | bits | wrapped top-1 (worst, n) | bare top-1, same seeds "
+        "| wrapped - bare (per seed) | `g_agree` | `g_bns` |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v, m, b in sorted(
+        groups,
+        key=lambda k: (
+            variants.index(k[0]) if k[0] in variants else len(variants),
+            k[0],
+            methods.index(k[1]) if k[1] in methods else len(methods),
+            k[1],
+            -(k[2] or 0),
+        ),
+    ):
+        group = sorted(groups[(v, m, b)], key=lambda r: int(r["seed"]))
+        s = summarize([_top1(r) for r in group])
+        pairs = [
+            (_top1(r), bare_top1[(m, b, int(r["seed"]))])
+            for r in group
+            if (m, b, int(r["seed"])) in bare_top1
+        ]
+        bare_cell = diff_cell = "-"
+        if pairs:
+            diffs = [w - x for w, x in pairs]
+            bare_cell = f"{statistics.fmean(x for _, x in pairs):.2f} (n={len(pairs)})"
+            each = ", ".join(f"{d:+.2f}" for d in diffs)
+            diff_cell = f"{statistics.fmean(diffs):+.2f} ({each})"
+        bits = f"W{b}A{b}" if b is not None else "-"
+        lines.append(
+            f"| {WRAPPED_VARIANTS.get(v, v)} | {m} | {bits} | {s.mean:.2f} ({s.worst:.2f}, "
+            f"n={s.n}) | {bare_cell} | {diff_cell} | {_mean_of(group, 'g_agree')} "
+            f"| {_mean_of(group, 'g_bns')} |"
+        )
+    return "\n".join(lines)
+
+
+def cifar10_section(root: Path | None = None) -> tuple[str, str]:
+    """The CIFAR-10 part of docs/benchmarks.md and its README line, from the profiles
+    ``cifar10``, ``cifar10-long`` and ``cifar10-peers`` and from ``wrapped-cifar10`` under
+    ``root`` (``benchmarks/results/``); both empty while ``cifar10`` has no results."""
+    records = load(CIFAR10, root)
+    if not records:
+        return "", ""
+    table, stats = quant_table(records)
+    fp = _fp(records)
+    parts = [
+        "### CIFAR-10 ResNet-20: the paper's own setting",
+        f"Profile `{CIFAR10}` ({_budget(records)}): {len(records)} runs, from "
+        f"`benchmarks/results/{CIFAR10}/`. The shipped CIFAR-10 ResNet-20 teacher; mean ± "
+        "standard deviation over seeds of the **final-iteration** top-1 (%) on the CIFAR-10 "
+        "test split.",
+    ]
+    if stats:
+        parts += [
+            table,
+            "\n".join(_findings(records, stats)),
+            "Per row: the seeds that ran, what the generator reached (`g_agree`, `g_sim`: means "
+            "over seeds of the last iterations) and the minutes a run took.",
+            run_table(records),
+            "#### Side by side with the peers",
+            peers_table(records),
+            _peers_note(records, CIFAR10),
+        ]
+    base = [r for r in records if r["suite"] == "quant" and r["row"] in ("fp", "ptq-noise")]
+    for name, heading in (
+        (f"{CIFAR10}-long", "#### A four times longer budget"),
+        (f"{CIFAR10}-peers", "#### The peers' budget"),
+    ):
+        more = load(name, root)
+        if not more:
+            continue
+        own = {r["row"] for r in more}
+        widths = {_bits(r) for r in more}
+        borrowed = [
+            r for r in base if r["row"] not in own and (r["row"] == "fp" or _bits(r) in widths)
+        ]
+        more_table, more_stats = quant_table(more + borrowed)
+        if not more_stats:
+            continue
+        note = (
+            " "
+            + " and ".join(f"`{row}`" for row in sorted({r["row"] for r in borrowed}))
+            + f" from profile `{CIFAR10}` (they train nothing, so the budget does not apply)."
+            if borrowed
+            else ""
+        )
+        parts += [
+            heading,
+            f"Profile `{name}` ({_budget(more)}): {len(more)} runs, from "
+            f"`benchmarks/results/{name}/`; same teacher and quantizer.{note}",
+            more_table,
+            "\n".join(_findings(more, more_stats)),
+            run_table(more),
+            "Beside the peers (drop and share as defined above):",
+            peers_table(more + borrowed),
+            _peers_note(more + borrowed, name, define=False),
+        ]
+    wrapped = wrapped_cifar10_table(load(f"wrapped-{CIFAR10}", root), records)
+    if wrapped:
+        runs = load(f"wrapped-{CIFAR10}", root)
+        parts += [
+            "#### A teacher that takes [0, 1] images",
+            "The CIFAR-10 teacher behind its own normalization (`benchmarks/wrapped.py`, from "
+            f"`benchmarks/results/wrapped-{CIFAR10}/`; {_budget(runs)}), beside the bare "
+            f"teacher's run of the same method, bit width and seed in profile `{CIFAR10}`. "
+            "Synthesis figures: means over the last iterations.",
+            wrapped,
+        ]
+    heads = []
+    for b in sorted({b for _, b in stats}, reverse=True):
+        cells = [
+            f"`{row}` {stats[(row, b)].mean:.2f} (worst {stats[(row, b)].worst:.2f}, "
+            f"n={stats[(row, b)].n})"
+            for row in ("ris", "gdfq")
+            if (row, b) in stats
+        ]
+        if cells:
+            heads.append(f"W{b}A{b} " + ", ".join(cells))
+    readme = ""
+    if heads:
+        teacher = f", full precision {fp:.2f}" if fp is not None else ""
+        readme = (
+            f"CIFAR-10 ResNet-20 (profile `{CIFAR10}`{teacher}), final-iteration top-1 %: "
+            + "; ".join(heads)
+            + "; beside the peers' published figures in docs/benchmarks.md."
+        )
+    return "\n\n".join(p for p in parts if p), readme
 
 
 def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str, Any]]:
@@ -765,6 +1086,11 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
             f"With a four times longer budget (profile `{long_profile}`{earlier}):\n\n"
             + "\n".join(long_findings)
         )
+    cifar_docs, cifar_readme = cifar10_section()
+    if cifar_docs:
+        parts.append(cifar_docs)
+    if cifar_readme:
+        readme.append(cifar_readme)
     synth = synthesis_table()
     if synth:
         parts += ["### How fast the generator learns", synth]
