@@ -134,6 +134,18 @@ def _fit_option(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> N
     raise ValueError(f"{attribute.name} must be True, False or 'auto', got {value!r}")
 
 
+def _data_of(model: Any) -> str:
+    """The default ``data`` of a configuration: a shipped teacher's own data set (its
+    metadata's ``dataset``), else Fashion-MNIST."""
+    from risloss.models import list_pretrained
+
+    if isinstance(model, str):
+        meta = list_pretrained().get(model)
+        if meta is not None:
+            return str(meta["dataset"])
+    return "fashion-mnist"
+
+
 def _optional_floats(value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None
@@ -188,7 +200,8 @@ class TrainConfig:
         model: a shipped teacher name, or ``"package.module:factory"`` with ``weights``.
         weights: state-dict file for a ``package.module:factory`` model.
         data: data set name for evaluation (and for ``method="real"``), as
-            :func:`risloss.data.load_dataset` names it.
+            :func:`risloss.data.load_dataset` names it. Default: a shipped teacher's own data
+            set (``"cifar10"`` for ``resnet20_cifar10``), else ``"fashion-mnist"``.
         student: architecture of the distillation student, a name of
             :data:`risloss.models.ARCHITECTURES` (``"resnet8"`` or ``"resnet20"``).
         student_init: how a distillation student starts: ``"random"`` (the default, trained
@@ -319,11 +332,12 @@ class TrainConfig:
         None, help="state-dict file for a package.module:factory --model", metavar="FILE"
     )
     data: str = setting(
-        "fashion-mnist",
+        attrs.Factory(lambda self: _data_of(self.model), takes_self=True),
         validator=dataset_name,
         help="evaluation data (synthesize: the data the model takes, read for its shape; a "
         "package.module:factory is called with the split and returns a Dataset of (image, "
         "label))",
+        default_help="the shipped teacher's data set, else fashion-mnist",
     )
     student: str = setting(
         "resnet8",

@@ -145,6 +145,4 @@ def input_range_hint(source: ImageSource, config: TrainConfig) -> str | None:
             f"{found}: the generator starts there (--no-fit-input-statistics, "
             "fit_input_statistics=False, starts it standardized)"
         )
-    return (
-        f"{found}; --fit-input-statistics (fit_input_statistics=True) starts the generator there"
-    )
+    return f"{found}; --fit-input-statistics (fit_input_statistics=True) starts the generator there"
