@@ -56,11 +56,12 @@ class Normalized(nn.Module):
 
     def __init__(self, model: str = DEFAULT_MODEL) -> None:
         super().__init__()
-        from risloss.models import pretrained_info, resnet20
+        from risloss.models import ARCHITECTURES, pretrained_info
 
         info = pretrained_info(model)
         c, _, side = info["input_shape"]
-        self.net = resnet20(in_channels=c, num_classes=info["num_classes"], image_size=side)
+        build = ARCHITECTURES[info["arch"]]
+        self.net = build(in_channels=c, num_classes=info["num_classes"], image_size=side)
         pre = info["preprocessing"]
         self.register_buffer("mean", torch.tensor(pre["mean"]).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(pre["std"]).view(1, -1, 1, 1))

@@ -102,7 +102,11 @@ def natural_noise(
 
 
 def fit_input_statistics(
-    teacher: nn.Module, images: torch.Tensor, *, steps: int = 25
+    teacher: nn.Module,
+    images: torch.Tensor,
+    *,
+    steps: int = 25,
+    per_channel_scale: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel ``(scale, shift)`` that make ``scale * images + shift`` look like the
     teacher's inputs to its first BatchNorm layer.
@@ -111,10 +115,14 @@ def fit_input_statistics(
     used, running the teacher only up to that layer. Two fits by L-BFGS: the shift matches the
     batch mean at that layer's input to its running mean (the mean does not depend on the
     scale of zero-mean images), then the scale matches the batch variance to its running
-    variance. Whatever affine preprocessing the teacher applies first (a normalization of
-    ``[0, 1]`` images, a convolution) is absorbed, and the fit follows it exactly: the teacher
-    behind a normalization ``(x - m) / s`` fits ``s * scale`` and ``m + s * shift``, where
-    ``(scale, shift)`` is the bare teacher's fit.
+    variance. The scale is one number for every channel unless ``per_channel_scale``: how a
+    first convolution's variance splits between correlated input channels is poorly
+    determined, and the channels of natural images have nearly equal standard deviations (the
+    shifts are per channel: the mean is well determined). Whatever affine preprocessing the
+    teacher applies first (a normalization of ``[0, 1]`` images, a convolution) is absorbed,
+    and the fit follows it exactly: the teacher behind a normalization ``(x - m) / s`` fits
+    ``s * scale`` and ``m + s * shift``, where ``(scale, shift)`` is the bare teacher's fit
+    (for a shared scale, where ``s`` is one number).
 
     Args:
         teacher: the frozen classifier (its state is not changed).
@@ -122,6 +130,7 @@ def fit_input_statistics(
             closest estimate of the scale (white noise overestimates it for a first
             convolution that averages neighbouring pixels).
         steps: L-BFGS iterations of each fit.
+        per_channel_scale: fit one scale per channel instead of one for all.
 
     Returns:
         ``scale`` (positive) and ``shift``, each ``(C,)``, detached.
@@ -183,14 +192,16 @@ def fit_input_statistics(
         return [d for d in range(h.dim()) if d != 1]
 
     shift = torch.zeros(c, device=images.device, requires_grad=True)
-    log_scale = torch.zeros(c, device=images.device, requires_grad=True)
+    log_scale = torch.zeros(c if per_channel_scale else 1, device=images.device)
+    log_scale.requires_grad_(True)
 
     def mean_loss() -> torch.Tensor:
         h = first_input(images + shift.view(shape))
         return ((h.mean(dims(h)) - running_mean) ** 2).sum()
 
     def var_loss() -> torch.Tensor:
-        h = first_input(images * log_scale.exp().view(shape) + shift.detach().view(shape))
+        scale = log_scale.exp().expand(c)
+        h = first_input(images * scale.view(shape) + shift.detach().view(shape))
         return ((h.var(dims(h), unbiased=False) - running_var) ** 2).sum()
 
     was_training = teacher.training
@@ -201,4 +212,4 @@ def fit_input_statistics(
             fit(log_scale, var_loss)
     finally:
         teacher.train(was_training)
-    return log_scale.detach().exp(), shift.detach()
+    return log_scale.detach().exp().expand(c).clone(), shift.detach()
