@@ -519,3 +519,57 @@ def test_verify_names_the_machine_and_weighs_a_difference_by_the_spread(
     out = capsys.readouterr().out
     assert "made on an unrecorded machine" in out and "spread over seeds is 1.00" in out
     assert _verify_with(dfq, tmp_path, monkeypatch, [91.0, 92.0, 93.0], 94.0, None) == 1
+
+
+def test_the_peers_budget_profile_keeps_and_continues_its_runs() -> None:
+    dfq = _script("dfq")
+    args = dfq.main.__globals__["argparse"].Namespace(
+        profile="cifar10-peers", rows=None, bits=None, seeds=[0], model=None, device="cuda",
+        iters=None, results=str(BENCH / "results"), suite="quant", variants=None, tasks=None,
+    )  # fmt: skip
+    jobs = dfq.plan(args)
+    assert {j["row"] for j in jobs} == {"gdfq", "ris", "real"} and len(jobs) == 6
+    for job in jobs:
+        assert job["keep_run"] and job["model"] == "resnet20_cifar10"
+        cfg = job["config"]
+        assert (cfg["iters"], cfg["warmup"], cfg["batch_size"]) == (80_000, 800, 200)
+        assert cfg["device"] == "cuda" and cfg["checkpoint_every"] == 1000
+        assert Path(job["path"]).parent == BENCH / "results" / "cifar10-peers"
+
+
+@pytest.mark.data
+def test_a_kept_benchmark_run_continues_after_an_interruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long run (the peers' budget) keeps its checkpoint: run again, it continues and ends
+    as an uninterrupted run."""
+    from risloss.training import TrainingInterrupted
+    from tests._resume import sigint_after
+
+    fashion_mnist_or_skip("test")
+    dfq = _script("dfq")
+    monkeypatch.setattr(dfq, "RUNS", tmp_path / "runs")
+    config = {
+        "model": "resnet8_fashion_mnist", "method": "gdfq", "seed": 0, "task": "quantize",
+        "w_bits": 4, "a_bits": 4, "iters": 6, "warmup": 2, "batch_size": 8, "eval_limit": 64,
+        "checkpoint_every": 2, "device": "cpu",
+    }  # fmt: skip
+    job = {
+        "suite": "quant", "task": "quantize", "row": "gdfq", "method": "gdfq", "seed": 0,
+        "profile": "cifar10-peers", "model": "resnet8_fashion_mnist", "w_bits": 4, "a_bits": 4,
+        "config": config, "ris": {}, "keep_run": True, "path": str(tmp_path / "res" / "r.json"),
+    }  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        whole = dfq._run_one({**job, "keep_run": False, "path": str(tmp_path / "whole.json")})
+        with sigint_after(4), pytest.raises(TrainingInterrupted):
+            dfq._run_one(job)
+        assert (tmp_path / "runs" / "cifar10-peers" / "r" / "checkpoint.pt").exists()
+        assert not (tmp_path / "res" / "r.json").exists()
+        again = dfq._run_one(job)
+    finally:
+        torch.set_num_threads(threads)
+    assert again["quant_top1"] == whole["quant_top1"]
+    assert (
+        json.loads((tmp_path / "res" / "r.json").read_text())["quant_top1"] == again["quant_top1"]
+    )
