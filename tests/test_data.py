@@ -188,9 +188,13 @@ def test_shipped_teachers_record_the_default_normalization() -> None:
     from risloss.models import list_pretrained
 
     for name, meta in list_pretrained().items():
+        prep = meta["preprocessing"]
         if meta["dataset"] == "fashion-mnist":
-            prep = meta["preprocessing"]
             assert (prep["mean"], prep["std"]) == ([FASHION_MNIST_MEAN], [FASHION_MNIST_STD]), name
+        else:
+            assert meta["dataset"] == "cifar10", name
+            default = ([0.4914, 0.4822, 0.4465], [0.247, 0.2435, 0.2616])
+            assert (prep["mean"], prep["std"]) == default, name
 
 
 @pytest.mark.parametrize(
