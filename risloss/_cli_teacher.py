@@ -55,6 +55,7 @@ def _cmd_train_teacher(args: argparse.Namespace, argv: Sequence[str]) -> int:
             dataset=args.dataset,
             data_root=args.data_root,
             precision=args.precision,
+            device=args.device,
         )
     except CheckpointMismatchError as exc:
         names = {"batch_size": "--batch-size", "weight_decay": "weight decay"}
@@ -127,6 +128,12 @@ def add_train_teacher(sub: Any) -> None:
             metavar="N" if parse is whole_number else "X",
             help=f"{text}: {rule.text} (default: %(default)s)",
         )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=default["device"],
+        help="where to train (default: %(default)s)",
+    )
     p.add_argument(
         "--out",
         default=default["out"],

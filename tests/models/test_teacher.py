@@ -23,6 +23,7 @@ def test_a_cifar10_teacher_trains_from_image_files(precision: str, tmp_path: Pat
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved == meta
     assert meta["input_shape"] == [3, 32, 32] and meta["dataset"] == "cifar10"
+    assert meta["device"] == "cpu"
     assert meta["preprocessing"]["mean"] == [0.4914, 0.4822, 0.4465]
     assert meta["train_images"] == 40 and meta["test_images"] == 40
     assert len(meta["history"]) == 2 and all(h["seconds"] > 0 for h in meta["history"])
@@ -72,4 +73,9 @@ def test_bad_teacher_settings_are_refused_before_any_work(tmp_path: Path) -> Non
         train_teacher("resnet8", dataset="mnist", out=tmp_path / "t")
     with pytest.raises(ValueError, match=r"precision must be one of \('fp32', 'bf16'\)"):
         train_teacher("resnet8", precision="fp16", out=tmp_path / "t")
+    with pytest.raises(ValueError, match=r"device must be one of \('cpu', 'cuda'\)"):
+        train_teacher("resnet8", device="tpu", out=tmp_path / "t")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda' was asked for but"):
+            train_teacher("resnet8", device="cuda", out=tmp_path / "t")
     assert list(tmp_path.iterdir()) == []
