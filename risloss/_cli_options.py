@@ -83,7 +83,7 @@ def option_of(field: attrs.Attribute[Any]) -> str:
 
 def shown_default(field: attrs.Attribute[Any], value: Any) -> str:
     """How ``--help`` words the default ``value`` of ``field``."""
-    follows = isinstance(field.default, attrs.Factory) and field.default.takes_self
+    follows = bool(getattr(field.default, "takes_self", False))  # a default from other fields
     if value is None or value == "default" or (follows and "default_help" in field.metadata):
         return str(field.metadata.get("default_help", "none"))  # or one that follows others
     if isinstance(value, bool):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import attrs
 import torch
@@ -17,8 +17,10 @@ from risloss.objective._labels import LabelSampler
 from risloss.perturb import (
     INPUT_POOLS,
     GaussianWeightNoise,
+    InputPerturbation,
     InputPool,
     QuantizationWeightNoise,
+    Standardized,
     WeightNoiseMode,
     WeightPerturbation,
     default_input_perturbation,
@@ -235,13 +237,22 @@ class RISConfig:
         return GaussianWeightNoise(eps=self.weight_noise_eps, mode=self.weight_noise_mode)
 
     def robustness_loss(
-        self, teacher: nn.Module, *, generator: torch.Generator | None = None
+        self,
+        teacher: nn.Module,
+        *,
+        generator: torch.Generator | None = None,
+        input_statistics: tuple[Any, Any] | None = None,
     ) -> RobustnessLoss | None:
         """The :class:`~risloss.RobustnessLoss` these options describe (``None`` if off).
 
         Args:
             teacher: the model the loss perturbs (referenced, never copied).
             generator: the source of every perturbation draw.
+            input_statistics: ``(scale, shift)`` per channel of a teacher whose inputs are not
+                standardized (its inputs' standard deviation and mean): the input
+                perturbations then act on standardized images
+                (:class:`~risloss.perturb.Standardized`), so their magnitudes mean what they
+                mean for a teacher that takes standardized images. ``None``: as they are.
 
         Returns:
             The loss, or ``None`` when ``robustness_weight == 0``.
@@ -249,13 +260,14 @@ class RISConfig:
         if self.robustness_weight == 0:
             return None
         both = self.input_perturbation and self.weight_perturbation
+        pool: InputPerturbation[Any] | None = None
+        if self.input_perturbation:
+            pool = default_input_perturbation(noise_std=self.input_noise_std, pool=self.input_pool)
+            if input_statistics is not None:
+                pool = Standardized(pool, *input_statistics)
         return RobustnessLoss(
             teacher,
-            input_perturbation=(
-                default_input_perturbation(noise_std=self.input_noise_std, pool=self.input_pool)
-                if self.input_perturbation
-                else None
-            ),
+            input_perturbation=pool,
             weight_perturbation=self.weight_noise() if self.weight_perturbation else None,
             mode=self.mode if both else ("input" if self.input_perturbation else "weight"),
             num_draws=self.num_draws,

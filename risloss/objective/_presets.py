@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -64,7 +66,11 @@ def composed_terms(
 
 
 def ris_terms(
-    config: RISConfig, teacher: nn.Module, *, generator: torch.Generator | None = None
+    config: RISConfig,
+    teacher: nn.Module,
+    *,
+    generator: torch.Generator | None = None,
+    input_statistics: tuple[Any, Any] | None = None,
 ) -> Terms:
     """The terms of the objective a :class:`RISConfig` describes (``config.baseline()``: GDFQ's).
 
@@ -85,6 +91,8 @@ def ris_terms(
         config: the weights and options.
         teacher: the frozen classifier.
         generator: the source of the robustness loss's perturbation draws.
+        input_statistics: ``(scale, shift)`` of a teacher whose inputs are not standardized,
+            as :meth:`RISConfig.robustness_loss` takes them.
 
     Returns:
         ``{name: (weight, term)}``, a new dict.
@@ -108,7 +116,9 @@ def ris_terms(
     return composed_terms(
         teacher,
         bns_weight=config.bns_weight,
-        robustness=config.robustness_loss(teacher, generator=generator),
+        robustness=config.robustness_loss(
+            teacher, generator=generator, input_statistics=input_statistics
+        ),
         robustness_weight=config.robustness_weight,
         diversity_weight=config.diversity_weight if config.uses_penalty else 0.0,
         correlation_pairs=config.correlation_pairs,

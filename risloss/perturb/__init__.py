@@ -16,6 +16,7 @@ from risloss.perturb._compose import (
     ComposeParams,
     InputPool,
     RandomChoice,
+    Standardized,
     default_input_perturbation,
 )
 from risloss.perturb._input import (
@@ -72,6 +73,7 @@ __all__ = [
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "Selector",
+    "Standardized",
     "WeightPerturbation",
     "by_name",
     "conv_linear_weights",

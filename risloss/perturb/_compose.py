@@ -29,6 +29,7 @@ __all__ = [
     "Compose",
     "ComposeParams",
     "RandomChoice",
+    "Standardized",
     "default_input_perturbation",
 ]
 
@@ -293,3 +294,71 @@ def default_input_perturbation(
         "photometric": noise + photometric,
     }[pool]
     return RandomChoice(ops, per_sample=per_sample)
+
+
+class Standardized(InputPerturbation[Any]):
+    """Another perturbation applied to standardized images: ``T(x) = s * P((x - m) / s) + m``.
+
+    For a model that takes images in its own range (``[0, 1]`` pixels that it normalizes
+    itself), this makes a perturbation of fixed magnitudes (noise of standard deviation 0.1, a
+    brightness shift) act as it would on standardized images: the same perturbation of the same
+    picture, whatever the model's input convention. ``scale`` and ``shift`` are where the
+    standardized images lie in the model's input space (its inputs' standard deviation and mean
+    per channel, as :func:`~risloss.objective.fit_input_statistics` estimates them).
+
+    Args:
+        inner: the perturbation of standardized images.
+        scale: ``s``, one positive value per channel (or one for all).
+        shift: ``m``, one value per channel (or one for all).
+
+    Raises:
+        ValueError: a scale that is not positive, or ``scale`` and ``shift`` of other lengths.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import GaussianNoise, Standardized
+        >>> op = Standardized(GaussianNoise(std=0.1), scale=[0.25], shift=[0.5])
+        >>> x = torch.full((1, 1, 64, 64), 0.5)
+        >>> round(float((op(x, torch.Generator().manual_seed(0)) - x).std()), 3)  # 0.1 * 0.25
+        0.025
+    """
+
+    scale: Tensor
+    shift: Tensor
+
+    def __init__(
+        self,
+        inner: InputPerturbation[Any],
+        scale: Sequence[float] | Tensor,
+        shift: Sequence[float] | Tensor,
+    ) -> None:
+        super().__init__()
+        if not isinstance(inner, InputPerturbation):
+            raise TypeError(f"inner must be an InputPerturbation, got {type(inner).__name__}")
+        s = torch.as_tensor(scale, dtype=torch.float32).flatten()
+        m = torch.as_tensor(shift, dtype=torch.float32).flatten()
+        if s.numel() != m.numel() or s.numel() == 0:
+            raise ValueError(
+                f"scale and shift must have one value per channel each, got {s.numel()} and "
+                f"{m.numel()}"
+            )
+        if not bool((s > 0).all()) or not bool(torch.isfinite(s).all() & torch.isfinite(m).all()):
+            raise ValueError(
+                f"scale must be positive and shift finite, got {s.tolist()} and {m.tolist()}"
+            )
+        self.inner = inner
+        self.register_buffer("scale", s.view(1, -1, 1, 1))
+        self.register_buffer("shift", m.view(1, -1, 1, 1))
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> Any:
+        return self.inner.sample(x, generator)
+
+    def transform(self, x: Tensor, params: Any) -> Tensor:
+        scale, shift = self.scale.to(x), self.shift.to(x)
+        return self.inner.transform((x - shift) / scale, params) * scale + shift
+
+    def extra_repr(self) -> str:
+        return (
+            f"scale={[round(v, 4) for v in self.scale.flatten().tolist()]}, "
+            f"shift={[round(v, 4) for v in self.shift.flatten().tolist()]}"
+        )

@@ -186,3 +186,34 @@ def test_default_pool_all_is_the_union_in_order() -> None:
 def test_default_pool_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         default_input_perturbation(**kwargs)
+
+
+def test_standardized_perturbs_the_picture_alike_in_either_input_convention() -> None:
+    """The same draw on a standardized batch and on that batch mapped to [0, 1]-like pixels
+    (x = s * z + m) gives the same perturbed picture, mapped the same way."""
+    from risloss.perturb import Standardized, default_input_perturbation
+
+    torch.manual_seed(0)
+    z = torch.randn(6, 3, 16, 16)
+    s, m = torch.tensor([0.25, 0.24, 0.26]), torch.tensor([0.49, 0.48, 0.45])
+    x = z * s.view(1, 3, 1, 1) + m.view(1, 3, 1, 1)
+    pool = default_input_perturbation(per_sample=True)
+    plain = pool(z, torch.Generator().manual_seed(3))
+    wrapped = Standardized(pool, s, m)(x, torch.Generator().manual_seed(3))
+    assert torch.allclose(wrapped, plain * s.view(1, 3, 1, 1) + m.view(1, 3, 1, 1), atol=1e-5)
+    # the bare pool on the pixels is another perturbation: noise 4 times as strong
+    assert not torch.allclose(pool(x, torch.Generator().manual_seed(3)), wrapped, atol=1e-3)
+    # at scale 1 and shift 0 it is the pool itself, bit for bit
+    same = Standardized(pool, [1.0], [0.0])(z, torch.Generator().manual_seed(3))
+    assert torch.equal(same, plain)
+
+
+def test_standardized_refuses_bad_statistics() -> None:
+    from risloss.perturb import GaussianNoise, Standardized
+
+    with pytest.raises(ValueError, match="scale must be positive"):
+        Standardized(GaussianNoise(), [0.0], [0.5])
+    with pytest.raises(ValueError, match="one value per channel each, got 2 and 1"):
+        Standardized(GaussianNoise(), [0.2, 0.3], [0.5])
+    with pytest.raises(TypeError, match="inner must be an InputPerturbation"):
+        Standardized(torch.nn.Identity(), [1.0], [0.0])  # type: ignore[arg-type]

@@ -257,3 +257,37 @@ def test_the_trainer_gives_its_generator_the_input_range(tmp_path: Any) -> None:
     assert float(images.min()) == pytest.approx(-mean / std)
     assert float(images.max()) <= (1 - mean) / std + 1e-6
     assert float(free.next_batch().images.min()) < -mean / std - 0.1
+
+
+def test_the_robustness_loss_perturbs_a_wrapped_teachers_images_where_they_are_standardized() -> (
+    None
+):
+    """Noise of std 0.1 means the same for a teacher that takes [0, 1] images as for the bare
+    one: the perturbations act on the images standardized by the start's statistics."""
+    from risloss.objective import RobustnessTerm
+    from risloss.perturb import Standardized
+
+    def pool(source: GeneratorSource) -> Any:
+        (term,) = [t for t in source.objective.term_modules if isinstance(t, RobustnessTerm)]
+        return term.loss.input_perturbation
+
+    def ris(teacher: nn.Module, **options: Any) -> GeneratorSource:
+        return GeneratorSource(
+            teacher.eval().requires_grad_(False), method="ris", ris=RISConfig(),
+            num_classes=10, shape=(1, 28, 28), batch_size=4, lr=1e-3,
+            rng=torch.Generator().manual_seed(0),
+            perturbation_rng=torch.Generator().manual_seed(1),
+            device=torch.device("cpu"), **options,
+        )  # fmt: skip
+
+    wrapped = ris(ZeroOneTeacher())  # "auto": fitted, so the pool is standardized there
+    assert isinstance(pool(wrapped), Standardized)
+    scale, shift = wrapped.fitted_input_statistics or (None, None)
+    assert torch.equal(pool(wrapped).scale.flatten(), scale)
+    assert torch.equal(pool(wrapped).shift.flatten(), shift)
+    info = pretrained_info(TEACHER)["preprocessing"]
+    declared = ris(ZeroOneTeacher(), input_mean=info["mean"], input_std=info["std"])
+    assert pool(declared).scale.flatten().tolist() == pytest.approx(info["std"])
+    # a teacher of standardized images, or a run told to start standardized: the pool as it is
+    assert not isinstance(pool(ris(load_pretrained(TEACHER))), Standardized)
+    assert not isinstance(pool(ris(ZeroOneTeacher(), fit_input_statistics=False)), Standardized)
