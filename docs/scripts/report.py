@@ -685,7 +685,11 @@ def wrapped_table(records: list[dict[str, Any]], profile: str = "full") -> str:
             if r["suite"] == "quant" and r["row"] == method and r.get("w_bits") == 4
         ]  # fmt: skip
         row("bare (standardized inputs)", "identity", method, bare)
-        for variant, start in (("fit", "fitted to the first BatchNorm"), ("plain", "identity")):
+        for variant, start in (
+            ("auto", "no option: fitted where far from standardized, perturbations standardized"),
+            ("fit", "fitted to the first BatchNorm (`--fit-input-statistics`; the earlier fit)"),
+            ("plain", "identity (`--no-fit-input-statistics`, the earlier default)"),
+        ):
             group = [r for r in runs if r["method"] == method and r["variant"] == variant]
             row("wrapped ([0, 1] inputs)", start, method, group)
     note = _earlier(where)
@@ -1130,8 +1134,12 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
         parts += [
             "### A teacher that takes [0, 1] images",
             "The shipped teacher wrapped behind its own normalization (`benchmarks/wrapped.py`), "
-            "quantized to W4A4 at the default budget with `--fit-input-statistics`, beside the "
-            "bare teacher's rows above. Synthesis figures: means over the last 10 iterations.",
+            "quantized to W4A4 at the default budget, beside the bare teacher's rows above: with "
+            "no option (the default since the fit became two fits, shift then one shared scale, "
+            "and RIS's perturbations act on standardized images), with `--fit-input-statistics` "
+            "(runs made with the earlier joint fit of per-channel scale and shift, before the "
+            "perturbations were standardized) and started standardized. Synthesis figures: "
+            "means over the last 10 iterations.",
             wrapped,
         ]
     abl_where, abl_records = latest_with(profile, records, lambda r: r["suite"] == "ablation")
