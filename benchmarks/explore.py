@@ -228,7 +228,12 @@ def config_of(name: str) -> Any:
 
     _, settings, ris = RUNS[name]
     # Pinned to the values of the defaults the runs were made under, unless a run sets them.
-    settings = {"student_steps": 1, "replay_size": 0, **settings}
+    settings = {
+        "student_steps": 1,
+        "replay_size": 0,
+        "fit_input_statistics": False,
+        **settings,
+    }
     ris = {"prediction_distance": "l1", **ris}
     return TrainConfig(ris=RISConfig(**ris), **settings)
 

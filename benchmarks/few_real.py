@@ -70,7 +70,11 @@ def config_of(per_class: int, seed: int) -> Any:
     from risloss.training import TrainConfig
 
     return TrainConfig(
-        **_sibling("dfq").EXTENSION_TASKS["distill"], method="real", seed=seed, batch_size=32
+        **_sibling("dfq").EXTENSION_TASKS["distill"],
+        method="real",
+        seed=seed,
+        batch_size=32,
+        fit_input_statistics=False,  # the value the committed runs were made under
     )
 
 

@@ -83,8 +83,8 @@ def natural_noise(
         >>> import torch
         >>> from risloss.objective import natural_noise
         >>> x = natural_noise(64, (3, 16, 16), generator=torch.Generator().manual_seed(0))
-        >>> x.shape, round(float(x.mean()), 4), round(float(x.std()), 1)
-        (torch.Size([64, 3, 16, 16]), 0.0, 1.0)
+        >>> x.shape, abs(float(x.mean())) < 1e-6, round(float(x.std()), 1)
+        (torch.Size([64, 3, 16, 16]), True, 1.0)
     """
     if batch < 2:
         raise ValueError(f"batch must be >= 2, got {batch}")
