@@ -352,15 +352,21 @@ def test_resume_of_another_kind_of_run_is_one_line(
     )  # fmt: skip
 
 
-def test_a_checkpoint_missing_an_entry_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _finished_noise_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The folder of a finished tiny ``--method noise`` run (its checkpoint to tamper with)."""
     fashion_mnist_or_skip("test")
     out = tmp_path / "q"
     code, _, err = run(
         ["quantize", *TINY, "--method", "noise", "--quiet", "--out", str(out)], capsys
     )
     assert code == 0, err
+    return out
+
+
+def test_a_checkpoint_missing_an_entry_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _finished_noise_run(tmp_path, capsys)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     del state["optimizer"]
     torch.save(state, out / "checkpoint.pt")
@@ -371,12 +377,7 @@ def test_a_checkpoint_missing_an_entry_is_one_line(
 def test_resume_mismatches_are_listed_as_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fashion_mnist_or_skip("test")
-    out = tmp_path / "q"
-    code, _, err = run(
-        ["quantize", *TINY, "--method", "noise", "--quiet", "--out", str(out)], capsys
-    )
-    assert code == 0, err
+    out = _finished_noise_run(tmp_path, capsys)
     args = ["quantize", *TINY, "--method", "noise", "--w-bits", "3", "--resume", "--out", str(out)]
     line = refused(args, capsys, tmp_path, 2, "--w-bits 4 there, 3 here")
     assert "w_bits" not in line

@@ -278,10 +278,10 @@ def _epoch(
     model.train()
     perm = torch.randperm(len(train), generator=gen)
     running = 0.0
+    device = next(model.parameters()).device
     for step in range(steps):
         idx = perm[step * batch_size : (step + 1) * batch_size]
         x = _augment(train.images[idx], gen, pad, fill)
-        device = next(model.parameters()).device
         x, y = x.to(device), train.labels[idx].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(x).float(), y)

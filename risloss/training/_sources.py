@@ -25,12 +25,6 @@ from risloss.objective import (
 __all__ = ["Batch", "GeneratorSource", "ImageSource", "NoiseSource", "RealSource"]
 
 
-def _per_channel(values: Sequence[float], channels: int) -> list[float]:
-    """``values`` for ``channels`` channels (one value stands for every channel)."""
-    values = [float(v) for v in values]
-    return values * channels if len(values) == 1 else values
-
-
 @attrs.frozen
 class Batch:
     """One iteration's images, their labels and the teacher's logits (all detached)."""
@@ -212,14 +206,13 @@ class GeneratorSource(ImageSource):
         if global_stats:
             convert_batchnorm(self.generator)
         self._trainable = ctx.wrap(self.generator)
-        # Where the teacher's standardized images lie (declared or fitted statistics): the
-        # robustness loss perturbs the images there, whatever the input convention.
+        # Where the teacher's standardized images lie (declared or fitted statistics, which
+        # the generator's output affine starts at): the robustness loss perturbs the images
+        # there, whatever the input convention.
         standard: tuple[Any, Any] | None = None
-        if input_mean is not None and input_std is not None:
-            standard = (_per_channel(input_std, c), _per_channel(input_mean, c))
-        elif self.input_statistics_fitted:
-            assert fitted is not None
-            standard = fitted
+        if input_mean is not None or self.input_statistics_fitted:
+            g = self.generator
+            standard = (g.output_scale.detach().clone(), g.output_shift.detach().clone())
         terms = ris_terms(self.ris, teacher, generator=perturbation_rng, input_statistics=standard)
         if self.adversarial_weight > 0:  # summed last: - w * adv
             terms["adv"] = (self.adversarial_weight, AdversarialTerm())
