@@ -231,6 +231,8 @@ def config_of(name: str) -> Any:
     settings = {
         "student_steps": 1,
         "replay_size": 0,
+        "student_batch_size": None,
+        "student_mixup": 0.0,
         "fit_input_statistics": False,
         **settings,
     }

@@ -262,6 +262,10 @@ def _image_size(text: str) -> Any:
     return None if text == "none" else whole_number(text)
 
 
+def _whole_or_none(text: str) -> int | None:
+    return None if text == "none" else whole_number(text)
+
+
 class _Normalize(argparse.Action):
     """``--normalize MEAN STD``: one number per channel in each, as many in both, std > 0."""
 
@@ -315,6 +319,8 @@ TRAIN_SPECIAL: Mapping[str, Special] = {
     "fit_input_statistics": lambda g, f, kw: g.add_argument(
         option_of(f), action=argparse.BooleanOptionalAction, **kw
     ),
+    # "none": the first step on the iteration's batch (the default of quantize and prune)
+    "student_batch_size": lambda g, f, kw: g.add_argument(option_of(f), type=_whole_or_none, **kw),
 }
 """How the options of these fields of :class:`~risloss.training.TrainConfig` are added."""
 

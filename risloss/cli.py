@@ -121,7 +121,9 @@ def _add_run(spec: _RunCommand, sub: Any) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress report and no messages")
     add_debug(p)
-    add_settings(p, RISConfig, spec.name, sample=RISConfig(), prefix=_RIS, title=_RIS_TITLE)
+    add_settings(
+        p, RISConfig, spec.name, sample=sample.ris, prefix=_RIS, title=_RIS_TITLE
+    )  # fmt: skip
     p.set_defaults(func=spec.run, parser=p, spec=spec)
 
 
@@ -129,11 +131,12 @@ def _config_from_args(args: argparse.Namespace, task: str | None = None) -> Trai
     """The run's configuration: the options given, by field name, and the command's own
     settings; every other field keeps the configuration's default. A bad value raises
     :class:`_Exit` naming the option."""
-    from risloss.training import RISConfig, TrainConfig
+    from risloss.training import TrainConfig, ris_for
 
     spec: _RunCommand = args.spec
     try:
-        ris = RISConfig(**settings_of(args, _RIS))
+        # the options given, over the task's own default objective (ris_for)
+        ris = attrs.evolve(ris_for(task or spec.task), **settings_of(args, _RIS))
     except ValueError as exc:
         names = option_names(args.parser, _RIS)
         raise _Exit(in_option_terms(str(exc), names, everywhere=True)) from exc
@@ -219,11 +222,30 @@ def _start_line(config: TrainConfig, args: argparse.Namespace) -> str:
         what = f"{config.model}, {100 * config.sparsity:g}% of the {kind}" + (
             f", {bits}" if bits else ""
         )
-    return (
+    line = (
         f"{what}, method {config.method}, {config.iters} iterations "
         f"({config.warmup} warm-up), batch {config.batch_size}, {config.device} -> {args.out}"
         + resuming
     )
+    minutes = _CPU_MINUTES.get(config.task)
+    if minutes and config.device == "cpu" and config == _default_of(config):
+        line += f"; the default budget takes about {minutes} minutes on 2 CPU cores"
+    return line
+
+
+# What a default run of the shipped teacher takes on 2 CPU cores (both torch threads), as
+# measured for the benchmark docs: `risloss distill` (the pool regime;
+# benchmarks/results/distill/cli-default.json).
+_CPU_MINUTES = {"distill": 10}
+
+
+def _default_of(config: TrainConfig) -> TrainConfig:
+    """``config`` with every budget and student setting at its task's default, the teacher,
+    data, method, seed and output choices kept: whether the run is the default budget."""
+    from risloss.training import TrainConfig
+
+    keep = ("task", "method", "model", "weights", "data", "device", "seed", "w_bits", "a_bits")
+    return TrainConfig(**{k: getattr(config, k) for k in keep})  # type: ignore[arg-type]
 
 
 def _main_process() -> bool:

@@ -19,7 +19,7 @@ import pytest
 
 from risloss._fields import default_of
 from risloss.cli import build_parser
-from risloss.training import RISConfig, TrainConfig
+from risloss.training import RISConfig, TrainConfig, ris_for
 from tests._cli import config_of
 
 # The commands that run a TrainConfig: the task each runs, and the fields it sets itself
@@ -58,7 +58,15 @@ def test_command_line_defaults_are_the_configurations(
         declared = field.metadata.get("command_defaults", {})
         expected = declared.get(command, getattr(library, field.name))
         assert getattr(built, field.name) == expected, field.name
-    assert built.ris == RISConfig()
+    assert built.ris == ris_for(task)  # the task's own objective, as the library's
+
+
+def test_a_generator_option_keeps_the_tasks_other_objective_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    built = config_of(["distill", "--bns-weight", "2"], monkeypatch, tmp_path)
+    assert built.ris.bns_weight == 2.0
+    assert built.ris.feature_diversity_weight == ris_for("distill").feature_diversity_weight
 
 
 def test_library_defaults_are_the_declared_ones() -> None:
@@ -77,6 +85,23 @@ def test_library_defaults_are_the_declared_ones() -> None:
     )
     assert (TrainConfig().student_steps, TrainConfig().replay_size) == (4, 4096)
     assert TrainConfig(iters=30).warmup == 10
+    # distillation's pool regime (benchmarks/distill.py), and its generator objective
+    assert (distill.iters, distill.student_steps, distill.student_batch_size) == (900, 4, 128)
+    assert (distill.replay_size, distill.student_mixup, distill.adversarial_weight) == (
+        20_000,
+        0.5,
+        1.0,
+    )
+    assert distill.input_range == "auto" and distill.ris == ris_for("distill")
+    assert (distill.ris.bns_weight, distill.ris.feature_diversity_weight) == (10.0, 10.0)
+    for task in ("quantize", "prune"):
+        other = TrainConfig(task=task)  # type: ignore[arg-type]
+        assert other.ris == RISConfig() and other.input_range == "none"
+        assert (other.student_batch_size, other.student_mixup, other.adversarial_weight) == (
+            None,
+            0.0,
+            0.0,
+        )
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -960,6 +960,146 @@ def wrapped_cifar10_table(runs: list[dict[str, Any]], bare: list[dict[str, Any]]
     return "\n".join(lines)
 
 
+DISTILL = "distill"
+DISTILL_ORDER = ("ris", "gdfq", "noise", "real-1", "real-10", "real-100")
+DISTILL_TEXT = {
+    "ris": "synthesized, `ris`",
+    "gdfq": "synthesized, `gdfq`",
+    "noise": "Gaussian noise (the floor)",
+    "real-1": "1 real image per class",
+    "real-10": "10 real images per class",
+    "real-100": "100 real images per class",
+}
+
+
+def _curve(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Mean minutes and mean top-1 at each evaluation the runs share."""
+    by_iter: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for r in runs:
+        for e in r["evals"]:
+            by_iter[e["iter"]].append((e["seconds"] / 60, e["top1"]))
+    return [
+        (statistics.mean(m for m, _ in v), statistics.mean(t for _, t in v))
+        for it, v in sorted(by_iter.items())
+        if len(v) == len(runs)
+    ]
+
+
+def distill_plot(runs: list[dict[str, Any]], path: Path) -> bool:
+    """Top-1 against minutes for each row of ``benchmarks/results/distill/``."""
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for row in DISTILL_ORDER:
+        group = [r for r in runs if r["row"] == row]
+        if not group:
+            continue
+        xs, ys = zip(*_curve(group), strict=True)
+        ax.plot(xs, ys, marker=".", label=f"{row} (n={len(group)})")
+    ax.set_xlabel("minutes in the iterations (1 torch thread, evaluations left out)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def distill_section(root: Path | None = None) -> tuple[str, str]:
+    """The distillation part of docs/benchmarks.md (``benchmarks/distill.py``) and its README
+    line; both empty without results."""
+    runs = load(DISTILL, root)
+    if not runs:
+        return "", ""
+    first = runs[0]["config"]
+    budget = (
+        f"{first['iters']} iterations, {first['warmup']} of them warm-up, "
+        f"{first['student_steps']} student steps of {first['student_batch_size']} images per "
+        "iteration after warm-up"
+    )
+    lines = [
+        "| images in the pool | top-1 % (worst seed, n) | seeds | minutes | g_agree | g_sim |",
+        "|---|---|---|---|---|---|",
+    ]
+    stats: dict[str, Summary] = {}
+    for row in DISTILL_ORDER:
+        group = sorted((r for r in runs if r["row"] == row), key=lambda r: r["seed"])
+        if not group:
+            continue
+        s = stats[row] = summarize([r["student_top1"] for r in group])
+        seeds = ", ".join(f"{r['student_top1']:.2f}" for r in group)
+        minutes = statistics.mean(r["train_seconds"] for r in group) / 60
+        synth = [r["synthesis"] for r in group if r["synthesis"]]
+
+        def fig(key: str, synth: list[dict[str, float]] = synth) -> str:
+            vals = [x[key] for x in synth if key in x]
+            return f"{statistics.mean(vals):.3f}" if vals else "-"
+
+        lines.append(
+            f"| {DISTILL_TEXT[row]} | {s.mean:.2f} ({s.worst:.2f}, n={s.n}) | {seeds} | "
+            f"{minutes:.1f} | {fig('g_agree')} | {fig('g_sim')} |"
+        )
+    real_sim = [r["real_batch_similarity"] for r in runs if "real_batch_similarity" in r]
+    findings = []
+    if "ris" in stats and "gdfq" in stats:
+        ris = {r["seed"]: r["student_top1"] for r in runs if r["row"] == "ris"}
+        gdfq = {r["seed"]: r["student_top1"] for r in runs if r["row"] == "gdfq"}
+        diffs = [ris[k] - gdfq[k] for k in sorted(ris.keys() & gdfq.keys())]
+        if diffs:
+            ahead = sum(d > 0 for d in diffs)
+            findings.append(
+                f"- `ris` minus `gdfq`: {statistics.mean(diffs):+.2f} points (per seed "
+                + ", ".join(f"{d:+.2f}" for d in diffs)
+                + f"; ahead on {ahead} of {len(diffs)})."
+            )
+    for row in ("ris", "gdfq"):
+        if row in stats and "real-10" in stats:
+            findings.append(
+                f"- `{row}` against 10 real images per class: "
+                f"{stats[row].mean - stats['real-10'].mean:+.2f} points."
+            )
+    if real_sim:
+        findings.append(
+            "- Within-class similarity of the teacher's penultimate features on real training "
+            f"batches of 32: {statistics.mean(real_sim):.3f} (against `g_sim` of the "
+            "synthesized batches above)."
+        )
+    docs = "\n\n".join(
+        [
+            "### Distillation that teaches: the pool regime",
+            f"`benchmarks/distill.py`: the default `risloss distill` ({budget}), "
+            f"{len(runs)} runs, from `benchmarks/results/{DISTILL}/`. The shipped ResNet-20 "
+            "into a fresh ResNet-8; only the images that fill the pool differ between rows. "
+            "Final-iteration top-1 on the Fashion-MNIST test split; minutes in the iterations "
+            "with one torch thread per run (two runs at once on the 2-core machine); "
+            "`g_agree`, `g_sim`: means over the last iterations.",
+            "\n".join(lines),
+            "\n".join(findings),
+            "![top-1 against minutes](assets/distill_minutes.png)",
+        ]
+    )
+    readme = ""
+    if "ris" in stats or "gdfq" in stats:
+        parts = [
+            f"`{row}` {stats[row].mean:.2f} (worst {stats[row].worst:.2f})"
+            for row in ("ris", "gdfq", "real-10")
+            if row in stats
+        ]
+        readme = (
+            "Data-free distillation (default `risloss distill`, ResNet-20 into a fresh "
+            "ResNet-8, 3 seeds): " + ", ".join(parts) + "."
+        )
+    return docs, readme
+
+
 def cifar10_section(root: Path | None = None) -> tuple[str, str]:
     """The CIFAR-10 part of docs/benchmarks.md and its README line, from the profiles
     ``cifar10``, ``cifar10-long`` and ``cifar10-peers`` and from ``wrapped-cifar10`` under
@@ -1151,6 +1291,11 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
             abl,
             "\n".join(abl_findings),
         ]
+    distill_docs, distill_readme = distill_section()
+    if distill_docs:
+        parts.append(distill_docs)
+    if distill_readme:
+        readme.append(distill_readme)
     ext, ext_findings = extension_table(records)
     if ext:
         parts += ["### Distillation and pruning", ext, "\n".join(ext_findings)]
@@ -1204,6 +1349,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     plot(data["stats"], data["fp"], ROOT / "docs" / "assets" / "benchmark.png")
+    distill_plot(load(DISTILL), ROOT / "docs" / "assets" / "distill_minutes.png")
     _replace(docs, docs_body)
     _replace(readme, readme_body)
     print(docs_body)

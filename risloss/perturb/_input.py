@@ -33,6 +33,8 @@ __all__ = [
     "CutoutParams",
     "FlipParams",
     "GaussianNoise",
+    "MixParams",
+    "MixUp",
     "NoiseParams",
     "RandomAffine",
     "RandomHorizontalFlip",
@@ -637,3 +639,83 @@ class Contrast(InputPerturbation[ContrastParams]):
 
     def extra_repr(self) -> str:
         return f"magnitude={self.magnitude}"
+
+
+# --------------------------------------------------------------------------------------------
+# Mixing samples of a batch
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False)
+class MixParams:
+    """Parameters of :class:`MixUp`.
+
+    Attributes:
+        partner: index of the sample each sample is mixed with, ``(B,)``.
+        weight: weight of the sample itself, ``(B,)`` (1: left as it is).
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import MixParams, MixUp
+        >>> x = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)
+        >>> params = MixParams(partner=torch.tensor([1, 0]), weight=torch.tensor([0.25, 1.0]))
+        >>> MixUp().transform(x, params).flatten().tolist()
+        [0.75, 1.0]
+    """
+
+    partner: Tensor
+    weight: Tensor
+
+
+class MixUp(InputPerturbation[MixParams]):
+    """Mixes samples of a batch: ``T(x)_b = w_b x_b + (1 - w_b) x_{pi(b)}``.
+
+    Each sample is mixed, with probability ``p``, with another sample of the batch (``pi`` a
+    random permutation) at a weight ``w_b ~ U(0, 1)``; the others stay as they are. Label the
+    mixed images with the teacher's predictions of them, not with mixed labels: a student
+    distilled on such pairs learns how the teacher's output changes between two images, where
+    a pool of synthesized images is thinnest.
+
+    Args:
+        p: probability that a sample is mixed, in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``p`` outside ``[0, 1]``.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import MixUp
+        >>> x = torch.arange(4.0).view(4, 1, 1, 1)
+        >>> op = MixUp(p=1.0)
+        >>> params = op.sample(x, torch.Generator().manual_seed(0))
+        >>> y, other = op.transform(x, params), x[params.partner]
+        >>> bool(((y >= torch.minimum(x, other)) & (y <= torch.maximum(x, other))).all())
+        True
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = _number("p", p, rules.number_in(0.0, 1.0))
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> MixParams:
+        check_images(x)
+        b = x.shape[0]
+        partner = torch.randperm(b, generator=generator, device=sample_device(x, generator))
+        weight = uniform((b,), 0.0, 1.0, x, generator)
+        mixed = bernoulli((b,), self.p, x, generator)
+        return MixParams(
+            partner=partner.to(x.device), weight=torch.where(mixed, weight, torch.ones_like(weight))
+        )
+
+    def transform(self, x: Tensor, params: MixParams) -> Tensor:
+        check_batch(x, "partner", params.partner)
+        check_batch(x, "weight", params.weight)
+        w = params.weight.to(x.dtype).view(-1, 1, 1, 1)
+        return w * x + (1.0 - w) * x[params.partner.to(x.device)]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

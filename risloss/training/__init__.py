@@ -12,7 +12,7 @@ into a :class:`risloss.data.InputSpec`. The images come from an :class:`ImageSou
 """
 
 from risloss._util import machine_info
-from risloss.training._config import METHODS, TASKS, RISConfig, TrainConfig
+from risloss.training._config import METHODS, TASKS, RISConfig, TrainConfig, ris_for
 from risloss.training._replay import ReplayPool
 from risloss.training._run import Job, Run, TrainingInterrupted, run_loop, synthesis_summary
 from risloss.training._sources import (
@@ -44,6 +44,7 @@ __all__ = [
     "TrainingInterrupted",
     "kd_loss",
     "machine_info",
+    "ris_for",
     "run_loop",
     "synthesis_summary",
     "synthesize",

@@ -35,7 +35,16 @@ from risloss.objective import RISConfig
 from risloss.perturb import INPUT_POOLS, InputPool
 from risloss.quant import QuantSpec
 
-__all__ = ["METHODS", "STUDENTS", "TASKS", "Method", "RISConfig", "Task", "TrainConfig"]
+__all__ = [
+    "METHODS",
+    "STUDENTS",
+    "TASKS",
+    "Method",
+    "RISConfig",
+    "Task",
+    "TrainConfig",
+    "ris_for",
+]
 
 Method = Literal["ris", "gdfq", "noise", "real"]
 """Image sources: the full RIS objective, GDFQ's CE + BNS generator, Gaussian noise, real data."""
@@ -189,6 +198,33 @@ def _input_range_option(value: Any) -> str | tuple[tuple[float, ...], tuple[floa
     return low, high
 
 
+# A student trained from scratch learns only what the images hold: distillation asks the
+# generator for images that match the teacher's BatchNorm statistics far more closely and that
+# differ within a class (measured in the benchmark docs' distillation section).
+DISTILL_BNS_WEIGHT = 10.0
+DISTILL_FEATURE_DIVERSITY_WEIGHT = 10.0
+DISTILL_ITERS = 900
+DISTILL_ADVERSARIAL_WEIGHT = 1.0
+DISTILL_MIXUP = 0.5
+
+
+def ris_for(task: str) -> RISConfig:
+    """The default generator objective of ``task``: :class:`RISConfig`'s defaults, and for
+    ``"distill"`` a BNS weight of 10 and a within-class feature-diversity weight of 10.
+
+    Example:
+        >>> from risloss.training import ris_for
+        >>> ris_for("quantize").bns_weight, ris_for("distill").bns_weight
+        (0.1, 10.0)
+    """
+    if task == "distill":
+        return RISConfig(
+            bns_weight=DISTILL_BNS_WEIGHT,
+            feature_diversity_weight=DISTILL_FEATURE_DIVERSITY_WEIGHT,
+        )
+    return RISConfig()
+
+
 @attrs.frozen(kw_only=True)
 class TrainConfig:
     """Everything that defines one data-free compression run; validated at construction.
@@ -214,7 +250,8 @@ class TrainConfig:
         first_last_bits: keep the first conv and last linear at this width (``None``: as the rest).
         sparsity: fraction of weights (or channels, with ``structured``) pruned.
         structured: channel pruning of convolutions by L1 norm instead of unstructured magnitude.
-        iters: total iterations, warm-up included.
+        iters: total iterations, warm-up included; by default 300, and 900 for ``distill``
+            (the pool regime: see ``student_batch_size``).
         warmup: first iterations that train only the generator (and calibrate activation
             ranges); by default a third of ``iters`` (100 of the default 300). The activation
             ranges are calibrated on the last warm-up batches, so the generator must have
@@ -239,7 +276,11 @@ class TrainConfig:
         eval_every: iterations between test evaluations during training (0: only at the end).
         eval_limit: evaluate on the first ``eval_limit`` test images only (``None``: all).
         ris: options of the generator objective (used by ``method="ris"``; ``"gdfq"`` uses
-            only its ``bns_weight``).
+            only its ``bns_weight`` and ``feature_diversity_weight``). By default
+            :func:`ris_for` ``(task)``: :class:`RISConfig`'s defaults, and for ``distill`` a
+            BNS weight of 10 and a within-class feature-diversity weight of 10 (a student
+            trained from scratch learns only what the images hold; measured in the benchmark
+            docs). A ``RISConfig`` given here replaces that default as a whole.
         generator_conditioning: how the generator takes its label: ``"concat"`` (the
             embedding concatenated to the noise; the default, it learns the classes many times
             faster) or ``"multiply"`` (GDFQ's; see :class:`~risloss.models.Generator`).
@@ -262,6 +303,8 @@ class TrainConfig:
             model's normalization: a shipped teacher's recorded one, ``normalize``, or the data
             set's default; unbounded where a data set from code leaves it unknown) or
             ``(low, high)`` in the model's input space, one number or one per channel each.
+            ``distill`` defaults to ``"auto"``: images that hold only values real pixels can
+            take teach a fresh student more (measured in the benchmark docs).
         student_augmentation: ``"none"``, or a pool of
             :func:`~risloss.perturb.default_input_perturbation` (``"all"``, ``"noise"``,
             ``"geometric"``, ``"photometric"``): the student trains on the batch perturbed by
@@ -274,19 +317,30 @@ class TrainConfig:
             trains: the generator also maximizes the student's divergence from the teacher on
             its batch (:func:`~risloss.functional.adversarial_divergence`, samples the two
             classify alike), so its images follow what the student has not learned yet. One
-            more student pass per iteration (without a parameter gradient). 0 (the default):
-            the generator objective alone.
+            more student pass per iteration (without a parameter gradient). By default 1 for
+            ``distill`` and 0 (the generator objective alone) for the others.
+        student_mixup: probability that an image of a student step is mixed with another
+            image of the step's batch (:class:`~risloss.perturb.MixUp`, after the
+            augmentation), the teacher's logits of the mixed image as target. By default 0.5
+            for ``distill`` and 0 for the others.
         student_steps: student optimizer steps per iteration after warm-up (each on its own
             augmented view; after the first, on batches drawn from the replay pool when
             ``replay_size > 0``, else on the iteration's batch again). The learning-rate
             schedule still advances once per iteration. By default 4 for ``quantize`` (the
             quantized copy learns more from each synthesized image, measured in the benchmark
-            docs, for 1.5 times the CPU time) and 1 for ``prune`` and ``distill`` (a fresh
-            distillation student was measured no better with more).
+            docs, for 1.5 times the CPU time) and for ``distill`` (with ``student_batch_size``:
+            most of the run's time goes to the student), 1 for ``prune``.
+        student_batch_size: ``None``: the first student step of an iteration trains on the
+            iteration's batch and the others on ``batch_size`` images of the replay pool (as
+            above). A number: every student step trains on that many images drawn from the
+            whole pool (the pool regime of data-free distillation: each synthesized image is
+            shown to the student many times, under new augmentations). Needs
+            ``replay_size > 0``. By default 128 for ``distill`` and ``None`` for the others.
         replay_size: capacity, in images, of a pool of past synthesized batches (with the
             teacher's logits and the labels) that the extra student steps draw from; the
             oldest images leave first; checkpointed with the run. 0: no pool. By default 4096
-            for ``quantize`` and 0 for ``prune`` and ``distill``.
+            for ``quantize``, 20,000 for ``distill`` (every image of the default run) and 0
+            for ``prune``.
         replay_memory_mb: memory budget of the replay pool in megabytes (``2**20`` bytes): the
             pool keeps ``min(replay_size, budget // bytes per image)`` images, an image taking
             its float32 values, the teacher's logits and its label row. The default 64 keeps
@@ -378,7 +432,12 @@ class TrainConfig:
         commands=("prune",),
         help="remove whole channels by L1 norm (smaller layers) instead of single weights",
     )
-    iters: int = setting(300, validator=int_at_least(1), help="total iterations", metavar="N")
+    iters: int = setting(
+        validator=int_at_least(1),
+        help="total iterations",
+        metavar="N",
+        default_help="300, 900 for distill",
+    )
     warmup: int = setting(
         validator=int_at_least(0),
         commands=TASKS,
@@ -432,7 +491,9 @@ class TrainConfig:
         default_help="all",
     )
     ris: RISConfig = setting(
-        factory=RISConfig, commands=(), help="the generator objective, one option per field"
+        attrs.Factory(lambda self: ris_for(self.task), takes_self=True),
+        commands=(),
+        help="the generator objective, one option per field",
     )
     global_batch_statistics: bool = setting(
         True,
@@ -478,7 +539,6 @@ class TrainConfig:
         "only when that range is far from standardized images",
     )
     input_range: str | tuple[tuple[float, ...], tuple[float, ...]] = setting(
-        "none",
         converter=_input_range_option,
         help="where the generator's images may lie: auto (pixels in [0, 1] under the model's "
         "normalization), none (unbounded), or LOW HIGH in the model's input space",
@@ -490,8 +550,14 @@ class TrainConfig:
         help="train the student on perturbed views of each batch (an operator of this pool per "
         "image, the teacher's logits of the view as target)",
     )
+    student_mixup: float = setting(
+        validator=number_in(0.0, 1.0),
+        commands=TASKS,
+        help="probability that a student image is mixed with another of its step's batch "
+        "(MixUp, labelled by the teacher's prediction of the mixed image)",
+        metavar="P",
+    )
     adversarial_weight: float = setting(
-        0.0,
         validator=_LOSS_WEIGHT,
         commands=TASKS,
         help="weight of the generator's adversarial term once the student trains (it also "
@@ -504,6 +570,15 @@ class TrainConfig:
         help="student optimizer steps per iteration after warm-up (the extra ones on "
         "--replay-size past images, or on the batch again)",
         metavar="N",
+    )
+    student_batch_size: int | None = setting(
+        validator=optional(int_at_least(2)),
+        commands=TASKS,
+        help="images of each student step, drawn from the whole pool of --replay-size past "
+        "images; none: the first step on the iteration's batch, the others on --batch-size "
+        "images of the pool",
+        metavar="N",
+        default_help="128 for distill, else none",
     )
     replay_size: int = setting(
         validator=int_in(0, 10_000_000),
@@ -539,9 +614,21 @@ class TrainConfig:
         "set's for the others",
     )
 
+    @iters.default
+    def _default_iters(self) -> int:
+        return DISTILL_ITERS if self.task == "distill" else 300
+
     @warmup.default
     def _default_warmup(self) -> int:
         return self.iters // 3
+
+    @input_range.default
+    def _default_input_range(self) -> str:
+        return "auto" if self.task == "distill" else "none"
+
+    @adversarial_weight.default
+    def _default_adversarial_weight(self) -> float:
+        return DISTILL_ADVERSARIAL_WEIGHT if self.task == "distill" else 0.0
 
     @student_augmentation.default
     def _default_student_augmentation(self) -> str:
@@ -553,11 +640,19 @@ class TrainConfig:
 
     @student_steps.default
     def _default_student_steps(self) -> int:
-        return 4 if self.task == "quantize" else 1
+        return {"quantize": 4, "distill": 4}.get(self.task, 1)
+
+    @student_mixup.default
+    def _default_student_mixup(self) -> float:
+        return DISTILL_MIXUP if self.task == "distill" else 0.0
+
+    @student_batch_size.default
+    def _default_student_batch_size(self) -> int | None:
+        return 128 if self.task == "distill" else None
 
     @replay_size.default
     def _default_replay_size(self) -> int:
-        return 4096 if self.task == "quantize" else 0
+        return {"quantize": 4096, "distill": 20_000}.get(self.task, 0)
 
     @lr_student.default
     def _default_lr_student(self) -> float:
@@ -579,6 +674,12 @@ class TrainConfig:
             raise ValueError(
                 f"student_init={self.student_init!r} applies to task='distill' only (a "
                 f"{self.task} student is a copy of the teacher), got task={self.task!r}"
+            )
+        if self.student_batch_size is not None and self.replay_size == 0:
+            raise ValueError(
+                f"student_batch_size={self.student_batch_size} draws the student's batches "
+                "from the pool of past images, so replay_size must be > 0 (or student_batch_size "
+                "none: the first step on the iteration's batch)"
             )
         if (self.input_mean is None) != (self.input_std is None):
             raise ValueError("input_mean and input_std must both be given or both be None")

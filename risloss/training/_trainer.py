@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from risloss._util import machine_info
 from risloss.data import DataFileError
 from risloss.distributed import DistributedContext, convert_batchnorm, local_batch_statistics
 from risloss.functional import kd_loss, soft_cross_entropy
-from risloss.perturb import default_input_perturbation
+from risloss.perturb import MixParams, MixUp, default_input_perturbation
 from risloss.pruning import finalize_pruning, model_stats
 from risloss.quant import calibration, freeze, quantized_layers
 from risloss.training._config import TrainConfig
@@ -260,6 +261,8 @@ class TrainJob:
         self.evals: list[dict[str, float]] = []
         self.replay: ReplayPool | None = None
         self.augment: nn.Module | None = None
+        self.mix: MixUp | None = None
+        self.seconds = 0.0  # time in the iterations so far, evaluations left out
         self.teacher: nn.Module
         self.student: nn.Module
         self.source: ImageSource
@@ -324,6 +327,7 @@ class TrainJob:
         if config.student_augmentation != "none":
             pool = config.student_augmentation
             self.augment = default_input_perturbation(per_sample=True, pool=pool)
+        self.mix = MixUp(p=config.student_mixup) if config.student_mixup > 0 else None
         capacity = _replay_capacity(config, self.spec.shape, self.num_classes)
         self.replay = ReplayPool(capacity) if capacity else None
         if capacity < config.replay_size:
@@ -360,6 +364,7 @@ class TrainJob:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "evals": self.evals,
+            "seconds": self.seconds,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -371,6 +376,7 @@ class TrainJob:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.evals = state["evals"]
+        self.seconds = float(state.get("seconds", 0.0))  # absent from older checkpoints
 
     def adversary(self, images: torch.Tensor) -> torch.Tensor:
         """The student's logits of ``images``, differentiable with respect to the images only.
@@ -395,6 +401,7 @@ class TrainJob:
             steps) and ``lr``.
         """
         config = self.config
+        start = time.monotonic()
         adversarial = it >= config.warmup and config.adversarial_weight > 0
         batch = self.source.next_batch(adversary=self.adversary if adversarial else None)
         record = dict(batch.parts)
@@ -402,8 +409,10 @@ class TrainJob:
         if it >= config.warmup:
             record.update(self._student_steps(batch))
         done = it + 1
+        self.seconds += time.monotonic() - start
         if config.eval_every and done % config.eval_every == 0 and done < config.iters:
-            self.evals.append({"iter": done, "top1": self._ctx.evaluate(self.student, self.test)})
+            top1 = self._ctx.evaluate(self.student, self.test)
+            self.evals.append({"iter": done, "top1": top1, "seconds": self.seconds})
         return record
 
     def _student_steps(self, batch: Any) -> dict[str, float]:
@@ -412,7 +421,12 @@ class TrainJob:
             self.replay.add(batch.images, batch.teacher_logits, batch.labels)
         sums: dict[str, float] = {}
         for k in range(config.student_steps):
-            if k == 0 or self.replay is None:
+            if self.replay is not None and config.student_batch_size is not None:
+                # the pool regime: every step on a batch drawn from the whole pool
+                images, target, labels = self.replay.sample(
+                    config.student_batch_size, self._data_rng
+                )
+            elif k == 0 or self.replay is None:
                 images, target, labels = batch.images, batch.teacher_logits, batch.labels
             else:
                 images, target, labels = self.replay.sample(config.batch_size, self._data_rng)
@@ -428,9 +442,14 @@ class TrainJob:
     ) -> dict[str, float]:
         """One optimizer step of the student on a batch; its losses by name."""
         config = self.config
-        if self.augment is not None:
+        if self.augment is not None or self.mix is not None:
             with torch.no_grad():
-                images = self.augment(images, self._data_rng)
+                if self.augment is not None:
+                    images = self.augment(images, self._data_rng)
+                if self.mix is not None:
+                    mixing = self.mix.sample(images, self._data_rng)
+                    images = self.mix.transform(images, mixing)
+                    labels = _mixed_labels(labels, mixing, target.shape[1])
                 target = self.teacher(images)
         s_logits = self._student_step_model(images)
         s_kd = kd_loss(s_logits, target, config.kd_temperature)
@@ -475,7 +494,7 @@ class TrainJob:
             "student_top1": top1,
             "train_seconds": run.train_seconds,
             "num_test_images": len(self.test),
-            "evals": [*self.evals, {"iter": config.iters, "top1": top1}],
+            "evals": [*self.evals, {"iter": config.iters, "top1": top1, "seconds": self.seconds}],
             "synthesis": synthesis_summary(run.history),
             "history": run.history,
             "torch_version": torch.__version__,
@@ -509,6 +528,19 @@ class TrainJob:
         if self._train_data is not None:
             metrics["objects"]["train_data"] = describe_object(self._train_data)
         return metrics
+
+
+def _mixed_labels(
+    labels: torch.Tensor | None, mixing: MixParams, num_classes: int
+) -> torch.Tensor | None:
+    """The labels of images mixed by :class:`~risloss.perturb.MixUp`: class weights mixed at
+    the images' weights (``None`` stays ``None``)."""
+    if labels is None:
+        return None
+    if not labels.dtype.is_floating_point:
+        labels = torch.nn.functional.one_hot(labels, num_classes).float()
+    w = mixing.weight.to(labels.dtype).view(-1, 1)
+    return w * labels + (1.0 - w) * labels[mixing.partner]
 
 
 def train(

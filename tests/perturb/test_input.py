@@ -22,6 +22,8 @@ from risloss.perturb import (
     FlipParams,
     GaussianNoise,
     InputPerturbation,
+    MixParams,
+    MixUp,
     NoiseParams,
     RandomAffine,
     RandomChoice,
@@ -44,6 +46,7 @@ OPS: dict[str, Callable[[], InputPerturbation[Any]]] = {
     "choice": lambda: default_input_perturbation(),
     "choice_per_sample": lambda: default_input_perturbation(per_sample=True),
     "compose": lambda: Compose([RandomAffine(), Cutout(0.3), Contrast(0.2)]),
+    "mixup": lambda: MixUp(p=0.7),
 }
 
 
@@ -174,6 +177,7 @@ def test_zero_magnitude_is_exactly_the_identity(x: torch.Tensor, seed: int) -> N
         Contrast(magnitude=0.0),
         RandomHorizontalFlip(p=0.0),
         Cutout(size=0.5, p=0.0),
+        MixUp(p=0.0),
     ):
         assert torch.equal(op(x, seeded(seed)), x), op
 
@@ -385,6 +389,8 @@ def test_params_records_are_frozen() -> None:
         (lambda: Cutout(fill=float("inf")), "fill"),
         (lambda: Brightness(magnitude=-0.2), "magnitude"),
         (lambda: Contrast(magnitude=1.5), "magnitude"),
+        (lambda: MixUp(p=1.5), "p"),
+        (lambda: MixUp(p=-0.1), "p"),
     ],
 )
 def test_invalid_configuration_names_the_argument(
@@ -405,3 +411,37 @@ def test_repr_shows_the_configuration() -> None:
     assert "std=0.25" in repr(GaussianNoise(0.25))
     assert "padding_mode='border'" in repr(RandomAffine(padding_mode="border"))
     assert "p=(0.5, 0.5)" in repr(RandomChoice([GaussianNoise(), Brightness()]))
+
+
+# ------------------------------------------------------------------------------------------
+# MixUp
+# ------------------------------------------------------------------------------------------
+
+
+@given(x=image_batches(), seed=st.integers(0, 1000), p=st.floats(0.0, 1.0))
+def test_mixup_matches_a_loop(x: torch.Tensor, seed: int, p: float) -> None:
+    op = MixUp(p=p)
+    params = op.sample(x, seeded(seed))
+    y = op.transform(x, params)
+    assert sorted(params.partner.tolist()) == list(range(x.shape[0]))  # a permutation
+    for b in range(x.shape[0]):
+        w = float(params.weight[b])
+        assert 0.0 <= w <= 1.0
+        expected = w * x[b] + (1.0 - w) * x[int(params.partner[b])]
+        torch.testing.assert_close(y[b], expected)
+
+
+def test_mixup_probability() -> None:
+    x = torch.zeros(20_000, 1, 1, 1)
+    params = MixUp(p=0.3).sample(x, seeded(0))
+    mixed = (params.weight < 1.0).float().mean().item()
+    assert abs(mixed - 0.3) < 0.02
+    # the weights of mixed samples are uniform on [0, 1]
+    assert abs(params.weight[params.weight < 1.0].mean().item() - 0.5) < 0.02
+
+
+def test_mixup_params_check_the_batch() -> None:
+    x = images(b=4)
+    params = MixParams(partner=torch.tensor([1, 0]), weight=torch.ones(2))
+    with pytest.raises(ValueError, match="partner"):
+        MixUp().transform(x, params)

@@ -224,7 +224,9 @@ def test_student_augmentation_trains_on_views_labelled_by_the_teacher(tmp_path: 
     from risloss.functional import kd_loss
     from risloss.training import Run, TrainJob
 
-    config = TrainConfig(task="distill", method="gdfq", **TINY)
+    # one step on the iteration's batch, so the view can be set beside the batch
+    one_step = dict(student_batch_size=None, replay_size=0, student_steps=1, student_mixup=0.0)
+    config = TrainConfig(task="distill", method="gdfq", adversarial_weight=0.0, **one_step, **TINY)
     assert config.student_augmentation == "all"  # the default of distillation
     job = TrainJob(config)
     Run(job, tmp_path, log=None).setup()

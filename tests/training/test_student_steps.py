@@ -70,7 +70,7 @@ def test_adversarial_term_is_recorded_from_the_student_phase_on(tmp_path: Path) 
     with torch.no_grad():
         expected = adversarial_divergence(student_then(images), job.teacher(images))
     assert record["g_adv"] == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
-    plain = _run(tmp_path / "plain")
+    plain = _run(tmp_path / "plain", adversarial_weight=0.0)
     assert "g_adv" not in plain.step(1)  # weight 0: the objective alone
 
 
@@ -94,7 +94,15 @@ def test_the_adversarial_term_changes_the_generator_step(tmp_path: Path) -> None
 
 
 def test_student_steps_draw_from_the_replay_pool(tmp_path: Path) -> None:
-    job = _run(tmp_path, student_steps=3, replay_size=20, student_augmentation="none")
+    job = _run(
+        tmp_path,
+        student_steps=3,
+        replay_size=20,
+        student_batch_size=None,  # the first step on the batch, the others on the pool
+        student_augmentation="none",
+        student_mixup=0.0,
+        adversarial_weight=0.0,
+    )
     seen: list[torch.Tensor] = []
     hook = job.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     steps: list[int] = []
@@ -120,7 +128,14 @@ def test_student_steps_draw_from_the_replay_pool(tmp_path: Path) -> None:
 
 
 def test_without_a_pool_the_extra_steps_see_new_views_of_the_batch(tmp_path: Path) -> None:
-    job = _run(tmp_path, student_steps=2)  # distillation: augmentation on
+    job = _run(  # distillation: augmentation on
+        tmp_path,
+        student_steps=2,
+        replay_size=0,
+        student_batch_size=None,
+        student_mixup=0.0,
+        adversarial_weight=0.0,
+    )
     seen: list[torch.Tensor] = []
     hook = job.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
     try:
@@ -179,3 +194,98 @@ def test_student_init_needs_a_tensor_in_common(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shares no parameter or buffer"):
         Run(job, tmp_path / "out", log=None).setup()
     assert not (tmp_path / "out").exists()
+
+
+def test_the_pool_regime_draws_every_student_batch_from_the_whole_pool(tmp_path: Path) -> None:
+    job = _run(
+        tmp_path,
+        student_steps=3,
+        student_batch_size=5,
+        replay_size=100,
+        student_augmentation="none",
+        student_mixup=0.0,
+        adversarial_weight=0.0,
+    )
+    seen: list[torch.Tensor] = []
+    hook = job.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    batches: list[torch.Tensor] = []
+    next_batch = job.source.next_batch
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        batch = next_batch(*args, **kwargs)
+        batches.append(batch.images)
+        return batch
+
+    job.source.next_batch = recording  # type: ignore[method-assign]
+    try:
+        job.step(0)  # warm-up: the pool starts with the first student iteration
+        job.step(1)
+        job.step(2)
+    finally:
+        hook.remove()
+    assert job.replay is not None and len(job.replay) == 16  # two batches of 8 kept
+    assert [x.shape[0] for x in seen] == [5] * 6  # every step: student_batch_size images
+    pool = {tuple(x.flatten()[:5].tolist()) for x in torch.cat(batches[1:])}
+    assert all(tuple(x.flatten()[:5].tolist()) in pool for x in torch.cat(seen))
+    # the last iteration's steps draw from both batches, not only the newest one
+    older = {tuple(x.flatten()[:5].tolist()) for x in batches[1]}
+    assert any(tuple(x.flatten()[:5].tolist()) in older for x in torch.cat(seen[3:]))
+
+
+def test_mixup_shows_the_student_mixed_images_labelled_by_the_teacher(tmp_path: Path) -> None:
+    job = _run(
+        tmp_path,
+        student_steps=1,
+        student_batch_size=16,
+        replay_size=64,
+        student_augmentation="none",
+        student_mixup=1.0,
+        adversarial_weight=0.0,
+    )
+    seen: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    hook = job.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    teacher_hook = job.teacher.register_forward_hook(lambda m, a, out: targets.append(out))
+    try:
+        job.step(1)
+    finally:
+        hook.remove()
+        teacher_hook.remove()
+    assert job.replay is not None
+    stored = job.replay.images[: len(job.replay)]
+    mixed = seen[-1]
+    # every image is mixed (p=1); only one mixed with a copy of itself (the draws of 16 from
+    # 8 pool images repeat some) can still be a pool image
+    distances = torch.cdist(mixed.flatten(1), stored.flatten(1)).min(dim=1).values
+    assert (distances > 1e-4).float().mean() > 0.5
+    with torch.no_grad():  # the target is the teacher's prediction of the mixed images
+        torch.testing.assert_close(targets[-1], job.teacher(mixed))
+
+
+def test_mixed_labels_follow_the_images_weights() -> None:
+    from risloss.perturb import MixParams
+    from risloss.training._trainer import _mixed_labels
+
+    mixing = MixParams(partner=torch.tensor([1, 0, 2]), weight=torch.tensor([0.25, 1.0, 0.5]))
+    labels = _mixed_labels(torch.tensor([0, 1, 2]), mixing, 3)
+    assert labels is not None
+    torch.testing.assert_close(
+        labels, torch.tensor([[0.25, 0.75, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    )
+    assert _mixed_labels(None, mixing, 3) is None
+
+
+def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixup(tmp_path: Path) -> None:
+    config = TrainConfig(
+        task="distill",
+        method="gdfq",
+        student_steps=2,
+        student_batch_size=6,
+        replay_size=40,
+        student_mixup=0.5,
+        adversarial_weight=1.0,
+        input_range="auto",
+        **TINY,
+    )
+    full, _ = assert_resume_matches_uninterrupted(config, tmp_path, at=3)
+    assert all("seconds" in e for e in full["evals"])

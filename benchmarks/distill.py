@@ -1,0 +1,184 @@
+"""Data-free distillation at the default `risloss distill` budget, beside its yardsticks.
+
+Every row is the default distillation (the shipped Fashion-MNIST ResNet-20 into a fresh ResNet-8:
+a pool of images, many student steps on it with augmentation, MixUp and the teacher's logits at
+temperature 4; see ``TrainConfig``) with one thing changed, the images that fill the pool:
+
+- ``ris``, ``gdfq``: synthesized by the generator (the default objective of ``distill``:
+  :func:`risloss.training.ris_for`);
+- ``noise``: Gaussian noise images labelled by the teacher (the floor);
+- ``real-1``, ``real-10``, ``real-100``: 1, 10 or 100 real training images per class (drawn
+  once per seed), labelled by the teacher like the others.
+
+The same student steps, batch sizes, schedules and seeds for every row. Each run evaluates the
+student every ``EVAL_EVERY`` iterations and records the seconds spent in the iterations until
+then (evaluations left out), for the plot of top-1 against minutes. One JSON file per run under
+``benchmarks/results/distill/``; existing files are skipped, so an interrupted benchmark resumes.
+
+    python benchmarks/distill.py --jobs 2                  # every row, seeds 0 1 2
+    python benchmarks/distill.py --rows ris gdfq --seeds 0
+    python docs/scripts/report.py                          # the table and plot in the docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "distill"
+ROWS = ("ris", "gdfq", "noise", "real-1", "real-10", "real-100")
+EVAL_EVERY = 100
+
+
+def subset(per_class: int, seed: int) -> Any:
+    """Fashion-MNIST's training split, normalized as the shipped teacher expects, cut to
+    ``per_class`` images of each class drawn with ``seed``."""
+    from risloss.data import TensorImageDataset, load_dataset
+
+    data = load_dataset("fashion-mnist", "train")
+    assert isinstance(data, TensorImageDataset)  # Fashion-MNIST is read into two tensors
+    rng = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in range(len(data.classes)):
+        members = torch.nonzero(data.labels == c).flatten()
+        keep.append(members[torch.randperm(len(members), generator=rng)[:per_class]])
+    idx = torch.cat(keep)
+    return TensorImageDataset(
+        data.images[idx], data.labels[idx], classes=data.classes, mean=data.mean, std=data.std
+    )
+
+
+def config_of(row: str, seed: int, iters: int | None = None) -> Any:
+    """The default `risloss distill` configuration with ``row``'s image source."""
+    from risloss.training import TrainConfig
+
+    method = "real" if row.startswith("real-") else row
+    extra = {} if iters is None else {"iters": iters, "warmup": iters // 3}
+    return TrainConfig(
+        task="distill",
+        method=method,
+        seed=seed,
+        w_bits=None,
+        a_bits=None,
+        eval_every=EVAL_EVERY,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def result_path(row: str, seed: int, folder: Path = RESULTS) -> Path:
+    return folder / f"{row}_seed{seed}.json"
+
+
+def real_similarity(seed: int, batches: int = 50, batch_size: int = 32) -> float:
+    """The teacher's within-class similarity of its penultimate features
+    (:func:`risloss.objective.class_similarity`) on random real training batches: the figure
+    the generator's ``g_sim`` is set beside."""
+    from risloss.data import load_dataset
+    from risloss.hooks import capture_features
+    from risloss.models import load_pretrained
+    from risloss.objective import within_class_similarity
+
+    teacher = load_pretrained("resnet20_fashion_mnist").eval()
+    data = load_dataset("fashion-mnist", "train")
+    rng = torch.Generator().manual_seed(seed)
+    values = []
+    with torch.no_grad():
+        for _ in range(batches):
+            idx = torch.randint(0, len(data), (batch_size,), generator=rng)
+            x, y = data.images[idx], data.labels[idx]  # type: ignore[attr-defined]
+            with capture_features(teacher, "penultimate", kind="input", detach=True) as store:
+                teacher(x)
+            sim = within_class_similarity(next(iter(store.values())), y)
+            if sim is not None:
+                values.append(float(sim))
+    return sum(values) / len(values)
+
+
+def run_one(job: tuple[str, int, int, int | None, Path]) -> dict[str, Any]:
+    row, seed, threads, iters, folder = job
+    torch.set_num_threads(threads)
+    from risloss.training import machine_info, train
+
+    config = config_of(row, seed, iters)
+    t0 = time.monotonic()
+    train_data = subset(int(row.split("-")[1]), seed) if row.startswith("real-") else None
+    with tempfile.TemporaryDirectory() as out:
+        metrics = train(config, out, train_data=train_data, log=None, progress=False)
+    record = {
+        "row": row,
+        "seed": seed,
+        "fp_top1": metrics["fp_top1"],
+        "student_top1": metrics["student_top1"],
+        "evals": metrics["evals"],
+        "synthesis": metrics["synthesis"],
+        "num_test_images": metrics["num_test_images"],
+        "final_losses": metrics["history"][-1],
+        "config": metrics["config"],
+        "objects": metrics["objects"],
+        "train_seconds": metrics["train_seconds"],
+        "wall_seconds": time.monotonic() - t0,
+        "torch_version": torch.__version__,
+        "machine": machine_info(),
+        "torch_threads": threads,
+        "device": "cpu",
+    }
+    if row == "real-10":  # the reference the synthesized images' g_sim is read against
+        record["real_batch_similarity"] = real_similarity(seed)
+    path = result_path(row, seed, folder)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (default: 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads of each run (default: 1)"
+    )
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="iterations of every run, a third of them warm-up (default: the default "
+        "`risloss distill`'s); a smoke run, written beside the others only with --out",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads take 1 or more")
+    if args.out is None and args.iters is not None:
+        parser.error("--iters changes the budget: give --out, so the committed results stay")
+    folder = RESULTS if args.out is None else args.out
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        (r, s, args.threads, args.iters, folder)
+        for s in args.seeds
+        for r in args.rows
+        if not result_path(r, s, folder).exists()
+    ]
+    print(f"{len(jobs)} runs to do", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for r in pool.map(run_one, jobs):
+            print(
+                f"{r['row']} seed {r['seed']}: top-1 {r['student_top1']:.2f} "
+                f"({r['train_seconds'] / 60:.1f} min)",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
