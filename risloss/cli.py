@@ -245,7 +245,7 @@ def _default_of(config: TrainConfig) -> TrainConfig:
     from risloss.training import TrainConfig
 
     keep = ("task", "method", "model", "weights", "data", "device", "seed", "w_bits", "a_bits")
-    return TrainConfig(**{k: getattr(config, k) for k in keep})  # type: ignore[arg-type]
+    return TrainConfig(**{k: getattr(config, k) for k in keep})
 
 
 def _main_process() -> bool:

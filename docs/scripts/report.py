@@ -1072,6 +1072,21 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
             f"batches of 32: {statistics.mean(real_sim):.3f} (against `g_sim` of the "
             "synthesized batches above)."
         )
+    explored = load("distill-explore", root)
+    explore_lines = []
+    if explored:
+        explore_lines = [
+            "| run | what it asks | top-1 % at 400 / 600 iterations | g_sim | g_agree |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sorted(explored, key=lambda r: -r["student_top1"]):
+            at = {e["iter"]: e["top1"] for e in r["evals"]}
+            syn = r["synthesis"]
+            explore_lines.append(
+                f"| `{r['name']}` | {r['question']} | {at.get(400, float('nan')):.2f} / "
+                f"{r['student_top1']:.2f} | {syn.get('g_sim', float('nan')):.3f} | "
+                f"{syn.get('g_agree', float('nan')):.3f} |"
+            )
     docs = "\n\n".join(
         [
             "### Distillation that teaches: the pool regime",
@@ -1084,6 +1099,15 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
             "\n".join(lines),
             "\n".join(findings),
             "![top-1 against minutes](assets/distill_minutes.png)",
+            *(
+                [
+                    "Exploratory runs behind these defaults (`benchmarks/distill_explore.py`, "
+                    "`gdfq`, seed 0, 600 iterations of which 200 warm-up, one torch thread):",
+                    "\n".join(explore_lines),
+                ]
+                if explore_lines
+                else []
+            ),
         ]
     )
     readme = ""

@@ -1,0 +1,112 @@
+"""Exploratory distillation runs behind the defaults of `risloss distill` (one seed each).
+
+Each run is the pool regime at a shorter budget (600 iterations, 200 of them warm-up, four
+student steps of 128 pool images per iteration, images clamped to the pixel range, the generator
+objective of ``ris_for("distill")`` with GDFQ's terms) with one or two choices changed: the
+adversarial term, MixUp of the student's images, the within-class feature-diversity weight. The
+student is evaluated every 200 iterations on the whole test split. One JSON file per run under
+``benchmarks/results/distill-explore/``; existing files are skipped.
+
+    python benchmarks/distill_explore.py --jobs 2
+    python benchmarks/distill_explore.py --runs fd10-adv1-mix5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "distill-explore"
+
+_BASE: dict[str, Any] = {
+    "task": "distill",
+    "method": "gdfq",
+    "w_bits": None,
+    "a_bits": None,
+    "iters": 600,
+    "warmup": 200,
+    "student_steps": 4,
+    "student_batch_size": 128,
+    "replay_size": 20_000,
+    "input_range": "auto",
+    "eval_every": 200,
+}
+# name: (what it asks, TrainConfig settings, RISConfig settings over ris_for("distill"))
+RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "fd10-adv1-mix5": (
+        "feature diversity 10, adversarial term 1, MixUp 0.5 (the defaults)",
+        {"adversarial_weight": 1.0, "student_mixup": 0.5},
+        {"feature_diversity_weight": 10.0},
+    ),
+    "fd10-adv1": (
+        "without MixUp",
+        {"adversarial_weight": 1.0, "student_mixup": 0.0},
+        {"feature_diversity_weight": 10.0},
+    ),
+    "fd10-mix5": (
+        "without the adversarial term",
+        {"adversarial_weight": 0.0, "student_mixup": 0.5},
+        {"feature_diversity_weight": 10.0},
+    ),
+}
+
+
+def config_of(name: str) -> Any:
+    import attrs
+
+    from risloss.training import TrainConfig, ris_for
+
+    _, settings, ris = RUNS[name]
+    return TrainConfig(ris=attrs.evolve(ris_for("distill"), **ris), **{**_BASE, **settings})
+
+
+def record_of(name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a run's JSON keeps of its ``metrics.json`` (the history left out)."""
+    keep = ("config", "fp_top1", "student_top1", "evals", "synthesis", "train_seconds")
+    return {
+        "name": name,
+        "question": RUNS[name][0],
+        **{k: metrics[k] for k in keep},
+        "torch_version": metrics["torch_version"],
+        "machine": metrics["machine"],
+        "torch_threads": 1,
+    }
+
+
+def run_one(name: str) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    from risloss.training import train
+
+    with tempfile.TemporaryDirectory() as out:
+        metrics = train(config_of(name), out, log=None, progress=False)
+    record = record_of(name, metrics)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    todo = [n for n in args.runs if not (RESULTS / f"{n}.json").exists()]
+    print(f"{len(todo)} runs to do", flush=True)
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for r in pool.map(run_one, todo):
+            print(f"{r['name']}: top-1 {r['student_top1']:.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
