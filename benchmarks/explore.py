@@ -233,6 +233,8 @@ def config_of(name: str) -> Any:
         "replay_size": 0,
         "student_batch_size": None,
         "student_mixup": 0.0,
+        "adversarial_weight": 0.0,
+        "input_range": "none",
         "fit_input_statistics": False,
         **settings,
     }

@@ -124,7 +124,11 @@ def _committed() -> list[Path]:
     return sorted(
         p
         for p in (BENCH / "results").glob("*/*.json")
-        if p.parent.name not in ("synthesis", "ptq", "exploration", "wrapped", "few_real", "export")
+        if p.parent.name
+        not in (
+            "synthesis", "ptq", "exploration", "wrapped", "few_real", "export", "distill",
+            "distill-explore",
+        )  # fmt: skip
         and not p.parent.name.endswith("-wrapped")  # snapshots of wrapped.py's runs
         and not p.parent.name.startswith("wrapped-")  # wrapped.py's runs of other teachers
     )
@@ -393,6 +397,21 @@ def test_synthesis_table_reports_every_variant(tmp_path: Path) -> None:
     assert "| 2 | 0.750 | 0.750 (0.500) | 0.100 | 0.200 | 0.900 |" in row
 
 
+# Fields added to TrainConfig after a committed run was made, with the value that reproduces
+# what the run did (the behaviour before the field existed): such a run's configuration lacks
+# them, and the script that made it must pin them to these values.
+_LATER_FIELDS = {"student_batch_size": None, "student_mixup": 0.0}
+
+
+def _assert_same_config(recorded: dict, expected: dict) -> None:
+    """A committed run's configuration against the one its script builds now."""
+    expected = dict(expected)
+    for name, value in _LATER_FIELDS.items():
+        if name not in recorded:
+            assert expected.pop(name) == value, name
+    assert recorded == expected
+
+
 @pytest.mark.parametrize(
     "path",
     sorted((BENCH / "results" / "exploration").glob("*.json")),
@@ -402,7 +421,7 @@ def test_exploration_results_are_the_runs_the_script_names(path: Path) -> None:
     explore = _script("explore")
     record = json.loads(path.read_text())
     assert record["run"] == path.stem and record["question"] == explore.RUNS[path.stem][0]
-    assert record["config"] == explore.config_of(path.stem).to_dict()
+    _assert_same_config(record["config"], explore.config_of(path.stem).to_dict())
     assert 0.0 <= record["student_top1"] <= 100.0
 
 
@@ -436,7 +455,7 @@ def test_few_real_results_are_the_runs_the_script_names(path: Path) -> None:
     # runs made before the subset went to train() as an object named it as a data factory
     earlier = f"few_real:few_{record['per_class']}_s{record['seed']}"
     assert config.pop("data") in (expected.pop("data"), earlier)
-    assert config == expected
+    _assert_same_config(config, expected)
     assert record["num_test_images"] == 10000 and 0.0 <= record["student_top1"] <= 100.0
 
 
@@ -573,3 +592,86 @@ def test_a_kept_benchmark_run_continues_after_an_interruption(
     assert (
         json.loads((tmp_path / "res" / "r.json").read_text())["quant_top1"] == again["quant_top1"]
     )
+
+
+@pytest.mark.parametrize(
+    "path", sorted((BENCH / "results" / "distill").glob("*.json")), ids=lambda p: p.name
+)
+def test_distill_results_are_the_runs_the_script_names(path: Path) -> None:
+    distill = _script("distill")
+    record = json.loads(path.read_text())
+    assert path.stem == f"{record['row']}_seed{record['seed']}"
+    config = dict(record["config"])
+    expected = distill.config_of(record["row"], record["seed"]).to_dict()
+    if record["row"].startswith("real-"):  # the subset goes to train() as an object
+        assert config.pop("data") == expected.pop("data")
+    assert config == expected
+    assert record["num_test_images"] == 10000 and 0.0 <= record["student_top1"] <= 100.0
+    assert all({"iter", "top1", "seconds"} <= set(e) for e in record["evals"])
+    assert record["evals"][-1]["top1"] == record["student_top1"]  # the final iteration's
+
+
+@pytest.mark.parametrize(
+    "path", sorted((BENCH / "results" / "distill-explore").glob("*.json")), ids=lambda p: p.name
+)
+def test_distill_exploration_results_are_the_runs_the_script_names(path: Path) -> None:
+    explore = _script("distill_explore")
+    record = json.loads(path.read_text())
+    assert record["name"] == path.stem and record["question"] == explore.RUNS[path.stem][0]
+    assert record["config"] == explore.config_of(path.stem).to_dict()
+
+
+def test_distill_benchmark_writes_a_run_with_its_curve(tmp_path: Path) -> None:
+    fashion_mnist_or_skip("test")
+    distill = _script("distill")
+    record = distill.run_one(("real-1", 0, 1, 3, tmp_path))
+    written = json.loads((tmp_path / "real-1_seed0.json").read_text())
+    assert written["student_top1"] == record["student_top1"]
+    assert written["config"]["iters"] == 3 and written["config"]["task"] == "distill"
+    assert written["objects"]["train_data"]  # the 10 images went in as an object
+    assert [e["iter"] for e in written["evals"]] == [3]
+    assert written["evals"][0]["seconds"] > 0
+
+
+def test_distill_benchmark_keeps_a_short_budget_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as err:
+        _script("distill").main(["--iters", "3"])
+    assert err.value.code == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_distill_subset_takes_k_images_of_every_class() -> None:
+    fashion_mnist_or_skip("train")
+    subset = _script("distill").subset(2, seed=1)
+    assert subset.labels.bincount().tolist() == [2] * 10
+
+
+def test_report_distill_section_reads_the_rows(tmp_path: Path) -> None:
+    report = _report()
+    folder = tmp_path / "distill"
+    folder.mkdir()
+    config = {"iters": 9, "warmup": 3, "student_steps": 4, "student_batch_size": 128}
+    for row, seed, top1 in (
+        ("ris", 0, 80.0), ("ris", 1, 78.0), ("gdfq", 0, 79.0), ("gdfq", 1, 79.5),
+        ("real-10", 0, 77.0),
+    ):  # fmt: skip
+        record = {
+            "row": row, "seed": seed, "student_top1": top1, "config": config,
+            "train_seconds": 120.0, "synthesis": {"g_sim": 0.8, "g_agree": 0.9},
+            "evals": [{"iter": 3, "top1": 10.0, "seconds": 30.0},
+                      {"iter": 9, "top1": top1, "seconds": 120.0}],
+        }  # fmt: skip
+        if row == "real-10":
+            record["real_batch_similarity"] = 0.91
+        (folder / f"{row}_seed{seed}.json").write_text(json.dumps(record))
+    docs, readme = report.distill_section(tmp_path)
+    assert "| synthesized, `ris` | 79.00 (78.00, n=2) | 80.00, 78.00 | 2.0 | 0.900 | 0.800 |" in docs
+    assert "`ris` minus `gdfq`: -0.25 points (per seed +1.00, -1.50; ahead on 1 of 2)" in docs
+    assert "`ris` against 10 real images per class: +2.00 points" in docs
+    assert "real training batches of 32: 0.910" in docs
+    assert "`ris` 79.00 (worst 78.00)" in readme
+    assert report.distill_plot(report.load("distill", tmp_path), tmp_path / "curve.png")
+    assert report._curve([json.loads((folder / "ris_seed0.json").read_text())]) == [
+        (0.5, 10.0),
+        (2.0, 80.0),
+    ]
