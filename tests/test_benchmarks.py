@@ -126,7 +126,13 @@ def _committed() -> list[Path]:
         for p in (BENCH / "results").glob("*/*.json")
         if p.parent.name
         not in (
-            "synthesis", "ptq", "exploration", "wrapped", "few_real", "export", "distill",
+            "synthesis",
+            "ptq",
+            "exploration",
+            "wrapped",
+            "few_real",
+            "export",
+            "distill",
             "distill-explore",
         )  # fmt: skip
         and not p.parent.name.endswith("-wrapped")  # snapshots of wrapped.py's runs
@@ -665,7 +671,9 @@ def test_report_distill_section_reads_the_rows(tmp_path: Path) -> None:
             record["real_batch_similarity"] = 0.91
         (folder / f"{row}_seed{seed}.json").write_text(json.dumps(record))
     docs, readme = report.distill_section(tmp_path)
-    assert "| synthesized, `ris` | 79.00 (78.00, n=2) | 80.00, 78.00 | 2.0 | 0.900 | 0.800 |" in docs
+    assert (
+        "| synthesized, `ris` | 79.00 (78.00, n=2) | 80.00, 78.00 | 2.0 | 0.900 | 0.800 |" in docs
+    )
     assert "`ris` minus `gdfq`: -0.25 points (per seed +1.00, -1.50; ahead on 1 of 2)" in docs
     assert "`ris` against 10 real images per class: +2.00 points" in docs
     assert "real training batches of 32: 0.910" in docs

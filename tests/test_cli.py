@@ -134,7 +134,7 @@ def test_task_dependent_defaults_follow_the_command(
     assert (distill.kd_temperature, distill.student_augmentation, distill.warmup) == (
         4.0,
         "all",
-        100,
+        300,  # a third of distillation's 900 iterations
     )
     assert distill.lr_student == 0.05
     args = ["distill", "--kd-temperature", "1", "--student-augmentation", "none", "--iters", "60"]
@@ -164,12 +164,17 @@ QUANTIZE = {
     "global_batch_statistics": True, "generator_conditioning": "concat",
     "generator_output_lr_scale": 10.0, "input_mean": None, "input_std": None,
     "fit_input_statistics": "auto", "input_range": "none", "student_augmentation": "none",
-    "adversarial_weight": 0.0, "student_steps": 4, "replay_size": 4096, "replay_memory_mb": 64.0,
+    "student_mixup": 0.0, "adversarial_weight": 0.0, "student_steps": 4,
+    "student_batch_size": None, "replay_size": 4096, "replay_memory_mb": 64.0,
     "image_size": "default", "normalize": "default",
 }  # fmt: skip
 DISTILL = {
     **QUANTIZE, "task": "distill", "w_bits": None, "a_bits": None, "lr_student": 0.05,
-    "kd_temperature": 4.0, "student_augmentation": "all", "student_steps": 1, "replay_size": 0,
+    "kd_temperature": 4.0, "student_augmentation": "all", "iters": 900, "warmup": 300,
+    # the pool regime and its generator objective (benchmarks/distill.py)
+    "student_steps": 4, "student_batch_size": 128, "replay_size": 20000, "student_mixup": 0.5,
+    "adversarial_weight": 1.0, "input_range": "auto",
+    "ris": {**QUANTIZE["ris"], "bns_weight": 10.0, "feature_diversity_weight": 10.0},  # type: ignore[dict-item]
 }  # fmt: skip
 PRUNE = {
     **QUANTIZE, "task": "prune", "w_bits": None, "a_bits": None, "student_steps": 1,
@@ -249,7 +254,7 @@ assert isinstance(RIS, dict)
         ),
         (
             ["distill", "--no-input-perturbation", "--robustness-mode", "weight"],
-            {**DISTILL, "ris": {**RIS, "input_perturbation": False, "mode": "weight"}},
+            {**DISTILL, "ris": {**DISTILL["ris"], "input_perturbation": False, "mode": "weight"}},  # type: ignore[dict-item]
         ),
     ],
 )  # fmt: skip
