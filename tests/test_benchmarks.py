@@ -121,20 +121,14 @@ def test_benchmarks_use_the_public_api(path: Path) -> None:
 def _committed() -> list[Path]:
     """The compression runs of benchmarks/dfq.py: one folder per profile (``v0.1-``, ``v0.2-``
     for the runs of earlier defaults, kept as the "before" of later changes)."""
+    others = {
+        "synthesis", "ptq", "exploration", "wrapped", "few_real", "export", "distill",
+        "distill-explore",
+    }  # fmt: skip
     return sorted(
         p
         for p in (BENCH / "results").glob("*/*.json")
-        if p.parent.name
-        not in (
-            "synthesis",
-            "ptq",
-            "exploration",
-            "wrapped",
-            "few_real",
-            "export",
-            "distill",
-            "distill-explore",
-        )  # fmt: skip
+        if p.parent.name not in others
         and not p.parent.name.endswith("-wrapped")  # snapshots of wrapped.py's runs
         and not p.parent.name.startswith("wrapped-")  # wrapped.py's runs of other teachers
     )
