@@ -1001,7 +1001,7 @@ def distill_plot(runs: list[dict[str, Any]], path: Path) -> bool:
             continue
         xs, ys = zip(*_curve(group), strict=True)
         ax.plot(xs, ys, marker=".", label=f"{row} (n={len(group)})")
-    ax.set_xlabel("minutes in the iterations (1 torch thread, evaluations left out)")
+    ax.set_xlabel("minutes in the iterations (1 torch thread per run, evaluations left out)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
@@ -1094,7 +1094,7 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
             f"{len(runs)} runs, from `benchmarks/results/{DISTILL}/`. The shipped ResNet-20 "
             "into a fresh ResNet-8; only the images that fill the pool differ between rows. "
             "Final-iteration top-1 on the Fashion-MNIST test split; minutes in the iterations "
-            "with one torch thread per run (two runs at once on the 2-core machine); "
+            "with one torch thread per run, while two or three runs shared the 2-core machine; "
             "`g_agree`, `g_sim`: means over the last iterations.",
             "\n".join(lines),
             "\n".join(findings),
