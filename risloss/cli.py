@@ -234,8 +234,8 @@ def _start_line(config: TrainConfig, args: argparse.Namespace) -> str:
 
 
 # The time a default run may take on 2 CPU cores: `risloss distill` (the pool regime). In
-# benchmarks/distill.py one run took 27 minutes with one torch thread while three runs shared
-# the two cores (its `train_seconds`); with both cores to itself it takes less.
+# benchmarks/distill.py the `ris` run of seed 1 took 15.2 minutes with one torch thread while
+# another run shared the two cores (its `train_seconds`); with both cores it takes less.
 _CPU_MINUTES = {"distill": 20}
 
 
