@@ -233,9 +233,8 @@ def _start_line(config: TrainConfig, args: argparse.Namespace) -> str:
     return line
 
 
-# The time a default run may take on 2 CPU cores: `risloss distill` (the pool regime). In
-# benchmarks/distill.py the `ris` run of seed 1 took 15.2 minutes with one torch thread while
-# another run shared the two cores (its `train_seconds`); with both cores it takes less.
+# The time a default run may take on 2 CPU cores: `risloss distill` (the pool regime) trained
+# for 8.9 minutes with both cores to itself (benchmarks/results/distill-cli/default.json).
 _CPU_MINUTES = {"distill": 20}
 
 

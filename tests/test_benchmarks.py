@@ -123,7 +123,7 @@ def _committed() -> list[Path]:
     for the runs of earlier defaults, kept as the "before" of later changes)."""
     others = {
         "synthesis", "ptq", "exploration", "wrapped", "few_real", "export", "distill",
-        "distill-explore",
+        "distill-explore", "distill-cli",
     }  # fmt: skip
     return sorted(
         p
