@@ -23,12 +23,14 @@ then (evaluations left out), for the plot of top-1 against minutes. One JSON fil
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -39,22 +41,20 @@ ROWS = ("ris", "gdfq", "noise", "real-1", "real-10", "real-100")
 EVAL_EVERY = 100
 
 
+def _sibling(name: str) -> ModuleType:
+    """``benchmarks/<name>.py``, loaded from its file (its folder need not be importable)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", HERE / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def subset(per_class: int, seed: int) -> Any:
     """Fashion-MNIST's training split, normalized as the shipped teacher expects, cut to
-    ``per_class`` images of each class drawn with ``seed``."""
-    from risloss.data import TensorImageDataset, load_dataset
-
-    data = load_dataset("fashion-mnist", "train")
-    assert isinstance(data, TensorImageDataset)  # Fashion-MNIST is read into two tensors
-    rng = torch.Generator().manual_seed(seed)
-    keep = []
-    for c in range(len(data.classes)):
-        members = torch.nonzero(data.labels == c).flatten()
-        keep.append(members[torch.randperm(len(members), generator=rng)[:per_class]])
-    idx = torch.cat(keep)
-    return TensorImageDataset(
-        data.images[idx], data.labels[idx], classes=data.classes, mean=data.mean, std=data.std
-    )
+    ``per_class`` images of each class drawn with ``seed``: the draw of
+    ``benchmarks/few_real.py``."""
+    return _sibling("few_real").subset("train", per_class, seed)
 
 
 def config_of(row: str, seed: int, iters: int | None = None) -> Any:

@@ -449,7 +449,12 @@ class TrainJob:
                 if self.mix is not None:
                     mixing = self.mix.sample(images, self._data_rng)
                     images = self.mix.transform(images, mixing)
-                    labels = _mixed_labels(labels, mixing, target.shape[1])
+                    # the labels are read by the cross-entropy term only
+                    labels = (
+                        _mixed_labels(labels, mixing, self.num_classes)
+                        if config.ce_weight > 0
+                        else None
+                    )
                 target = self.teacher(images)
         s_logits = self._student_step_model(images)
         s_kd = kd_loss(s_logits, target, config.kd_temperature)
