@@ -135,6 +135,9 @@ ABLATION: dict[str, dict[str, Any]] = {
     "pairs-same": {"diversity": "penalty", "correlation_pairs": "same"},
     # within-class feature diversity (pushes a class's images apart in the teacher's features)
     "fdiv-1": {"feature_diversity_weight": 1.0},
+    # the default objective of `risloss distill` (risloss.training.ris_for("distill")): does
+    # distillation's within-class diversity help quantization too?
+    "distill-objective": {"bns_weight": 10.0, "feature_diversity_weight": 10.0},
 }
 
 EXTENSION_ROWS = ("ris", "gdfq", "noise", "real")

@@ -10,6 +10,11 @@ temperature 4; see ``TrainConfig``) with one thing changed, the images that fill
 - ``real-1``, ``real-10``, ``real-100``: 1, 10 or 100 real training images per class (drawn
   once per seed), labelled by the teacher like the others.
 
+On CIFAR-10 (``--data cifar10``, the shipped CIFAR-10 ResNet-20 into a fresh ResNet-8) the rows
+are ``ris`` and ``gdfq`` at the default and ``ris-before``, ``gdfq-before``: the regime before the
+pool (``BEFORE``), so that the distillation defaults are measured before and after on both data
+sets.
+
 The same student steps, batch sizes, schedules and seeds for every row. Each run evaluates the
 student every ``EVAL_EVERY`` iterations and records the seconds spent in the iterations until
 then (evaluations left out), for the plot of top-1 against minutes. One JSON file per run under
@@ -17,6 +22,7 @@ then (evaluations left out), for the plot of top-1 against minutes. One JSON fil
 
     python benchmarks/distill.py --jobs 2                  # every row, seeds 0 1 2
     python benchmarks/distill.py --rows ris gdfq --seeds 0
+    python benchmarks/distill.py --data cifar10 --seeds 0 --jobs 2   # CIFAR-10, before and after
     python docs/scripts/report.py                          # the table and plot in the docs
 """
 
@@ -38,6 +44,30 @@ import torch
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "distill"
 ROWS = ("ris", "gdfq", "noise", "real-1", "real-10", "real-100")
+# The regime before the pool (the settings of the committed extension-suite distillation runs
+# of benchmarks/dfq.py: one student step per iteration on the iteration's own batch, no pool, no
+# MixUp, no adversarial term, unbounded images, the quantization objective), for the
+# before-and-after of the distillation defaults.
+BEFORE_ROWS = ("ris-before", "gdfq-before")
+BEFORE: dict[str, Any] = {
+    "iters": 1200,
+    "warmup": 200,
+    "student_steps": 1,
+    "student_batch_size": None,
+    "replay_size": 0,
+    "student_mixup": 0.0,
+    "adversarial_weight": 0.0,
+    "input_range": "none",
+}
+# --data: the shipped teacher of each data set, its results folder and its default rows
+DATA: dict[str, tuple[str, Path, tuple[str, ...]]] = {
+    "fashion-mnist": ("resnet20_fashion_mnist", RESULTS, ROWS),
+    "cifar10": (
+        "resnet20_cifar10",
+        HERE / "results" / "distill-cifar10",
+        ("ris", "gdfq", *BEFORE_ROWS),
+    ),
+}
 EVAL_EVERY = 100
 
 
@@ -57,20 +87,28 @@ def subset(per_class: int, seed: int) -> Any:
     return _sibling("few_real").subset("train", per_class, seed)
 
 
-def config_of(row: str, seed: int, iters: int | None = None) -> Any:
-    """The default `risloss distill` configuration with ``row``'s image source."""
-    from risloss.training import TrainConfig
+def config_of(
+    row: str, seed: int, iters: int | None = None, data: str = "fashion-mnist"
+) -> Any:
+    """The default `risloss distill` configuration of ``data``'s shipped teacher with ``row``'s
+    image source (a ``*-before`` row: the regime before the pool, :data:`BEFORE`)."""
+    from risloss.training import RISConfig, TrainConfig
 
-    method = "real" if row.startswith("real-") else row
-    extra = {} if iters is None else {"iters": iters, "warmup": iters // 3}
+    method = "real" if row.startswith("real-") else row.removesuffix("-before")
+    extra: dict[str, Any] = {}
+    if row in BEFORE_ROWS:
+        extra = {**BEFORE, "ris": RISConfig()}
+    if iters is not None:
+        extra.update(iters=iters, warmup=iters // 3)
     return TrainConfig(
         task="distill",
         method=method,
+        model=DATA[data][0],
         seed=seed,
         w_bits=None,
         a_bits=None,
         eval_every=EVAL_EVERY,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -103,12 +141,12 @@ def real_similarity(seed: int, batches: int = 50, batch_size: int = 32) -> float
     return sum(values) / len(values)
 
 
-def run_one(job: tuple[str, int, int, int | None, Path]) -> dict[str, Any]:
-    row, seed, threads, iters, folder = job
+def run_one(job: tuple[str, int, int, int | None, Path, str]) -> dict[str, Any]:
+    row, seed, threads, iters, folder, data = job
     torch.set_num_threads(threads)
     from risloss.training import machine_info, train
 
-    config = config_of(row, seed, iters)
+    config = config_of(row, seed, iters, data)
     t0 = time.monotonic()
     train_data = subset(int(row.split("-")[1]), seed) if row.startswith("real-") else None
     with tempfile.TemporaryDirectory() as out:
@@ -131,7 +169,7 @@ def run_one(job: tuple[str, int, int, int | None, Path]) -> dict[str, Any]:
         "torch_threads": threads,
         "device": "cpu",
     }
-    if row == "real-10":  # the reference the synthesized images' g_sim is read against
+    if row == "real-10" and data == "fashion-mnist":  # the reference the synthesized images' g_sim is read against
         record["real_batch_similarity"] = real_similarity(seed)
     path = result_path(row, seed, folder)
     tmp = path.with_suffix(".json.tmp")
@@ -142,7 +180,24 @@ def run_one(job: tuple[str, int, int, int | None, Path]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument(
+        "--data",
+        default="fashion-mnist",
+        choices=list(DATA),
+        help="the shipped teacher's data set (default: fashion-mnist; cifar10 reads the images "
+        "from RISLOSS_CIFAR10, see docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        choices=ROWS + BEFORE_ROWS,
+        help="default: every row of --data (Fashion-MNIST: "
+        + ", ".join(ROWS)
+        + "; CIFAR-10: "
+        + ", ".join(DATA["cifar10"][2])
+        + ")",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (default: 1)")
     parser.add_argument(
@@ -161,12 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs and --threads take 1 or more")
     if args.out is None and args.iters is not None:
         parser.error("--iters changes the budget: give --out, so the committed results stay")
-    folder = RESULTS if args.out is None else args.out
+    rows = DATA[args.data][2] if args.rows is None else args.rows
+    if args.data != "fashion-mnist" and any(r.startswith("real-") for r in rows):
+        parser.error("--rows real-*: the real subsets are drawn from Fashion-MNIST only")
+    folder = DATA[args.data][1] if args.out is None else args.out
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (r, s, args.threads, args.iters, folder)
+        (r, s, args.threads, args.iters, folder, args.data)
         for s in args.seeds
-        for r in args.rows
+        for r in rows
         if not result_path(r, s, folder).exists()
     ]
     print(f"{len(jobs)} runs to do", flush=True)

@@ -624,7 +624,7 @@ def test_distill_exploration_results_are_the_runs_the_script_names(path: Path) -
 def test_distill_benchmark_writes_a_run_with_its_curve(tmp_path: Path) -> None:
     fashion_mnist_or_skip("test")
     distill = _script("distill")
-    record = distill.run_one(("real-1", 0, 1, 3, tmp_path))
+    record = distill.run_one(("real-1", 0, 1, 3, tmp_path, "fashion-mnist"))
     written = json.loads((tmp_path / "real-1_seed0.json").read_text())
     assert written["student_top1"] == record["student_top1"]
     assert written["config"]["iters"] == 3 and written["config"]["task"] == "distill"
@@ -638,6 +638,32 @@ def test_distill_benchmark_keeps_a_short_budget_apart(capsys: pytest.CaptureFixt
         _script("distill").main(["--iters", "3"])
     assert err.value.code == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_distill_before_rows_are_the_regime_before_the_pool() -> None:
+    from risloss.training import RISConfig
+
+    distill = _script("distill")
+    dfq = _script("dfq")
+    before = distill.config_of("gdfq-before", 1, data="cifar10")
+    assert before.model == "resnet20_cifar10" and before.data == "cifar10"
+    assert before.method == "gdfq" and before.task == "distill" and before.seed == 1
+    # the settings of the committed extension-suite distillation runs and the objective of
+    # quantization, where the default distill has its own
+    pinned = dfq.EXTENSION_TASKS["distill"]
+    assert {k: getattr(before, k) for k in distill.BEFORE} == {k: pinned[k] for k in distill.BEFORE}
+    assert before.ris == RISConfig() != distill.config_of("gdfq", 1, data="cifar10").ris
+    after = distill.config_of("gdfq", 1, data="cifar10")
+    assert after.student_batch_size == 128 and after.model == "resnet20_cifar10"
+
+
+def test_distill_benchmark_draws_real_subsets_from_fashion_mnist_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as err:
+        _script("distill").main(["--data", "cifar10", "--rows", "real-10"])
+    assert err.value.code == 2
+    assert "Fashion-MNIST only" in capsys.readouterr().err
 
 
 def test_distill_subset_takes_k_images_of_every_class() -> None:

@@ -1073,6 +1073,27 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
             "synthesized batches above)."
         )
     explored = load("distill-explore", root)
+    # runs at the default budget and objective (ris, seed 0), read against the ris row's seed 0
+    at_default = [r for r in explored if r["name"].startswith("ris-")]
+    explored = [r for r in explored if not r["name"].startswith("ris-")]
+    base = next((r for r in runs if r["row"] == "ris" and r["seed"] == 0), None)
+    default_lines = []
+    if at_default and base is not None:
+        default_lines = [
+            "| run | what it asks | top-1 % | minus `ris` seed 0 | minutes | g_sim | g_agree |",
+            "|---|---|---|---|---|---|---|",
+            f"| `ris` seed 0 | the default | {base['student_top1']:.2f} | - | "
+            f"{base['train_seconds'] / 60:.1f} | {base['synthesis']['g_sim']:.3f} | "
+            f"{base['synthesis']['g_agree']:.3f} |",
+        ]
+        for r in sorted(at_default, key=lambda r: -r["student_top1"]):
+            syn = r["synthesis"]
+            default_lines.append(
+                f"| `{r['name']}` | {r['question']} | {r['student_top1']:.2f} | "
+                f"{r['student_top1'] - base['student_top1']:+.2f} | "
+                f"{r['train_seconds'] / 60:.1f} | {syn.get('g_sim', float('nan')):.3f} | "
+                f"{syn.get('g_agree', float('nan')):.3f} |"
+            )
     explore_lines = []
     if explored:
         explore_lines = [
@@ -1106,6 +1127,17 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
                     "\n".join(explore_lines),
                 ]
                 if explore_lines
+                else []
+            ),
+            *(
+                [
+                    "Single changes to the default (`benchmarks/distill_explore.py`, `ris`, "
+                    "seed 0, the default budget unless the change is the budget; one torch "
+                    "thread, two runs sharing the machine; one seed moves by up to about 3 "
+                    "points, see the table above):",
+                    "\n".join(default_lines),
+                ]
+                if default_lines
                 else []
             ),
         ]
