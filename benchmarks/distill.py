@@ -87,9 +87,7 @@ def subset(per_class: int, seed: int) -> Any:
     return _sibling("few_real").subset("train", per_class, seed)
 
 
-def config_of(
-    row: str, seed: int, iters: int | None = None, data: str = "fashion-mnist"
-) -> Any:
+def config_of(row: str, seed: int, iters: int | None = None, data: str = "fashion-mnist") -> Any:
     """The default `risloss distill` configuration of ``data``'s shipped teacher with ``row``'s
     image source (a ``*-before`` row: the regime before the pool, :data:`BEFORE`)."""
     from risloss.training import RISConfig, TrainConfig
@@ -169,7 +167,8 @@ def run_one(job: tuple[str, int, int, int | None, Path, str]) -> dict[str, Any]:
         "torch_threads": threads,
         "device": "cpu",
     }
-    if row == "real-10" and data == "fashion-mnist":  # the reference the synthesized images' g_sim is read against
+    # the reference the synthesized images' g_sim is read against
+    if row == "real-10" and data == "fashion-mnist":
         record["real_batch_similarity"] = real_similarity(seed)
     path = result_path(row, seed, folder)
     tmp = path.with_suffix(".json.tmp")
