@@ -123,7 +123,7 @@ def _committed() -> list[Path]:
     for the runs of earlier defaults, kept as the "before" of later changes)."""
     others = {
         "synthesis", "ptq", "exploration", "wrapped", "few_real", "export", "distill",
-        "distill-explore", "distill-cli",
+        "distill-explore", "distill-cli", "distill-900", "distill-cifar10",
     }  # fmt: skip
     return sorted(
         p
@@ -594,8 +594,15 @@ def test_a_kept_benchmark_run_continues_after_an_interruption(
     )
 
 
+# distill-900: the runs of the default `risloss distill` of 900 iterations (300 warm-up), kept as
+# the "before" of the 1,500-iteration default
+_DISTILL_FOLDERS = {"distill": {}, "distill-900": {"iters": 900, "warmup": 300}}
+
+
 @pytest.mark.parametrize(
-    "path", sorted((BENCH / "results" / "distill").glob("*.json")), ids=lambda p: p.name
+    "path",
+    sorted(p for f in _DISTILL_FOLDERS for p in (BENCH / "results" / f).glob("*.json")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
 )
 def test_distill_results_are_the_runs_the_script_names(path: Path) -> None:
     distill = _script("distill")
@@ -603,6 +610,7 @@ def test_distill_results_are_the_runs_the_script_names(path: Path) -> None:
     assert path.stem == f"{record['row']}_seed{record['seed']}"
     config = dict(record["config"])
     expected = distill.config_of(record["row"], record["seed"]).to_dict()
+    expected.update(_DISTILL_FOLDERS[path.parent.name])
     if record["row"].startswith("real-"):  # the subset goes to train() as an object
         assert config.pop("data") == expected.pop("data")
     assert config == expected
@@ -697,8 +705,30 @@ def test_report_distill_section_reads_the_rows(tmp_path: Path) -> None:
     assert "`ris` minus `gdfq`: -0.25 points (per seed +1.00, -1.50; ahead on 1 of 2)" in docs
     assert "`ris` against 10 real images per class: +2.00 points" in docs
     assert "real training batches of 32: 0.910" in docs
-    assert "`ris` 79.00 (worst 78.00)" in readme
-    assert report.distill_plot(report.load("distill", tmp_path), tmp_path / "curve.png")
+    assert "`ris` 79.00 (worst 78.00, n=2)" in readme
+    assert "Before:" not in docs and "On CIFAR-10" not in docs
+    # the earlier default and the CIFAR-10 before-and-after, each in its own table
+    (tmp_path / "distill-900").mkdir()
+    (tmp_path / "distill-cifar10").mkdir()
+    before_config = {"iters": 5, "warmup": 1, "student_steps": 1, "student_batch_size": None}
+    for sub, row, top1, cfg in (
+        ("distill-900", "ris", 70.0, {**config, "iters": 6}),
+        ("distill-cifar10", "ris", 40.0, config),
+        ("distill-cifar10", "ris-before", 25.5, before_config),
+    ):  # fmt: skip
+        record = json.loads((folder / "ris_seed0.json").read_text())
+        record.update(row=row, student_top1=top1, config=cfg)
+        (tmp_path / sub / f"{row}_seed0.json").write_text(json.dumps(record))
+    docs, _ = report.distill_section(tmp_path)
+    assert "Before: the default `risloss distill` of 6 iterations, 3 of them warm-up" in docs
+    assert "| synthesized, `ris` | 70.00 (70.00, n=1) |" in docs
+    assert "| synthesized, `ris`, regime before the pool | 25.50 (25.50, n=1) |" in docs
+    assert "1 student step on the iteration's batch" in docs
+    assert report.distill_plot(
+        report.load("distill", tmp_path),
+        tmp_path / "curve.png",
+        before=report.load("distill-900", tmp_path),
+    )
     assert report._curve([json.loads((folder / "ris_seed0.json").read_text())]) == [
         (0.5, 10.0),
         (2.0, 80.0),

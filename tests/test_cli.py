@@ -134,12 +134,12 @@ def test_task_dependent_defaults_follow_the_command(
     assert (distill.kd_temperature, distill.student_augmentation, distill.warmup) == (
         4.0,
         "all",
-        300,  # a third of distillation's 900 iterations
+        300,  # a fifth of distillation's 1,500 iterations
     )
     assert distill.lr_student == 0.05
     args = ["distill", "--kd-temperature", "1", "--student-augmentation", "none", "--iters", "60"]
     cfg = config_of(args, monkeypatch, tmp_path)
-    assert (cfg.kd_temperature, cfg.student_augmentation, cfg.warmup) == (1.0, "none", 20)
+    assert (cfg.kd_temperature, cfg.student_augmentation, cfg.warmup) == (1.0, "none", 12)
     assert config_of(["distill", "--lr-student", "0.3"], monkeypatch, tmp_path).lr_student == 0.3
 
 
@@ -170,7 +170,7 @@ QUANTIZE = {
 }  # fmt: skip
 DISTILL = {
     **QUANTIZE, "task": "distill", "w_bits": None, "a_bits": None, "lr_student": 0.05,
-    "kd_temperature": 4.0, "student_augmentation": "all", "iters": 900, "warmup": 300,
+    "kd_temperature": 4.0, "student_augmentation": "all", "iters": 1500, "warmup": 300,
     # the pool regime and its generator objective (benchmarks/distill.py)
     "student_steps": 4, "student_batch_size": 128, "replay_size": 20000, "student_mixup": 0.5,
     "adversarial_weight": 1.0, "input_range": "auto",

@@ -86,7 +86,8 @@ def test_library_defaults_are_the_declared_ones() -> None:
     assert (TrainConfig().student_steps, TrainConfig().replay_size) == (4, 4096)
     assert TrainConfig(iters=30).warmup == 10
     # distillation's pool regime (benchmarks/distill.py), and its generator objective
-    assert (distill.iters, distill.student_steps, distill.student_batch_size) == (900, 4, 128)
+    assert (distill.iters, distill.student_steps, distill.student_batch_size) == (1500, 4, 128)
+    assert distill.warmup == 300 and TrainConfig(task="distill", iters=50).warmup == 10
     assert (distill.replay_size, distill.student_mixup, distill.adversarial_weight) == (
         20_000,
         0.5,

@@ -963,6 +963,8 @@ def wrapped_cifar10_table(runs: list[dict[str, Any]], bare: list[dict[str, Any]]
 DISTILL = "distill"
 DISTILL_ORDER = ("ris", "gdfq", "noise", "real-1", "real-10", "real-100")
 DISTILL_TEXT = {
+    "ris-before": "synthesized, `ris`, regime before the pool",
+    "gdfq-before": "synthesized, `gdfq`, regime before the pool",
     "ris": "synthesized, `ris`",
     "gdfq": "synthesized, `gdfq`",
     "noise": "Gaussian noise (the floor)",
@@ -985,8 +987,11 @@ def _curve(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:
     ]
 
 
-def distill_plot(runs: list[dict[str, Any]], path: Path) -> bool:
-    """Top-1 against minutes for each row of ``benchmarks/results/distill/``."""
+def distill_plot(
+    runs: list[dict[str, Any]], path: Path, before: list[dict[str, Any]] | None = None
+) -> bool:
+    """Top-1 against minutes for each row of ``benchmarks/results/distill/``, and dashed, the
+    synthesized rows and 10 real images of the earlier default (``before``)."""
     if not runs:
         return False
     import matplotlib
@@ -995,17 +1000,29 @@ def distill_plot(runs: list[dict[str, Any]], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
+    colors: dict[str, Any] = {}
     for row in DISTILL_ORDER:
         group = [r for r in runs if r["row"] == row]
         if not group:
             continue
         xs, ys = zip(*_curve(group), strict=True)
-        ax.plot(xs, ys, marker=".", label=f"{row} (n={len(group)})")
+        (line,) = ax.plot(xs, ys, marker=".", label=f"{row} (n={len(group)})")
+        colors[row] = line.get_color()
+    for row in ("ris", "gdfq", "real-10"):
+        group = [r for r in before or [] if r["row"] == row]
+        if not group:
+            continue
+        xs, ys = zip(*_curve(group), strict=True)
+        its = group[0]["config"]["iters"]
+        ax.plot(
+            xs, ys, linestyle="--", color=colors.get(row), alpha=0.6,
+            label=f"{row}, {its} iterations (n={len(group)})",
+        )  # fmt: skip
     ax.set_xlabel("minutes in the iterations (1 torch thread per run, evaluations left out)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -1013,24 +1030,30 @@ def distill_plot(runs: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def distill_section(root: Path | None = None) -> tuple[str, str]:
-    """The distillation part of docs/benchmarks.md (``benchmarks/distill.py``) and its README
-    line; both empty without results."""
-    runs = load(DISTILL, root)
-    if not runs:
-        return "", ""
-    first = runs[0]["config"]
-    budget = (
-        f"{first['iters']} iterations, {first['warmup']} of them warm-up, "
-        f"{first['student_steps']} student steps of {first['student_batch_size']} images per "
+def _distill_budget(config: dict[str, Any]) -> str:
+    if config.get("student_batch_size") is None:  # the regime before the pool
+        return (
+            f"{config['iters']:,} iterations, {config['warmup']} of them warm-up, "
+            f"{config['student_steps']} student step on the iteration's batch"
+        )
+    return (
+        f"{config['iters']:,} iterations, {config['warmup']} of them warm-up, "
+        f"{config['student_steps']} student steps of {config['student_batch_size']} images per "
         "iteration after warm-up"
     )
+
+
+def distill_table(
+    runs: list[dict[str, Any]], order: tuple[str, ...] = DISTILL_ORDER
+) -> tuple[str, dict[str, Summary], list[str]]:
+    """The table of one folder of ``benchmarks/distill.py``'s runs, the summary of each row and
+    the findings read from them (``ris`` against ``gdfq`` and against 10 real images)."""
     lines = [
         "| images in the pool | top-1 % (worst seed, n) | seeds | minutes | g_agree | g_sim |",
         "|---|---|---|---|---|---|",
     ]
     stats: dict[str, Summary] = {}
-    for row in DISTILL_ORDER:
+    for row in order:
         group = sorted((r for r in runs if r["row"] == row), key=lambda r: r["seed"])
         if not group:
             continue
@@ -1047,42 +1070,88 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
             f"| {DISTILL_TEXT[row]} | {s.mean:.2f} ({s.worst:.2f}, n={s.n}) | {seeds} | "
             f"{minutes:.1f} | {fig('g_agree')} | {fig('g_sim')} |"
         )
-    real_sim = [r["real_batch_similarity"] for r in runs if "real_batch_similarity" in r]
     findings = []
-    if "ris" in stats and "gdfq" in stats:
-        ris = {r["seed"]: r["student_top1"] for r in runs if r["row"] == "ris"}
-        gdfq = {r["seed"]: r["student_top1"] for r in runs if r["row"] == "gdfq"}
-        diffs = [ris[k] - gdfq[k] for k in sorted(ris.keys() & gdfq.keys())]
-        if diffs:
-            ahead = sum(d > 0 for d in diffs)
-            findings.append(
-                f"- `ris` minus `gdfq`: {statistics.mean(diffs):+.2f} points (per seed "
-                + ", ".join(f"{d:+.2f}" for d in diffs)
-                + f"; ahead on {ahead} of {len(diffs)})."
-            )
+    for a, b in (("ris", "gdfq"), ("ris-before", "gdfq-before")):
+        if a in stats and b in stats:
+            first = {r["seed"]: r["student_top1"] for r in runs if r["row"] == a}
+            second = {r["seed"]: r["student_top1"] for r in runs if r["row"] == b}
+            diffs = [first[k] - second[k] for k in sorted(first.keys() & second.keys())]
+            if diffs:
+                ahead = sum(d > 0 for d in diffs)
+                findings.append(
+                    f"- `{a}` minus `{b}`: {statistics.mean(diffs):+.2f} points (per seed "
+                    + ", ".join(f"{d:+.2f}" for d in diffs)
+                    + f"; ahead on {ahead} of {len(diffs)})."
+                )
     for row in ("ris", "gdfq"):
         if row in stats and "real-10" in stats:
             findings.append(
                 f"- `{row}` against 10 real images per class: "
                 f"{stats[row].mean - stats['real-10'].mean:+.2f} points."
             )
+    real_sim = [r["real_batch_similarity"] for r in runs if "real_batch_similarity" in r]
     if real_sim:
         findings.append(
             "- Within-class similarity of the teacher's penultimate features on real training "
             f"batches of 32: {statistics.mean(real_sim):.3f} (against `g_sim` of the "
             "synthesized batches above)."
         )
+    return "\n".join(lines), stats, findings
+
+
+DISTILL_BEFORE = "distill-900"
+DISTILL_CIFAR10 = "distill-cifar10"
+
+
+def distill_section(root: Path | None = None) -> tuple[str, str]:
+    """The distillation part of docs/benchmarks.md (``benchmarks/distill.py``) and its README
+    line; both empty without results."""
+    runs = load(DISTILL, root)
+    if not runs:
+        return "", ""
+    table, stats, findings = distill_table(runs)
+    before = load(DISTILL_BEFORE, root)
+    before_parts: list[str] = []
+    if before:
+        b_table, _, b_findings = distill_table(before)
+        before_parts = [
+            f"Before: the default `risloss distill` of {_distill_budget(before[0]['config'])} "
+            f"(`benchmarks/results/{DISTILL_BEFORE}/`, the same script and seeds):",
+            b_table,
+            "\n".join(b_findings),
+        ]
+    cifar = load(DISTILL_CIFAR10, root)
+    cifar_parts: list[str] = []
+    if cifar:
+        order = ("ris", "gdfq", "ris-before", "gdfq-before")
+        c_table, _, c_findings = distill_table(cifar, order)
+        after_cfg = next((r["config"] for r in cifar if not r["row"].endswith("-before")), None)
+        before_cfg = next((r["config"] for r in cifar if r["row"].endswith("-before")), None)
+        described = [
+            f"`{name}` rows: {_distill_budget(cfg)}"
+            for name, cfg in (("ris, gdfq", after_cfg), ("-before", before_cfg))
+            if cfg is not None
+        ]
+        cifar_parts = [
+            "On CIFAR-10 (`python benchmarks/distill.py --data cifar10`, the shipped CIFAR-10 "
+            "ResNet-20 into a fresh ResNet-8, test split of 10,000 images; "
+            + "; ".join(described)
+            + "; the `-before` rows run the regime before the pool and the quantization "
+            "objective):",
+            c_table,
+            "\n".join(c_findings),
+        ]
     explored = load("distill-explore", root)
-    # runs at the default budget and objective (ris, seed 0), read against the ris row's seed 0
+    # runs at the 900-iteration default (ris, seed 0), read against that default's seed 0
     at_default = [r for r in explored if r["name"].startswith("ris-")]
     explored = [r for r in explored if not r["name"].startswith("ris-")]
-    base = next((r for r in runs if r["row"] == "ris" and r["seed"] == 0), None)
+    base = next((r for r in before if r["row"] == "ris" and r["seed"] == 0), None)
     default_lines = []
     if at_default and base is not None:
         default_lines = [
             "| run | what it asks | top-1 % | minus `ris` seed 0 | minutes | g_sim | g_agree |",
             "|---|---|---|---|---|---|---|",
-            f"| `ris` seed 0 | the default | {base['student_top1']:.2f} | - | "
+            f"| `ris` seed 0 | the 900-iteration default | {base['student_top1']:.2f} | - | "
             f"{base['train_seconds'] / 60:.1f} | {base['synthesis']['g_sim']:.3f} | "
             f"{base['synthesis']['g_agree']:.3f} |",
         ]
@@ -1109,49 +1178,53 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
                 f"{syn.get('g_agree', float('nan')):.3f} |"
             )
     docs = "\n\n".join(
-        [
+        part
+        for part in [
             "### Distillation that teaches: the pool regime",
-            f"`benchmarks/distill.py`: the default `risloss distill` ({budget}), "
+            f"`benchmarks/distill.py`: the default `risloss distill` "
+            f"({_distill_budget(runs[0]['config'])}), "
             f"{len(runs)} runs, from `benchmarks/results/{DISTILL}/`. The shipped ResNet-20 "
             "into a fresh ResNet-8; only the images that fill the pool differ between rows. "
             "Final-iteration top-1 on the Fashion-MNIST test split; minutes in the iterations "
             "with one torch thread per run, while two or three runs shared the 2-core machine; "
             "`g_agree`, `g_sim`: means over the last iterations.",
-            "\n".join(lines),
+            table,
             "\n".join(findings),
             "![top-1 against minutes](assets/distill_minutes.png)",
+            *before_parts,
+            *cifar_parts,
             *(
                 [
-                    "Exploratory runs behind these defaults (`benchmarks/distill_explore.py`, "
+                    "Single changes to the 900-iteration default (`benchmarks/distill_explore.py`, "
+                    "`ris`, seed 0; one torch thread, two runs sharing the machine; one seed "
+                    "moves by up to about 3 points, see the seeds above):",
+                    "\n".join(default_lines),
+                ]
+                if default_lines
+                else []
+            ),
+            *(
+                [
+                    "Exploratory runs behind the pool regime (`benchmarks/distill_explore.py`, "
                     "`gdfq`, seed 0, 600 iterations of which 200 warm-up, one torch thread):",
                     "\n".join(explore_lines),
                 ]
                 if explore_lines
                 else []
             ),
-            *(
-                [
-                    "Single changes to the default (`benchmarks/distill_explore.py`, `ris`, "
-                    "seed 0, the default budget unless the change is the budget; one torch "
-                    "thread, two runs sharing the machine; one seed moves by up to about 3 "
-                    "points, see the table above):",
-                    "\n".join(default_lines),
-                ]
-                if default_lines
-                else []
-            ),
         ]
+        if part
     )
     readme = ""
     if "ris" in stats or "gdfq" in stats:
         parts = [
-            f"`{row}` {stats[row].mean:.2f} (worst {stats[row].worst:.2f})"
+            f"`{row}` {stats[row].mean:.2f} (worst {stats[row].worst:.2f}, n={stats[row].n})"
             for row in ("ris", "gdfq", "real-10")
             if row in stats
         ]
         readme = (
             "Data-free distillation (default `risloss distill`, ResNet-20 into a fresh "
-            "ResNet-8, 3 seeds): " + ", ".join(parts) + "."
+            "ResNet-8): " + ", ".join(parts) + "."
         )
     return docs, readme
 
@@ -1405,7 +1478,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     plot(data["stats"], data["fp"], ROOT / "docs" / "assets" / "benchmark.png")
-    distill_plot(load(DISTILL), ROOT / "docs" / "assets" / "distill_minutes.png")
+    distill_plot(
+        load(DISTILL),
+        ROOT / "docs" / "assets" / "distill_minutes.png",
+        before=load(DISTILL_BEFORE),
+    )
     _replace(docs, docs_body)
     _replace(readme, readme_body)
     print(docs_body)
