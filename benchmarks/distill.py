@@ -11,9 +11,9 @@ temperature 4; see ``TrainConfig``) with one thing changed, the images that fill
   once per seed), labelled by the teacher like the others.
 
 On CIFAR-10 (``--data cifar10``, the shipped CIFAR-10 ResNet-20 into a fresh ResNet-8) the rows
-are ``ris`` and ``gdfq`` at the default and ``ris-before``, ``gdfq-before``: the regime before the
-pool (``BEFORE``), so that the distillation defaults are measured before and after on both data
-sets.
+are ``ris`` and ``gdfq`` at the default and ``ris-before``, ``gdfq-before``: the regime before
+the pool (``before_settings()``), so that the distillation defaults are measured before and
+after on both data sets.
 
 The same student steps, batch sizes, schedules and seeds for every row. Each run evaluates the
 student every ``EVAL_EVERY`` iterations and records the seconds spent in the iterations until
@@ -44,21 +44,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "distill"
 ROWS = ("ris", "gdfq", "noise", "real-1", "real-10", "real-100")
-# The regime before the pool (the settings of the committed extension-suite distillation runs
-# of benchmarks/dfq.py: one student step per iteration on the iteration's own batch, no pool, no
-# MixUp, no adversarial term, unbounded images, the quantization objective), for the
-# before-and-after of the distillation defaults.
+# The regime before the pool, for the before-and-after of the distillation defaults: the
+# settings of the committed extension-suite distillation runs of benchmarks/dfq.py (one student
+# step per iteration on the iteration's own batch, no pool, no MixUp, no adversarial term,
+# unbounded images) with the quantization objective; see before_settings().
 BEFORE_ROWS = ("ris-before", "gdfq-before")
-BEFORE: dict[str, Any] = {
-    "iters": 1200,
-    "warmup": 200,
-    "student_steps": 1,
-    "student_batch_size": None,
-    "replay_size": 0,
-    "student_mixup": 0.0,
-    "adversarial_weight": 0.0,
-    "input_range": "none",
-}
 # --data: the shipped teacher of each data set, its results folder and its default rows
 DATA: dict[str, tuple[str, Path, tuple[str, ...]]] = {
     "fashion-mnist": ("resnet20_fashion_mnist", RESULTS, ROWS),
@@ -80,6 +70,13 @@ def _sibling(name: str) -> ModuleType:
     return module
 
 
+def before_settings() -> dict[str, Any]:
+    """The budget and student settings of ``benchmarks/dfq.py``'s extension-suite distillation
+    (its task, student and bit widths left out)."""
+    pinned = _sibling("dfq").EXTENSION_TASKS["distill"]
+    return {k: v for k, v in pinned.items() if k not in ("task", "student", "w_bits", "a_bits")}
+
+
 def subset(per_class: int, seed: int) -> Any:
     """Fashion-MNIST's training split, normalized as the shipped teacher expects, cut to
     ``per_class`` images of each class drawn with ``seed``: the draw of
@@ -89,13 +86,13 @@ def subset(per_class: int, seed: int) -> Any:
 
 def config_of(row: str, seed: int, iters: int | None = None, data: str = "fashion-mnist") -> Any:
     """The default `risloss distill` configuration of ``data``'s shipped teacher with ``row``'s
-    image source (a ``*-before`` row: the regime before the pool, :data:`BEFORE`)."""
+    image source (a ``*-before`` row: the regime before the pool, :func:`before_settings`)."""
     from risloss.training import RISConfig, TrainConfig
 
     method = "real" if row.startswith("real-") else row.removesuffix("-before")
     extra: dict[str, Any] = {}
     if row in BEFORE_ROWS:
-        extra = {**BEFORE, "ris": RISConfig()}
+        extra = {**before_settings(), "ris": RISConfig()}
     if iters is not None:
         extra.update(iters=iters, warmup=iters // 3)
     return TrainConfig(

@@ -234,7 +234,9 @@ def _start_line(config: TrainConfig, args: argparse.Namespace) -> str:
 
 
 # The time a default run may take on 2 CPU cores: `risloss distill` (the pool regime) trained
-# for 8.9 minutes with both cores to itself (benchmarks/results/distill-cli/default.json).
+# for 8.9 minutes at 900 iterations with both cores to itself
+# (benchmarks/results/distill-cli/default-900.json); 1,500 iterations took 1.9 times as long as 900
+# in runs side by side (benchmarks/results/distill-explore/), about 17 minutes.
 _CPU_MINUTES = {"distill": 20}
 
 

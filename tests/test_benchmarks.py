@@ -594,9 +594,14 @@ def test_a_kept_benchmark_run_continues_after_an_interruption(
     )
 
 
-# distill-900: the runs of the default `risloss distill` of 900 iterations (300 warm-up), kept as
-# the "before" of the 1,500-iteration default
-_DISTILL_FOLDERS = {"distill": {}, "distill-900": {"iters": 900, "warmup": 300}}
+# folder: (its data set, settings over the default); distill-900: the runs of the default
+# `risloss distill` of 900 iterations (300 warm-up), kept as the "before" of the 1,500-iteration
+# default
+_DISTILL_FOLDERS: dict[str, tuple[str, dict[str, int]]] = {
+    "distill": ("fashion-mnist", {}),
+    "distill-900": ("fashion-mnist", {"iters": 900, "warmup": 300}),
+    "distill-cifar10": ("cifar10", {}),
+}
 
 
 @pytest.mark.parametrize(
@@ -609,8 +614,9 @@ def test_distill_results_are_the_runs_the_script_names(path: Path) -> None:
     record = json.loads(path.read_text())
     assert path.stem == f"{record['row']}_seed{record['seed']}"
     config = dict(record["config"])
-    expected = distill.config_of(record["row"], record["seed"]).to_dict()
-    expected.update(_DISTILL_FOLDERS[path.parent.name])
+    data, settings = _DISTILL_FOLDERS[path.parent.name]
+    expected = distill.config_of(record["row"], record["seed"], data=data).to_dict()
+    expected.update(settings)
     if record["row"].startswith("real-"):  # the subset goes to train() as an object
         assert config.pop("data") == expected.pop("data")
     assert config == expected
@@ -659,7 +665,9 @@ def test_distill_before_rows_are_the_regime_before_the_pool() -> None:
     # the settings of the committed extension-suite distillation runs and the objective of
     # quantization, where the default distill has its own
     pinned = dfq.EXTENSION_TASKS["distill"]
-    assert {k: getattr(before, k) for k in distill.BEFORE} == {k: pinned[k] for k in distill.BEFORE}
+    settings = distill.before_settings()
+    assert {"iters", "student_steps", "replay_size", "student_mixup"} <= set(settings)
+    assert {k: getattr(before, k) for k in settings} == {k: pinned[k] for k in settings}
     assert before.ris == RISConfig() != distill.config_of("gdfq", 1, data="cifar10").ris
     after = distill.config_of("gdfq", 1, data="cifar10")
     assert after.student_batch_size == 128 and after.model == "resnet20_cifar10"
