@@ -124,6 +124,7 @@ def _committed() -> list[Path]:
     others = {
         "synthesis", "ptq", "exploration", "wrapped", "few_real", "export", "distill",
         "distill-explore", "distill-cli", "distill-900", "distill-cifar10",
+        "distill-cifar10-900",
     }  # fmt: skip
     return sorted(
         p
@@ -601,6 +602,7 @@ _DISTILL_FOLDERS: dict[str, tuple[str, dict[str, int]]] = {
     "distill": ("fashion-mnist", {}),
     "distill-900": ("fashion-mnist", {"iters": 900, "warmup": 300}),
     "distill-cifar10": ("cifar10", {}),
+    "distill-cifar10-900": ("cifar10", {"iters": 900, "warmup": 300}),
 }
 
 
@@ -718,11 +720,13 @@ def test_report_distill_section_reads_the_rows(tmp_path: Path) -> None:
     # the earlier default and the CIFAR-10 before-and-after, each in its own table
     (tmp_path / "distill-900").mkdir()
     (tmp_path / "distill-cifar10").mkdir()
+    (tmp_path / "distill-cifar10-900").mkdir()
     before_config = {"iters": 5, "warmup": 1, "student_steps": 1, "student_batch_size": None}
     for sub, row, top1, cfg in (
         ("distill-900", "ris", 70.0, {**config, "iters": 6}),
         ("distill-cifar10", "ris", 40.0, config),
         ("distill-cifar10", "ris-before", 25.5, before_config),
+        ("distill-cifar10-900", "ris", 35.0, config),
     ):  # fmt: skip
         record = json.loads((folder / "ris_seed0.json").read_text())
         record.update(row=row, student_top1=top1, config=cfg)
@@ -732,6 +736,8 @@ def test_report_distill_section_reads_the_rows(tmp_path: Path) -> None:
     assert "| synthesized, `ris` | 70.00 (70.00, n=1) |" in docs
     assert "| synthesized, `ris`, regime before the pool | 25.50 (25.50, n=1) |" in docs
     assert "1 student step on the iteration's batch" in docs
+    assert "| synthesized, `ris`, 900 iterations (300 warm-up) | 35.00 (35.00, n=1) |" in docs
+    assert "`ris` minus `ris-900`: +5.00 points" in docs
     assert report.distill_plot(
         report.load("distill", tmp_path),
         tmp_path / "curve.png",
