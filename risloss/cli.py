@@ -233,10 +233,8 @@ def _start_line(config: TrainConfig, args: argparse.Namespace) -> str:
     return line
 
 
-# The time a default run may take on 2 CPU cores: `risloss distill` (the pool regime) trained
-# for 8.9 minutes at 900 iterations with both cores to itself
-# (benchmarks/results/distill-cli/default-900.json); 1,500 iterations took 1.9 times as long as 900
-# in runs side by side (benchmarks/results/distill-explore/), about 17 minutes.
+# The time a default run may take on 2 CPU cores: `risloss distill` (1,500 iterations) trained
+# for 19.3 minutes with both cores (benchmarks/results/distill-cli/default.json).
 _CPU_MINUTES = {"distill": 20}
 
 
