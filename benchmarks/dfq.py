@@ -138,6 +138,17 @@ ABLATION: dict[str, dict[str, Any]] = {
     # the default objective of `risloss distill` (risloss.training.ris_for("distill")): does
     # distillation's within-class diversity help quantization too?
     "distill-objective": {"bns_weight": 10.0, "feature_diversity_weight": 10.0},
+    # the student side of `risloss distill`'s pool regime (every student step on 128 images of
+    # the whole pool, augmented, half of them mixed): does it help a quantized copy too?
+    "pool-regime": {},
+}
+# Trainer settings of an ablation variant (beside its objective settings above).
+ABLATION_SETTINGS: dict[str, dict[str, Any]] = {
+    "pool-regime": {
+        "student_batch_size": 128,
+        "student_augmentation": "all",
+        "student_mixup": 0.5,
+    },
 }
 
 EXTENSION_ROWS = ("ris", "gdfq", "noise", "real")
@@ -163,6 +174,23 @@ EXTENSION_TASKS: dict[str, dict[str, Any]] = {
     },
     "prune50": {"task": "prune", "sparsity": 0.5, "w_bits": None, "a_bits": None},
     "prune80": {"task": "prune", "sparsity": 0.8, "w_bits": None, "a_bits": None},
+}
+# Variants of an extension task, read against its `ris` row seed by seed: (the task, its rows,
+# trainer settings over the task's, objective settings). They ask whether what distillation's
+# default regime adds helps pruning too.
+EXTENSION_VARIANTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any]]] = {
+    "prune80-distill-objective": (
+        "prune80",
+        ("ris",),
+        {},
+        dict(ABLATION["distill-objective"]),
+    ),
+    "prune80-pool-regime": (
+        "prune80",
+        ("ris",),
+        {"student_steps": 4, "replay_size": 4096, **ABLATION_SETTINGS["pool-regime"]},
+        {},
+    ),
 }
 
 
@@ -306,6 +334,12 @@ def _plan_suite(suite: str, seed: int, bit_widths: list[int], rows: list[str],
                 add("extension", task_name, row, row, seed, None, dict(extra), {})
             if extra["task"] == "prune" and seed == args.seeds[0]:  # deterministic: one run
                 add("extension", task_name, "no-recovery", "none", seed, None, dict(extra), {})
+        for name, (of, variant_rows, settings, ris) in EXTENSION_VARIANTS.items():
+            if not args.tasks or name in args.tasks:
+                for row in variant_rows:
+                    if not args.rows or row in args.rows:
+                        extra = {**EXTENSION_TASKS[of], **settings}
+                        add("extension", name, row, row, seed, None, extra, dict(ris))
         return
     for bits in bit_widths:
         if suite == "ablation":
@@ -313,7 +347,8 @@ def _plan_suite(suite: str, seed: int, bit_widths: list[int], rows: list[str],
                 if name == "default":  # identical to the quantization suite's `ris` row
                     add("quant", "quantize", "ris", "ris", seed, bits, quantize, {})
                 else:
-                    add("ablation", "quantize", name, "ris", seed, bits, quantize, ABLATION[name])
+                    settings = {**quantize, **ABLATION_SETTINGS.get(name, {})}
+                    add("ablation", "quantize", name, "ris", seed, bits, settings, ABLATION[name])
             continue
         for row in rows:
             if row == "fp":
@@ -346,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tasks",
         nargs="+",
-        choices=sorted(EXTENSION_TASKS),
+        choices=sorted([*EXTENSION_TASKS, *EXTENSION_VARIANTS]),
         default=None,
         help="extension suite: only these tasks (default: all; --rows selects its rows)",
     )

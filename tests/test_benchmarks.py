@@ -79,7 +79,7 @@ def test_plan_all_has_no_duplicates(dfq: ModuleType) -> None:
 
 def test_plan_extension_selects_tasks_and_rows(dfq: ModuleType) -> None:
     every = _plan(dfq, "suite", "extension")
-    assert {j["task"] for j in every} == {"distill", "prune50", "prune80"}
+    assert {j["task"] for j in every} == {"distill", "prune50", "prune80", *dfq.EXTENSION_VARIANTS}
     jobs = _plan(dfq, "suite", "extension", "tasks", ["distill"], "rows", ["ris", "gdfq"])
     names = sorted(Path(j["path"]).name for j in jobs)
     assert names == sorted(
@@ -101,11 +101,14 @@ def test_plan_long_profile(dfq: ModuleType) -> None:
 
 
 def test_ablation_variants_are_valid_configs(dfq: ModuleType) -> None:
-    from risloss.training import RISConfig
+    from risloss.training import RISConfig, TrainConfig
 
+    assert set(dfq.ABLATION_SETTINGS) <= set(dfq.ABLATION)
     for name, overrides in dfq.ABLATION.items():
-        RISConfig(**overrides)  # raises on a misspelt field or a bad value
-        assert name == "default" or overrides, name
+        ris = RISConfig(**overrides)  # raises on a misspelt field or a bad value
+        settings = dfq.ABLATION_SETTINGS.get(name, {})
+        TrainConfig(task="quantize", ris=ris, **settings)
+        assert name == "default" or overrides or settings, name
 
 
 @pytest.mark.parametrize("path", sorted(BENCH.glob("*.py")), ids=lambda p: p.name)
@@ -185,6 +188,53 @@ def test_one_run_writes_its_json(dfq: ModuleType, tmp_path: Path) -> None:
     assert saved["config"]["ris"]["input_pool"] == "noise"
     assert 0.0 <= saved["quant_top1"] <= 100.0
     assert not list((tmp_path / "quick").glob("*.tmp"))
+
+
+def test_plan_ablation_carries_trainer_settings(dfq: ModuleType) -> None:
+    from risloss.training import RISConfig, TrainConfig
+
+    jobs = _plan(dfq, "suite", "ablation", "variants", ["pool-regime", "alpha-2"])
+    by_row = {j["row"]: j for j in jobs if j["seed"] == 0 and j["suite"] == "ablation"}
+    pool, alpha = by_row["pool-regime"]["config"], by_row["alpha-2"]["config"]
+    for key, value in dfq.ABLATION_SETTINGS["pool-regime"].items():
+        assert pool[key] == value
+        assert key not in alpha  # the other variants keep the quantization defaults
+    cfg = TrainConfig(ris=RISConfig(**by_row["pool-regime"]["ris"]), **pool)
+    assert (cfg.task, cfg.student_batch_size, cfg.student_mixup) == ("quantize", 128, 0.5)
+
+
+def test_plan_extension_variants_run_their_task_with_changes(dfq: ModuleType) -> None:
+    from risloss.training import RISConfig, TrainConfig
+
+    jobs = _plan(dfq, "suite", "extension", "tasks", ["prune80-distill-objective"])
+    assert sorted(Path(j["path"]).name for j in jobs) == [
+        f"extension-prune80-distill-objective-ris-fp32-s{s}.json" for s in range(3)
+    ]
+    cfg = TrainConfig(ris=RISConfig(**jobs[0]["ris"]), **jobs[0]["config"])
+    assert (cfg.task, cfg.sparsity) == ("prune", 0.8)
+    assert (cfg.ris.bns_weight, cfg.ris.feature_diversity_weight) == (10.0, 10.0)
+    (pool,) = _plan(dfq, "suite", "extension", "tasks", ["prune80-pool-regime"], "seeds", [0])
+    cfg = TrainConfig(ris=RISConfig(**pool["ris"]), **pool["config"])
+    assert (cfg.student_steps, cfg.replay_size, cfg.student_batch_size) == (4, 4096, 128)
+    assert cfg.ris == RISConfig()  # the objective of the prune80 row
+
+
+def test_report_reads_extension_variants_against_their_task() -> None:
+    report = _report()
+
+    def ext(task: str, row: str, top1: float, seed: int) -> dict:
+        return {"suite": "extension", "task": task, "row": row, "seed": seed,
+                "w_bits": None, "student_top1": top1}  # fmt: skip
+
+    records = [ext("prune80", "ris", v, s) for s, v in enumerate((88.0, 89.0, 90.0))]
+    records += [ext("prune80", "gdfq", v, s) for s, v in enumerate((80.0, 81.0, 82.0))]
+    records += [ext("prune80-pool-regime", "ris", v, s) for s, v in enumerate((89.0, 88.0))]
+    table, findings = report.extension_table(records)
+    assert "| prune80-pool-regime |" in table
+    (variant,) = [f for f in findings if f.startswith("- prune80 with")]
+    assert "`student_steps=4`" in variant
+    assert "`prune80-pool-regime` minus `ris` = +0.00 points" in variant
+    assert "+1.00, -1.00" in variant and "ahead on 1 of 2 seeds" in variant
 
 
 def _record(suite: str, row: str, bits: int, top1: float, seed: int = 0) -> dict:

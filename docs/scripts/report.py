@@ -124,14 +124,24 @@ def quant_table(
     return "\n".join(lines), stats
 
 
-def _ablation_changes() -> dict[str, str]:
+def _dfq() -> Any:
+    """benchmarks/dfq.py as a module: the variants as it defines them."""
     spec = importlib.util.spec_from_file_location("benchmarks_dfq", ROOT / "benchmarks" / "dfq.py")
     assert spec is not None and spec.loader is not None
     dfq = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dfq)  # the variants as benchmarks/dfq.py defines them
+    spec.loader.exec_module(dfq)
+    return dfq
+
+
+def _settings_text(*overrides: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}={v!r}`" for over in overrides for k, v in over.items())
+
+
+def _ablation_changes() -> dict[str, str]:
+    dfq = _dfq()
     return {
         **{
-            name: ", ".join(f"`{k}={v!r}`" for k, v in over.items()) or "the defaults"
+            name: _settings_text(over, dfq.ABLATION_SETTINGS.get(name, {})) or "the defaults"
             for name, over in dfq.ABLATION.items()
         },
         **{name: ", ".join(f"`{k}={v!r}`" for k, v in over.items()) for name, over in RETIRED},
@@ -241,6 +251,9 @@ TASK_TEXT = {
     "distill": "ResNet-20 into ResNet-8",
     "prune50": "50% unstructured sparsity",
     "prune80": "80% unstructured sparsity",
+    "prune80-distill-objective": "prune80, distillation's objective (BNS 10, feature diversity 10)",
+    "prune80-pool-regime": "prune80, distillation's student regime (pool of 4,096, 4 steps of "
+    "128, augmented, MixUp 0.5)",
 }
 
 
@@ -271,6 +284,17 @@ def extension_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
                 + "."
             )
         lines.append(f"| {t} | {TASK_TEXT.get(t, t)} | " + " | ".join(cells) + f" | {diff} |")
+    for name, (of, _, settings, ris) in _dfq().EXTENSION_VARIANTS.items():
+        if (name, "ris") not in groups:
+            continue
+        line = paired(
+            [{**r, "row": name if r["task"] == name else r["row"]} for r in records],
+            lambda r, of=of, name=name: r["suite"] == "extension" and r["task"] in (of, name),
+            a=name,
+            b="ris",
+        )
+        if line:
+            findings.append(f"- {of} with {_settings_text(settings, ris)}: {line}.")
     return "\n".join(lines), findings
 
 
