@@ -337,6 +337,14 @@ def test_report_cifar10_section_drop_and_share(tmp_path: Path) -> None:
     assert "| 82.00 (81.00, n=2) | 81.00 (n=2) | +1.00 (+3.00, -1.00) |" in fit
     assert "W3A3 `ris` 82.00 (worst 80.00, n=3), `gdfq` 72.00 (worst 70.00, n=2)" in readme
     assert "full precision 92.00" in readme
+    assert "#### Ablation on CIFAR-10" not in docs  # no variant ran on this teacher yet
+    for seed, v in enumerate((81.0, 81.5)):  # against ris 80 and 82
+        write("cifar10", f"abl-s{seed}", {**run("fdiv-1", v, seed), "suite": "ablation"})
+    docs = report.cifar10_section(tmp_path)[0]
+    assert "): 12 runs, from `benchmarks/results/cifar10/`" in docs  # the quant runs alone
+    section = docs.split("#### Ablation on CIFAR-10", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| fdiv-1 |"))
+    assert "| +0.25 | 1 of 2 |" in row  # paired: +1.00 and -0.50
 
 
 def test_ptq_docs_table_matches_the_committed_results() -> None:

@@ -1267,7 +1267,8 @@ def cifar10_section(root: Path | None = None) -> tuple[str, str]:
     fp = _fp(records)
     parts = [
         "### CIFAR-10 ResNet-20: the paper's own setting",
-        f"Profile `{CIFAR10}` ({_budget(records)}): {len(records)} runs, from "
+        f"Profile `{CIFAR10}` ({_budget(records)}): "
+        f"{sum(r['suite'] == 'quant' for r in records)} runs, from "
         f"`benchmarks/results/{CIFAR10}/`. The shipped CIFAR-10 ResNet-20 teacher; mean ± "
         "standard deviation over seeds of the **final-iteration** top-1 (%) on the CIFAR-10 "
         "test split.",
@@ -1316,6 +1317,16 @@ def cifar10_section(root: Path | None = None) -> tuple[str, str]:
             "Beside the peers (drop and share as defined above):",
             peers_table(more + borrowed),
             _peers_note(more + borrowed, name, define=False),
+        ]
+    if any(r["suite"] == "ablation" for r in records):
+        abl, abl_findings = ablation_table(records)
+        parts += [
+            "#### Ablation on CIFAR-10",
+            "Variants of the ablation suite (`benchmarks/dfq.py --profile cifar10 --suite "
+            f"ablation --variants …`) on this teacher, from `benchmarks/results/{CIFAR10}/`; "
+            "`default` is the `ris` row above, same seeds.",
+            abl,
+            "\n".join(abl_findings),
         ]
     wrapped = wrapped_cifar10_table(load(f"wrapped-{CIFAR10}", root), records)
     if wrapped:
