@@ -185,6 +185,12 @@ EXTENSION_VARIANTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any], dict[s
         {},
         dict(ABLATION["distill-objective"]),
     ),
+    "prune50-distill-objective": (
+        "prune50",
+        ("ris",),
+        {},
+        dict(ABLATION["distill-objective"]),
+    ),
     "prune80-pool-regime": (
         "prune80",
         ("ris",),

@@ -345,6 +345,21 @@ def test_report_cifar10_section_drop_and_share(tmp_path: Path) -> None:
     section = docs.split("#### Ablation on CIFAR-10", 1)[1]
     row = next(line for line in section.splitlines() if line.startswith("| fdiv-1 |"))
     assert "| +0.25 | 1 of 2 |" in row  # paired: +1.00 and -0.50
+    assert "#### Pruning on CIFAR-10" not in docs
+    pruned = {"prune80": (60.0, 62.0), "prune80-distill-objective": (63.0, 61.0)}
+    for task, values in pruned.items():
+        for seed, v in enumerate(values):
+            write("cifar10", f"{task}-s{seed}", {
+                "suite": "extension", "task": task, "row": "ris", "seed": seed,
+                "w_bits": None, "student_top1": v,
+            })  # fmt: skip
+    docs = report.cifar10_section(tmp_path)[0]
+    pruning = docs.split("#### Pruning on CIFAR-10", 1)[1]
+    assert "| prune80 | 80% unstructured sparsity | - | 61.00 ± 1.41 (worst 60.00, n=2) |" in (
+        pruning
+    )
+    assert "`prune80-distill-objective` minus `ris` = +1.00 points" in pruning
+    assert "): 12 runs, from" in docs  # still the quant runs alone
 
 
 def test_ptq_docs_table_matches_the_committed_results() -> None:

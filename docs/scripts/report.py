@@ -251,6 +251,7 @@ TASK_TEXT = {
     "distill": "ResNet-20 into ResNet-8",
     "prune50": "50% unstructured sparsity",
     "prune80": "80% unstructured sparsity",
+    "prune50-distill-objective": "prune50, distillation's objective (BNS 10, feature diversity 10)",
     "prune80-distill-objective": "prune80, distillation's objective (BNS 10, feature diversity 10)",
     "prune80-pool-regime": "prune80, distillation's student regime (pool of 4,096, 4 steps of "
     "128, augmented, MixUp 0.5)",
@@ -288,8 +289,8 @@ def extension_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
         if (name, "ris") not in groups:
             continue
         line = paired(
-            [{**r, "row": name if r["task"] == name else r["row"]} for r in records],
-            lambda r, of=of, name=name: r["suite"] == "extension" and r["task"] in (of, name),
+            [{**r, "row": name if r.get("task") == name else r["row"]} for r in records],
+            lambda r, of=of, name=name: r["suite"] == "extension" and r.get("task") in (of, name),
             a=name,
             b="ris",
         )
@@ -1317,6 +1318,15 @@ def cifar10_section(root: Path | None = None) -> tuple[str, str]:
             "Beside the peers (drop and share as defined above):",
             peers_table(more + borrowed),
             _peers_note(more + borrowed, name, define=False),
+        ]
+    if any(r["suite"] == "extension" for r in records):
+        ext, ext_findings = extension_table(records)
+        parts += [
+            "#### Pruning on CIFAR-10",
+            "Rows of the extension suite (`benchmarks/dfq.py --profile cifar10 --suite extension "
+            f"--tasks …`) on this teacher, from `benchmarks/results/{CIFAR10}/`.",
+            ext,
+            "\n".join(ext_findings),
         ]
     if any(r["suite"] == "ablation" for r in records):
         abl, abl_findings = ablation_table(records)
