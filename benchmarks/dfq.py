@@ -135,9 +135,9 @@ ABLATION: dict[str, dict[str, Any]] = {
     "pairs-same": {"diversity": "penalty", "correlation_pairs": "same"},
     # within-class feature diversity (pushes a class's images apart in the teacher's features)
     "fdiv-1": {"feature_diversity_weight": 1.0},
-    # the default objective of `risloss distill` (risloss.training.ris_for("distill")): does
-    # distillation's within-class diversity help quantization too?
-    "distill-objective": {"bns_weight": 10.0, "feature_diversity_weight": 10.0},
+    # the paper's weights (BNS 0.1 as GDFQ's, no within-class feature diversity): the default
+    # objective before the tasks took distillation's (risloss.training.ris_for)
+    "paper-weights": {"bns_weight": 0.1, "feature_diversity_weight": 0.0},
     # the student side of `risloss distill`'s pool regime (every student step on 128 images of
     # the whole pool, augmented, half of them mixed): does it help a quantized copy too?
     "pool-regime": {},
@@ -175,22 +175,15 @@ EXTENSION_TASKS: dict[str, dict[str, Any]] = {
     "prune50": {"task": "prune", "sparsity": 0.5, "w_bits": None, "a_bits": None},
     "prune80": {"task": "prune", "sparsity": 0.8, "w_bits": None, "a_bits": None},
 }
+# Objective settings of an extension task over its task's default (risloss.training.ris_for):
+# distillation's committed runs were made with the paper's weights.
+EXTENSION_OBJECTIVES: dict[str, dict[str, Any]] = {
+    "distill": {"bns_weight": 0.1, "feature_diversity_weight": 0.0},
+}
 # Variants of an extension task, read against its `ris` row seed by seed: (the task, its rows,
-# trainer settings over the task's, objective settings). They ask whether what distillation's
-# default regime adds helps pruning too.
+# trainer settings over the task's, objective settings over the task's default).
 EXTENSION_VARIANTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any]]] = {
-    "prune80-distill-objective": (
-        "prune80",
-        ("ris",),
-        {},
-        dict(ABLATION["distill-objective"]),
-    ),
-    "prune50-distill-objective": (
-        "prune50",
-        ("ris",),
-        {},
-        dict(ABLATION["distill-objective"]),
-    ),
+    "prune80-paper-weights": ("prune80", ("ris",), {}, dict(ABLATION["paper-weights"])),
     "prune80-pool-regime": (
         "prune80",
         ("ris",),
@@ -212,10 +205,12 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
+    import attrs
+
     from risloss import evaluate
     from risloss.data import load_dataset
     from risloss.models import load_pretrained, pretrained_info
-    from risloss.training import RISConfig, TrainConfig, train
+    from risloss.training import TrainConfig, ris_for, train
 
     path = Path(job["path"])
     t0 = time.monotonic()
@@ -242,7 +237,9 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
             config=job["config"],
         )
     else:
-        cfg = TrainConfig(ris=RISConfig(**job["ris"]), **job["config"])
+        # the objective: the task's default (ris_for) with the row's settings over it
+        objective = attrs.evolve(ris_for(job["config"]["task"]), **job["ris"])
+        cfg = TrainConfig(ris=objective, **job["config"])
         if job.get("keep_run"):  # a long run: its checkpoint outlives an interruption
             out = RUNS / job["profile"] / path.stem
             out.mkdir(parents=True, exist_ok=True)
@@ -337,7 +334,8 @@ def _plan_suite(suite: str, seed: int, bit_widths: list[int], rows: list[str],
             for row in EXTENSION_ROWS:
                 if args.rows and row not in args.rows:
                     continue
-                add("extension", task_name, row, row, seed, None, dict(extra), {})
+                objective = dict(EXTENSION_OBJECTIVES.get(task_name, {}))
+                add("extension", task_name, row, row, seed, None, dict(extra), objective)
             if extra["task"] == "prune" and seed == args.seeds[0]:  # deterministic: one run
                 add("extension", task_name, "no-recovery", "none", seed, None, dict(extra), {})
         for name, (of, variant_rows, settings, ris) in EXTENSION_VARIANTS.items():

@@ -135,6 +135,7 @@ def _committed() -> list[Path]:
         if p.parent.name not in others
         and not p.parent.name.endswith("-wrapped")  # snapshots of wrapped.py's runs
         and not p.parent.name.startswith("wrapped-")  # wrapped.py's runs of other teachers
+        and "-wrapped-" not in p.parent.name  # their snapshots
     )
 
 
@@ -204,19 +205,35 @@ def test_plan_ablation_carries_trainer_settings(dfq: ModuleType) -> None:
 
 
 def test_plan_extension_variants_run_their_task_with_changes(dfq: ModuleType) -> None:
-    from risloss.training import RISConfig, TrainConfig
+    import attrs
 
-    jobs = _plan(dfq, "suite", "extension", "tasks", ["prune80-distill-objective"])
+    from risloss.training import RISConfig, TrainConfig, ris_for
+
+    def config(job: dict) -> TrainConfig:  # as the benchmark builds it
+        objective = attrs.evolve(ris_for(job["config"]["task"]), **job["ris"])
+        return TrainConfig(ris=objective, **job["config"])
+
+    jobs = _plan(dfq, "suite", "extension", "tasks", ["prune80-paper-weights"])
     assert sorted(Path(j["path"]).name for j in jobs) == [
-        f"extension-prune80-distill-objective-ris-fp32-s{s}.json" for s in range(3)
+        f"extension-prune80-paper-weights-ris-fp32-s{s}.json" for s in range(3)
     ]
-    cfg = TrainConfig(ris=RISConfig(**jobs[0]["ris"]), **jobs[0]["config"])
+    cfg = config(jobs[0])
     assert (cfg.task, cfg.sparsity) == ("prune", 0.8)
-    assert (cfg.ris.bns_weight, cfg.ris.feature_diversity_weight) == (10.0, 10.0)
+    assert cfg.ris == RISConfig()  # the paper's weights, the default before
     (pool,) = _plan(dfq, "suite", "extension", "tasks", ["prune80-pool-regime"], "seeds", [0])
-    cfg = TrainConfig(ris=RISConfig(**pool["ris"]), **pool["config"])
+    cfg = config(pool)
     assert (cfg.student_steps, cfg.replay_size, cfg.student_batch_size) == (4, 4096, 128)
-    assert cfg.ris == RISConfig()  # the objective of the prune80 row
+    assert cfg.ris == ris_for("prune")  # the objective of the prune80 row
+    assert (cfg.ris.bns_weight, cfg.ris.feature_diversity_weight) == (10.0, 10.0)
+    # the quantization rows: the task's default objective, gdfq without RIS's terms
+    quant = {j["row"]: j for j in _plan(dfq, "rows", ["ris", "gdfq"], "seeds", [0], "bits", [3])}
+    assert config(quant["ris"]).ris == ris_for("quantize")
+    assert config(quant["gdfq"]).method == "gdfq" and quant["gdfq"]["ris"] == {}
+    # the committed distillation rows keep the objective they were made with
+    (distill,) = _plan(
+        dfq, "suite", "extension", "tasks", ["distill"], "rows", ["ris"], "seeds", [0]
+    )
+    assert config(distill).ris == RISConfig()
 
 
 def test_report_reads_extension_variants_against_their_task() -> None:

@@ -10,10 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 from risloss.cli import main
-from risloss.training import RISConfig, TrainConfig
+from risloss.training import TrainConfig, ris_for
 from tests._cli import config_of
 
 TEACHER = "resnet8_fashion_mnist"
@@ -110,7 +111,8 @@ def test_objective_options_reach_the_config(
          "kl", "--diversity", "soft", "--ce-weight", "0.5", "--kd-temperature", "4"],
         monkeypatch, tmp_path,
     )  # fmt: skip
-    assert cfg.ris == RISConfig(
+    assert cfg.ris == attrs.evolve(
+        ris_for("quantize"),
         robustness_weight=2.0,
         weight_perturbation=False,
         input_pool="noise",
@@ -154,12 +156,12 @@ QUANTIZE = {
     "lr_student": 0.001, "weight_decay": 0.0001, "kd_temperature": 1.0, "kd_weight": 1.0,
     "ce_weight": 0.0, "checkpoint_every": 100, "eval_every": 0, "eval_limit": None,
     "ris": {
-        "bns_weight": 0.1, "robustness_weight": 1.0, "diversity_weight": 0.1,
+        "bns_weight": 10.0, "robustness_weight": 1.0, "diversity_weight": 0.1,
         "input_perturbation": True, "weight_perturbation": True, "weight_noise_eps": 0.05,
         "weight_noise_mode": "relative", "weight_noise_bits": 4, "input_noise_std": 0.1,
         "input_pool": "all", "mode": "random", "num_draws": 1, "feature_distance": "cosine",
         "prediction_distance": "kl", "threshold": 0.0, "diversity": "soft",
-        "correlation_pairs": "all", "soft_label_classes": 2, "feature_diversity_weight": 0.0,
+        "correlation_pairs": "all", "soft_label_classes": 2, "feature_diversity_weight": 10.0,
     },
     "global_batch_statistics": True, "generator_conditioning": "concat",
     "generator_output_lr_scale": 10.0, "input_mean": None, "input_std": None,
@@ -174,7 +176,6 @@ DISTILL = {
     # the pool regime and its generator objective (benchmarks/distill.py)
     "student_steps": 4, "student_batch_size": 128, "replay_size": 20000, "student_mixup": 0.5,
     "adversarial_weight": 1.0, "input_range": "auto",
-    "ris": {**QUANTIZE["ris"], "bns_weight": 10.0, "feature_diversity_weight": 10.0},  # type: ignore[dict-item]
 }  # fmt: skip
 PRUNE = {
     **QUANTIZE, "task": "prune", "w_bits": None, "a_bits": None, "student_steps": 1,

@@ -94,10 +94,19 @@ def test_library_defaults_are_the_declared_ones() -> None:
         1.0,
     )
     assert distill.input_range == "auto" and distill.ris == ris_for("distill")
-    assert (distill.ris.bns_weight, distill.ris.feature_diversity_weight) == (10.0, 10.0)
+    # every task's objective: BNS 10 and within-class feature diversity 10 over RISConfig's
+    # own (the paper's) weights
+    assert (RISConfig().bns_weight, RISConfig().feature_diversity_weight) == (0.1, 0.0)
+    for task in ("quantize", "distill", "prune"):
+        objective = TrainConfig(task=task).ris  # type: ignore[arg-type]
+        assert objective == attrs.evolve(
+            RISConfig(), bns_weight=10.0, feature_diversity_weight=10.0
+        )
+    with pytest.raises(ValueError, match="task must be one of 'quantize', 'distill', 'prune'"):
+        ris_for("quantise")
     for task in ("quantize", "prune"):
         other = TrainConfig(task=task)  # type: ignore[arg-type]
-        assert other.ris == RISConfig() and other.input_range == "none"
+        assert other.ris == ris_for(task) and other.input_range == "none"
         assert (other.student_batch_size, other.student_mixup, other.adversarial_weight) == (
             None,
             0.0,

@@ -152,7 +152,23 @@ def _ablation_changes() -> dict[str, str]:
 # the snapshots).
 RETIRED: tuple[tuple[str, dict[str, Any]], ...] = (
     ("prediction-kl", {"prediction_distance": "kl"}),
+    ("distill-objective", {"bns_weight": 10.0, "feature_diversity_weight": 10.0}),
 )
+
+
+# Extension variants of earlier defaults (their results stay in the snapshots), as
+# benchmarks/dfq.py's EXTENSION_VARIANTS: (task, rows, trainer settings, objective settings).
+RETIRED_EXTENSION_VARIANTS: dict[
+    str, tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any]]
+] = {
+    f"prune{p}-distill-objective": (
+        f"prune{p}",
+        ("ris",),
+        {},
+        {"bns_weight": 10.0, "feature_diversity_weight": 10.0},
+    )
+    for p in (50, 80)
+}
 
 
 def ablation_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
@@ -253,6 +269,8 @@ TASK_TEXT = {
     "prune80": "80% unstructured sparsity",
     "prune50-distill-objective": "prune50, distillation's objective (BNS 10, feature diversity 10)",
     "prune80-distill-objective": "prune80, distillation's objective (BNS 10, feature diversity 10)",
+    "prune80-paper-weights": "prune80, the paper's objective weights (BNS 0.1, no feature "
+    "diversity)",
     "prune80-pool-regime": "prune80, distillation's student regime (pool of 4,096, 4 steps of "
     "128, augmented, MixUp 0.5)",
 }
@@ -285,7 +303,8 @@ def extension_table(records: list[dict[str, Any]]) -> tuple[str, list[str]]:
                 + "."
             )
         lines.append(f"| {t} | {TASK_TEXT.get(t, t)} | " + " | ".join(cells) + f" | {diff} |")
-    for name, (of, _, settings, ris) in _dfq().EXTENSION_VARIANTS.items():
+    variants = {**RETIRED_EXTENSION_VARIANTS, **_dfq().EXTENSION_VARIANTS}
+    for name, (of, _, settings, ris) in variants.items():
         if (name, "ris") not in groups:
             continue
         line = paired(
@@ -519,10 +538,16 @@ SNAPSHOTS: tuple[tuple[str, str], ...] = (
         "the warm-up a third of the run (100 of 300 iterations); RIS with soft-label "
         "conditioning; one student step per iteration; RIS's prediction distance L1",
     ),
+    (
+        "v0.4",
+        "the paper's objective weights when quantizing and pruning (BNS 0.1, no within-class "
+        "feature diversity); four student steps per iteration when quantizing, three of them on "
+        "a pool of the last 4,096 synthesized images; RIS's prediction distance KL",
+    ),
 )
 NOW = (
-    "four student steps per iteration when quantizing, three of them on a pool of the last "
-    "4,096 synthesized images; RIS's prediction distance KL"
+    "distillation's objective weights for every task (`risloss.training.ris_for`: BNS 10, "
+    "within-class feature diversity 10); `gdfq` keeps them too, without RIS's terms"
 )
 
 
@@ -572,14 +597,16 @@ def before_after_table(before: list[dict[str, Any]], after: list[dict[str, Any]]
     return "\n".join(lines) if found else ""
 
 
-def default_changes(profile: str, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def default_changes(
+    profile: str, records: list[dict[str, Any]], root: Path | None = None
+) -> list[tuple[str, str]]:
     """``(heading text, table)`` for each change of defaults, oldest first."""
     out = []
     for i, (name, described) in enumerate(SNAPSHOTS):
-        before = load(f"{name}-{profile}")
+        before = load(f"{name}-{profile}", root)
         if i + 1 < len(SNAPSHOTS):
             after_name, after_described = SNAPSHOTS[i + 1]
-            after, where = load(f"{after_name}-{profile}"), f"{after_name}-{profile}"
+            after, where = load(f"{after_name}-{profile}", root), f"{after_name}-{profile}"
         else:
             after, after_described, where = records, NOW, profile
         table = before_after_table(before, after)
@@ -595,7 +622,7 @@ def default_changes(profile: str, records: list[dict[str, Any]]) -> list[tuple[s
 
 
 def latest_with(
-    profile: str, records: list[dict[str, Any]], has: Any
+    profile: str, records: list[dict[str, Any]], has: Any, root: Path | None = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """``(folder, records)``: ``profile``'s own results if any record satisfies ``has``, else
     those of the latest snapshot of earlier defaults that has such results (a suite not yet
@@ -603,7 +630,7 @@ def latest_with(
     if any(has(r) for r in records):
         return profile, records
     for name, _ in reversed(SNAPSHOTS):
-        older = load(f"{name}-{profile}")
+        older = load(f"{name}-{profile}", root)
         if any(has(r) for r in older):
             return f"{name}-{profile}", older
     return profile, records
@@ -630,6 +657,8 @@ def _schedule(r: dict[str, Any]) -> tuple[Any, ...]:
         config.get("replay_size", 0),
         ris.get("prediction_distance", "l1"),
         ris.get("input_pool", "all"),
+        ris.get("bns_weight", 0.1),
+        ris.get("feature_diversity_weight", 0.0),
     )
 
 
@@ -1286,11 +1315,11 @@ def cifar10_section(root: Path | None = None) -> tuple[str, str]:
             _peers_note(records, CIFAR10),
         ]
     base = [r for r in records if r["suite"] == "quant" and r["row"] in ("fp", "ptq-noise")]
-    for name, heading in (
+    for profile, heading in (
         (f"{CIFAR10}-long", "#### A four times longer budget"),
         (f"{CIFAR10}-peers", "#### The peers' budget"),
     ):
-        more = load(name, root)
+        name, more = latest_with(profile, load(profile, root), lambda r: r["row"] == "ris", root)
         if not more:
             continue
         own = {r["row"] for r in more}
@@ -1310,14 +1339,15 @@ def cifar10_section(root: Path | None = None) -> tuple[str, str]:
         )
         parts += [
             heading,
-            f"Profile `{name}` ({_budget(more)}): {len(more)} runs, from "
+            f"Profile `{profile}` ({_budget(more)}): {len(more)} runs, from "
             f"`benchmarks/results/{name}/`; same teacher and quantizer.{note}",
+            _earlier(name),
             more_table,
             "\n".join(_findings(more, more_stats)),
             run_table(more),
             "Beside the peers (drop and share as defined above):",
             peers_table(more + borrowed),
-            _peers_note(more + borrowed, name, define=False),
+            _peers_note(more + borrowed, profile, define=False),
         ]
     if any(r["suite"] == "extension" for r in records):
         ext, ext_findings = extension_table(records)
@@ -1328,27 +1358,43 @@ def cifar10_section(root: Path | None = None) -> tuple[str, str]:
             ext,
             "\n".join(ext_findings),
         ]
-    if any(r["suite"] == "ablation" for r in records):
-        abl, abl_findings = ablation_table(records)
+    abl_where, abl_records = latest_with(CIFAR10, records, lambda r: r["suite"] == "ablation", root)
+    if any(r["suite"] == "ablation" for r in abl_records):
+        abl, abl_findings = ablation_table(abl_records)
         parts += [
             "#### Ablation on CIFAR-10",
             "Variants of the ablation suite (`benchmarks/dfq.py --profile cifar10 --suite "
-            f"ablation --variants …`) on this teacher, from `benchmarks/results/{CIFAR10}/`; "
-            "`default` is the `ris` row above, same seeds.",
+            f"ablation --variants …`) on this teacher, from `benchmarks/results/{abl_where}/`; "
+            "`default` is the `ris` row of the same defaults, same seeds.",
+            _earlier(abl_where),
             abl,
             "\n".join(abl_findings),
         ]
-    wrapped = wrapped_cifar10_table(load(f"wrapped-{CIFAR10}", root), records)
+    # the wrapped runs of the current defaults, else those of the latest snapshot, beside the
+    # bare runs made with the same defaults
+    wrapped_where, bare_where = f"wrapped-{CIFAR10}", CIFAR10
+    runs, bare = load(wrapped_where, root), records
+    for name, _ in reversed(SNAPSHOTS):
+        if runs:
+            break
+        wrapped_where, bare_where = f"{name}-wrapped-{CIFAR10}", f"{name}-{CIFAR10}"
+        runs, bare = load(wrapped_where, root), load(bare_where, root)
+    wrapped = wrapped_cifar10_table(runs, bare)
     if wrapped:
-        runs = load(f"wrapped-{CIFAR10}", root)
         parts += [
             "#### A teacher that takes [0, 1] images",
             "The CIFAR-10 teacher behind its own normalization (`benchmarks/wrapped.py`, from "
-            f"`benchmarks/results/wrapped-{CIFAR10}/`; {_budget(runs)}), beside the bare "
-            f"teacher's run of the same method, bit width and seed in profile `{CIFAR10}`. "
-            "Synthesis figures: means over the last iterations.",
+            f"`benchmarks/results/{wrapped_where}/`; {_budget(runs)}), beside the bare "
+            "teacher's run of the same method, bit width and seed (`benchmarks/results/"
+            f"{bare_where}/`). Synthesis figures: means over the last iterations.",
+            _earlier(bare_where),
             wrapped,
         ]
+    changes = default_changes(CIFAR10, records, root)
+    if changes:
+        parts.append("#### Before and after the change of the defaults")
+        for text, table in changes:
+            parts += [text, table]
     heads = []
     for b in sorted({b for _, b in stats}, reverse=True):
         cells = [
@@ -1389,7 +1435,9 @@ def render(profile: str, long_profile: str = "long") -> tuple[str, str, dict[str
     readme = list(parts)
     if stats:
         parts.append("![final-iteration top-1 per row](assets/benchmark.png)")
-    long_where, long_records = latest_with(long_profile, load(long_profile), lambda r: True)
+    long_where, long_records = latest_with(
+        long_profile, load(long_profile), lambda r: r["row"] == "ris"
+    )
     fp_records = [r for r in records if r["suite"] == "quant" and r["row"] == "fp"]
     long_table, long_stats = quant_table(long_records + fp_records)
     if long_stats:
