@@ -706,7 +706,7 @@ class TrainConfig:
             >>> from risloss.training import TrainConfig
             >>> d = TrainConfig(seed=3).to_dict()
             >>> d["seed"], d["ris"]["bns_weight"]
-            (3, 0.1)
+            (3, 10.0)
         """
         return attrs.asdict(self)
 
