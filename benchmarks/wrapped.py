@@ -83,7 +83,7 @@ def pretrained(model: str = DEFAULT_MODEL) -> nn.Module:
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     from risloss.models import pretrained_info
-    from risloss.training import RISConfig, TrainConfig, machine_info, train
+    from risloss.training import TrainConfig, machine_info, train
 
     t0 = time.monotonic()
     model = job.get("model", DEFAULT_MODEL)
@@ -94,7 +94,6 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         a_bits=job.get("bits", 4),
         data=pretrained_info(model)["dataset"],
         normalize=None,  # the test images as the wrapped model takes them: [0, 1]
-        ris=RISConfig(),
         **VARIANTS[job["variant"]],
     )
     notes: list[str] = []
