@@ -336,8 +336,9 @@ def _plan_suite(suite: str, seed: int, bit_widths: list[int], rows: list[str],
                     continue
                 objective = dict(EXTENSION_OBJECTIVES.get(task_name, {}))
                 add("extension", task_name, row, row, seed, None, dict(extra), objective)
-            if extra["task"] == "prune" and seed == args.seeds[0]:  # deterministic: one run
-                add("extension", task_name, "no-recovery", "none", seed, None, dict(extra), {})
+            if extra["task"] == "prune" and seed == args.seeds[0]:  # deterministic: one run,
+                # at seed 0 whichever seeds are asked for (a run of seed 1 alone reuses it)
+                add("extension", task_name, "no-recovery", "none", 0, None, dict(extra), {})
         for name, (of, variant_rows, settings, ris) in EXTENSION_VARIANTS.items():
             if not args.tasks or name in args.tasks:
                 for row in variant_rows:
