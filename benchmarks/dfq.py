@@ -177,9 +177,7 @@ EXTENSION_TASKS: dict[str, dict[str, Any]] = {
 }
 # Objective settings of an extension task over its task's default (risloss.training.ris_for):
 # distillation's committed runs were made with the paper's weights.
-EXTENSION_OBJECTIVES: dict[str, dict[str, Any]] = {
-    "distill": {"bns_weight": 0.1, "feature_diversity_weight": 0.0},
-}
+EXTENSION_OBJECTIVES: dict[str, dict[str, Any]] = {"distill": dict(ABLATION["paper-weights"])}
 # Variants of an extension task, read against its `ris` row seed by seed: (the task, its rows,
 # trainer settings over the task's, objective settings over the task's default).
 EXTENSION_VARIANTS: dict[str, tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any]]] = {

@@ -150,9 +150,11 @@ def _ablation_changes() -> dict[str, str]:
 
 # Ablation variants of earlier defaults that became the default since (their results stay in
 # the snapshots).
+# distillation's objective weights, a variant until they became every task's default (v0.4)
+_DISTILL_OBJECTIVE: dict[str, Any] = {"bns_weight": 10.0, "feature_diversity_weight": 10.0}
 RETIRED: tuple[tuple[str, dict[str, Any]], ...] = (
     ("prediction-kl", {"prediction_distance": "kl"}),
-    ("distill-objective", {"bns_weight": 10.0, "feature_diversity_weight": 10.0}),
+    ("distill-objective", _DISTILL_OBJECTIVE),
 )
 
 
@@ -165,7 +167,7 @@ RETIRED_EXTENSION_VARIANTS: dict[
         f"prune{p}",
         ("ris",),
         {},
-        {"bns_weight": 10.0, "feature_diversity_weight": 10.0},
+        dict(_DISTILL_OBJECTIVE),
     )
     for p in (50, 80)
 }
