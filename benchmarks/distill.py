@@ -84,9 +84,17 @@ def subset(per_class: int, seed: int) -> Any:
     return _sibling("few_real").subset("train", per_class, seed)
 
 
-def config_of(row: str, seed: int, iters: int | None = None, data: str = "fashion-mnist") -> Any:
+def config_of(
+    row: str,
+    seed: int,
+    iters: int | None = None,
+    data: str = "fashion-mnist",
+    lr_student: float | None = None,
+) -> Any:
     """The default `risloss distill` configuration of ``data``'s shipped teacher with ``row``'s
-    image source (a ``*-before`` row: the regime before the pool, :func:`before_settings`)."""
+    image source (a ``*-before`` row: the regime before the pool, :func:`before_settings`);
+    ``iters`` and ``lr_student``, when given, replace the default budget and student
+    learning rate."""
     from risloss.training import RISConfig, TrainConfig
 
     method = "real" if row.startswith("real-") else row.removesuffix("-before")
@@ -95,6 +103,8 @@ def config_of(row: str, seed: int, iters: int | None = None, data: str = "fashio
         extra = {**before_settings(), "ris": RISConfig()}
     if iters is not None:
         extra.update(iters=iters, warmup=iters // 3)
+    if lr_student is not None:
+        extra.update(lr_student=lr_student)
     return TrainConfig(
         task="distill",
         method=method,
@@ -136,12 +146,12 @@ def real_similarity(seed: int, batches: int = 50, batch_size: int = 32) -> float
     return sum(values) / len(values)
 
 
-def run_one(job: tuple[str, int, int, int | None, Path, str]) -> dict[str, Any]:
-    row, seed, threads, iters, folder, data = job
+def run_one(job: tuple[str, int, int, int | None, Path, str, float | None]) -> dict[str, Any]:
+    row, seed, threads, iters, folder, data, lr_student = job
     torch.set_num_threads(threads)
     from risloss.training import machine_info, train
 
-    config = config_of(row, seed, iters, data)
+    config = config_of(row, seed, iters, data, lr_student)
     t0 = time.monotonic()
     train_data = subset(int(row.split("-")[1]), seed) if row.startswith("real-") else None
     with tempfile.TemporaryDirectory() as out:
@@ -206,19 +216,30 @@ def main(argv: list[str] | None = None) -> int:
         help="iterations of every run, a third of them warm-up (default: the default "
         "`risloss distill`'s); a smoke run, written beside the others only with --out",
     )
+    parser.add_argument(
+        "--lr-student",
+        type=float,
+        default=None,
+        help="learning rate of the student in every run (default: the default `risloss "
+        "distill`'s); a measurement of another default, written only with --out",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.threads < 1:
         parser.error("--jobs and --threads take 1 or more")
     if args.out is None and args.iters is not None:
         parser.error("--iters changes the budget: give --out, so the committed results stay")
+    if args.out is None and args.lr_student is not None:
+        parser.error("--lr-student changes a default: give --out, so the committed results stay")
+    if args.lr_student is not None and not 0 < args.lr_student <= 10:
+        parser.error(f"--lr-student takes a number in (0, 10], got {args.lr_student}")
     rows = DATA[args.data][2] if args.rows is None else args.rows
     if args.data != "fashion-mnist" and any(r.startswith("real-") for r in rows):
         parser.error("--rows real-*: the real subsets are drawn from Fashion-MNIST only")
     folder = DATA[args.data][1] if args.out is None else args.out
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (r, s, args.threads, args.iters, folder, args.data)
+        (r, s, args.threads, args.iters, folder, args.data, args.lr_student)
         for s in args.seeds
         for r in rows
         if not result_path(r, s, folder).exists()

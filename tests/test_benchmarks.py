@@ -730,7 +730,7 @@ def test_distill_exploration_results_are_the_runs_the_script_names(path: Path) -
 def test_distill_benchmark_writes_a_run_with_its_curve(tmp_path: Path) -> None:
     fashion_mnist_or_skip("test")
     distill = _script("distill")
-    record = distill.run_one(("real-1", 0, 1, 3, tmp_path, "fashion-mnist"))
+    record = distill.run_one(("real-1", 0, 1, 3, tmp_path, "fashion-mnist", None))
     written = json.loads((tmp_path / "real-1_seed0.json").read_text())
     assert written["student_top1"] == record["student_top1"]
     assert written["config"]["iters"] == 3 and written["config"]["task"] == "distill"
