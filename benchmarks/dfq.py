@@ -171,6 +171,7 @@ EXTENSION_TASKS: dict[str, dict[str, Any]] = {
         "student_mixup": 0.0,
         "adversarial_weight": 0.0,
         "input_range": "none",
+        "lr_student": 0.05,
     },
     "prune50": {"task": "prune", "sparsity": 0.5, "w_bits": None, "a_bits": None},
     "prune80": {"task": "prune", "sparsity": 0.8, "w_bits": None, "a_bits": None},

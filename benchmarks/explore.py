@@ -36,6 +36,7 @@ _D = {
     "eval_limit": 2000,
     "kd_temperature": 1.0,
     "student_augmentation": "none",
+    "lr_student": 0.05,
 }
 _PENALTY = {"diversity": "penalty"}
 # name: (what it asks, TrainConfig settings, RISConfig settings)

@@ -127,7 +127,7 @@ def _committed() -> list[Path]:
     others = {
         "synthesis", "ptq", "exploration", "wrapped", "few_real", "export", "distill",
         "distill-explore", "distill-cli", "distill-900", "distill-cifar10",
-        "distill-cifar10-900",
+        "distill-cifar10-900", "distill-lr005", "distill-cifar10-lr005",
     }  # fmt: skip
     return sorted(
         p
@@ -685,14 +685,17 @@ def test_a_kept_benchmark_run_continues_after_an_interruption(
     )
 
 
-# folder: (its data set, settings over the default); distill-900: the runs of the default
-# `risloss distill` of 900 iterations (300 warm-up), kept as the "before" of the 1,500-iteration
-# default
-_DISTILL_FOLDERS: dict[str, tuple[str, dict[str, int]]] = {
+# folder: (its data set, settings over the default); the runs of earlier defaults of `risloss
+# distill`, kept as the "before" of later changes: distill-lr005 (student learning rate 0.05,
+# before 0.1), distill-900 (900 iterations, 300 warm-up, before 1,500)
+_LR005 = {"lr_student": 0.05}
+_DISTILL_FOLDERS: dict[str, tuple[str, dict[str, float]]] = {
     "distill": ("fashion-mnist", {}),
-    "distill-900": ("fashion-mnist", {"iters": 900, "warmup": 300}),
+    "distill-lr005": ("fashion-mnist", _LR005),
+    "distill-900": ("fashion-mnist", {"iters": 900, "warmup": 300, **_LR005}),
     "distill-cifar10": ("cifar10", {}),
-    "distill-cifar10-900": ("cifar10", {"iters": 900, "warmup": 300}),
+    "distill-cifar10-lr005": ("cifar10", _LR005),
+    "distill-cifar10-900": ("cifar10", {"iters": 900, "warmup": 300, **_LR005}),
 }
 
 
@@ -784,7 +787,9 @@ def test_report_distill_section_reads_the_rows(tmp_path: Path) -> None:
     report = _report()
     folder = tmp_path / "distill"
     folder.mkdir()
-    config = {"iters": 9, "warmup": 3, "student_steps": 4, "student_batch_size": 128}
+    config = {
+        "iters": 9, "warmup": 3, "student_steps": 4, "student_batch_size": 128, "lr_student": 0.1,
+    }  # fmt: skip
     for row, seed, top1 in (
         ("ris", 0, 80.0), ("ris", 1, 78.0), ("gdfq", 0, 79.0), ("gdfq", 1, 79.5),
         ("real-10", 0, 77.0),
@@ -807,31 +812,50 @@ def test_report_distill_section_reads_the_rows(tmp_path: Path) -> None:
     assert "real training batches of 32: 0.910" in docs
     assert "`ris` 79.00 (worst 78.00, n=2)" in readme
     assert "Before:" not in docs and "On CIFAR-10" not in docs
-    # the earlier default and the CIFAR-10 before-and-after, each in its own table
-    (tmp_path / "distill-900").mkdir()
-    (tmp_path / "distill-cifar10").mkdir()
-    (tmp_path / "distill-cifar10-900").mkdir()
-    before_config = {"iters": 5, "warmup": 1, "student_steps": 1, "student_batch_size": None}
+    # the earlier defaults and the CIFAR-10 before-and-after, each in its own table
+    for sub in ("distill-lr005", "distill-900", "distill-cifar10", "distill-cifar10-lr005",
+                "distill-cifar10-900"):  # fmt: skip
+        (tmp_path / sub).mkdir()
+    before_config = {
+        "iters": 5, "warmup": 1, "student_steps": 1, "student_batch_size": None,
+        "lr_student": 0.05,
+    }  # fmt: skip
+    lr005 = {**config, "lr_student": 0.05}
     for sub, row, top1, cfg in (
-        ("distill-900", "ris", 70.0, {**config, "iters": 6}),
+        ("distill-lr005", "ris", 75.0, lr005),
+        ("distill-900", "ris", 70.0, {**lr005, "iters": 6}),
         ("distill-cifar10", "ris", 40.0, config),
         ("distill-cifar10", "ris-before", 25.5, before_config),
-        ("distill-cifar10-900", "ris", 35.0, config),
+        ("distill-cifar10-lr005", "ris", 38.0, lr005),
+        ("distill-cifar10-900", "ris", 35.0, lr005),
     ):  # fmt: skip
         record = json.loads((folder / "ris_seed0.json").read_text())
         record.update(row=row, student_top1=top1, config=cfg)
         (tmp_path / sub / f"{row}_seed0.json").write_text(json.dumps(record))
     docs, _ = report.distill_section(tmp_path)
-    assert "Before: the default `risloss distill` of 6 iterations, 3 of them warm-up" in docs
+    assert (
+        "Before: the default `risloss distill` of 9 iterations, 3 of them warm-up, 4 student "
+        "steps of 128 images per iteration after warm-up, student learning rate 0.05" in docs
+    )
+    assert "Earlier: the default `risloss distill` of 6 iterations, 3 of them warm-up" in docs
+    assert docs.index("Before:") < docs.index("Earlier:")
+    assert "| synthesized, `ris` | 75.00 (75.00, n=1) |" in docs
     assert "| synthesized, `ris` | 70.00 (70.00, n=1) |" in docs
     assert "| synthesized, `ris`, regime before the pool | 25.50 (25.50, n=1) |" in docs
     assert "1 student step on the iteration's batch" in docs
-    assert "| synthesized, `ris`, 900 iterations (300 warm-up) | 35.00 (35.00, n=1) |" in docs
+    assert (
+        "| synthesized, `ris`, 900 iterations (300 warm-up), student learning rate 0.05 | 35.00 "
+        "(35.00, n=1) |" in docs
+    )
+    assert "| synthesized, `ris`, student learning rate 0.05 | 38.00 (38.00, n=1) |" in docs
+    assert "`ris` minus `ris-lr005`: +2.00 points" in docs
     assert "`ris` minus `ris-900`: +5.00 points" in docs
+    assert report._differs(lr005, config) == "learning rate 0.05"
+    assert report._differs({**lr005, "iters": 6}, config) == "6 iterations, learning rate 0.05"
     assert report.distill_plot(
         report.load("distill", tmp_path),
         tmp_path / "curve.png",
-        before=report.load("distill-900", tmp_path),
+        before=report.load("distill-lr005", tmp_path),
     )
     assert report._curve([json.loads((folder / "ris_seed0.json").read_text())]) == [
         (0.5, 10.0),

@@ -138,7 +138,7 @@ def test_task_dependent_defaults_follow_the_command(
         "all",
         300,  # a fifth of distillation's 1,500 iterations
     )
-    assert distill.lr_student == 0.05
+    assert distill.lr_student == 0.1
     args = ["distill", "--kd-temperature", "1", "--student-augmentation", "none", "--iters", "60"]
     cfg = config_of(args, monkeypatch, tmp_path)
     assert (cfg.kd_temperature, cfg.student_augmentation, cfg.warmup) == (1.0, "none", 12)
@@ -171,7 +171,7 @@ QUANTIZE = {
     "image_size": "default", "normalize": "default",
 }  # fmt: skip
 DISTILL = {
-    **QUANTIZE, "task": "distill", "w_bits": None, "a_bits": None, "lr_student": 0.05,
+    **QUANTIZE, "task": "distill", "w_bits": None, "a_bits": None, "lr_student": 0.1,
     "kd_temperature": 4.0, "student_augmentation": "all", "iters": 1500, "warmup": 300,
     # the pool regime and its generator objective (benchmarks/distill.py)
     "student_steps": 4, "student_batch_size": 128, "replay_size": 20000, "student_mixup": 0.5,

@@ -79,7 +79,7 @@ def test_library_defaults_are_the_declared_ones() -> None:
     # The task-dependent defaults: each defined once, in TrainConfig, read by the command line.
     distill = TrainConfig(task="distill")
     assert (distill.lr_student, distill.kd_temperature, distill.student_augmentation) == (
-        0.05,
+        0.1,
         4.0,
         "all",
     )

@@ -1020,7 +1020,8 @@ DISTILL = "distill"
 DISTILL_ORDER = ("ris", "gdfq", "noise", "real-1", "real-10", "real-100")
 DISTILL_TEXT = {
     "ris-before": "synthesized, `ris`, regime before the pool",
-    "ris-900": "synthesized, `ris`, 900 iterations (300 warm-up)",
+    "ris-900": "synthesized, `ris`, 900 iterations (300 warm-up), student learning rate 0.05",
+    "ris-lr005": "synthesized, `ris`, student learning rate 0.05",
     "gdfq-before": "synthesized, `gdfq`, regime before the pool",
     "ris": "synthesized, `ris`",
     "gdfq": "synthesized, `gdfq`",
@@ -1070,10 +1071,10 @@ def distill_plot(
         if not group:
             continue
         xs, ys = zip(*_curve(group), strict=True)
-        its = group[0]["config"]["iters"]
+        what = _differs(group[0]["config"], runs[0]["config"])
         ax.plot(
             xs, ys, linestyle="--", color=colors.get(row), alpha=0.6,
-            label=f"{row}, {its} iterations (n={len(group)})",
+            label=f"{row}, {what} (n={len(group)})",
         )  # fmt: skip
     ax.set_xlabel("minutes in the iterations (1 torch thread per run, evaluations left out)")
     ax.set_ylabel("test top-1 (%)")
@@ -1087,16 +1088,28 @@ def distill_plot(
     return True
 
 
+def _differs(config: dict[str, Any], default: dict[str, Any]) -> str:
+    """What sets an earlier default's run (``config``) apart from the default's: its
+    iterations and its student learning rate, where they differ."""
+    parts = []
+    if config["iters"] != default["iters"]:
+        parts.append(f"{config['iters']:,} iterations")
+    if config["lr_student"] != default["lr_student"]:
+        parts.append(f"learning rate {config['lr_student']:g}")
+    return ", ".join(parts) or "the same settings"
+
+
 def _distill_budget(config: dict[str, Any]) -> str:
+    lr = f", student learning rate {config['lr_student']:g}"
     if config.get("student_batch_size") is None:  # the regime before the pool
         return (
             f"{config['iters']:,} iterations, {config['warmup']} of them warm-up, "
-            f"{config['student_steps']} student step on the iteration's batch"
+            f"{config['student_steps']} student step on the iteration's batch{lr}"
         )
     return (
         f"{config['iters']:,} iterations, {config['warmup']} of them warm-up, "
         f"{config['student_steps']} student steps of {config['student_batch_size']} images per "
-        "iteration after warm-up"
+        f"iteration after warm-up{lr}"
     )
 
 
@@ -1128,7 +1141,8 @@ def distill_table(
             f"{minutes:.1f} | {fig('g_agree')} | {fig('g_sim')} |"
         )
     findings = []
-    for a, b in (("ris", "gdfq"), ("ris-before", "gdfq-before"), ("ris", "ris-900")):
+    pairs = (("ris", "gdfq"), ("ris-before", "gdfq-before"), ("ris", "ris-lr005"), ("ris", "ris-900"))
+    for a, b in pairs:
         if a in stats and b in stats:
             first = {r["seed"]: r["student_top1"] for r in runs if r["row"] == a}
             second = {r["seed"]: r["student_top1"] for r in runs if r["row"] == b}
@@ -1156,9 +1170,13 @@ def distill_table(
     return "\n".join(lines), stats, findings
 
 
-DISTILL_BEFORE = "distill-900"
+# The runs of earlier defaults of `risloss distill`, the latest first: student learning rate 0.05
+# (before 0.1), then also 900 iterations (before 1,500)
+DISTILL_BEFORE = ("distill-lr005", "distill-900")
+DISTILL_900 = "distill-900"
 DISTILL_CIFAR10 = "distill-cifar10"
-DISTILL_CIFAR10_900 = "distill-cifar10-900"  # the 900-iteration default, on CIFAR-10
+# the same earlier defaults on CIFAR-10, each shown as a row suffixed with its key
+DISTILL_CIFAR10_BEFORE = {"lr005": "distill-cifar10-lr005", "900": "distill-cifar10-900"}
 
 
 def distill_section(root: Path | None = None) -> tuple[str, str]:
@@ -1168,21 +1186,24 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
     if not runs:
         return "", ""
     table, stats, findings = distill_table(runs)
-    before = load(DISTILL_BEFORE, root)
     before_parts: list[str] = []
-    if before:
-        b_table, _, b_findings = distill_table(before)
-        before_parts = [
-            f"Before: the default `risloss distill` of {_distill_budget(before[0]['config'])} "
-            f"(`benchmarks/results/{DISTILL_BEFORE}/`, the same script and seeds):",
-            b_table,
-            "\n".join(b_findings),
-        ]
+    for folder in DISTILL_BEFORE:
+        earlier = load(folder, root)
+        if earlier:
+            b_table, _, b_findings = distill_table(earlier)
+            before_parts += [
+                f"{'Earlier' if before_parts else 'Before'}: the default `risloss distill` of "
+                f"{_distill_budget(earlier[0]['config'])} (`benchmarks/results/{folder}/`, the "
+                "same script and seeds):",
+                b_table,
+                "\n".join(b_findings),
+            ]
     cifar = load(DISTILL_CIFAR10, root)
-    cifar += [{**r, "row": f"{r['row']}-900"} for r in load(DISTILL_CIFAR10_900, root)]
+    for key, folder in DISTILL_CIFAR10_BEFORE.items():
+        cifar += [{**r, "row": f"{r['row']}-{key}"} for r in load(folder, root)]
     cifar_parts: list[str] = []
     if cifar:
-        order = ("ris", "gdfq", "ris-900", "ris-before", "gdfq-before")
+        order = ("ris", "gdfq", "ris-lr005", "ris-900", "ris-before", "gdfq-before")
         c_table, _, c_findings = distill_table(cifar, order)
         after_cfg = next((r["config"] for r in cifar if r["row"] in ("ris", "gdfq")), None)
         before_cfg = next((r["config"] for r in cifar if r["row"].endswith("-before")), None)
@@ -1204,7 +1225,9 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
     # runs at the 900-iteration default (ris, seed 0), read against that default's seed 0
     at_default = [r for r in explored if r["name"].startswith("ris-")]
     explored = [r for r in explored if not r["name"].startswith("ris-")]
-    base = next((r for r in before if r["row"] == "ris" and r["seed"] == 0), None)
+    base = next(
+        (r for r in load(DISTILL_900, root) if r["row"] == "ris" and r["seed"] == 0), None
+    )
     default_lines = []
     if at_default and base is not None:
         default_lines = [
@@ -1579,7 +1602,7 @@ def main(argv: list[str] | None = None) -> int:
     distill_plot(
         load(DISTILL),
         ROOT / "docs" / "assets" / "distill_minutes.png",
-        before=load(DISTILL_BEFORE),
+        before=load(DISTILL_BEFORE[0]),
     )
     _replace(docs, docs_body)
     _replace(readme, readme_body)

@@ -50,7 +50,7 @@ def test_bad_ris_config() -> None:
 
 
 def test_student_learning_rate_depends_on_the_task() -> None:
-    assert TrainConfig(task="distill").lr_student == 0.05  # a student trained from scratch
+    assert TrainConfig(task="distill").lr_student == 0.1  # a student trained from scratch
     assert TrainConfig(task="quantize").lr_student == TrainConfig(task="prune").lr_student == 1e-3
     assert TrainConfig(task="distill", lr_student=0.2).lr_student == 0.2
 
