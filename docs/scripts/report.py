@@ -1141,7 +1141,12 @@ def distill_table(
             f"{minutes:.1f} | {fig('g_agree')} | {fig('g_sim')} |"
         )
     findings = []
-    pairs = (("ris", "gdfq"), ("ris-before", "gdfq-before"), ("ris", "ris-lr005"), ("ris", "ris-900"))
+    pairs = (
+        ("ris", "gdfq"),
+        ("ris-before", "gdfq-before"),
+        ("ris", "ris-lr005"),
+        ("ris", "ris-900"),
+    )
     for a, b in pairs:
         if a in stats and b in stats:
             first = {r["seed"]: r["student_top1"] for r in runs if r["row"] == a}
@@ -1225,9 +1230,7 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
     # runs at the 900-iteration default (ris, seed 0), read against that default's seed 0
     at_default = [r for r in explored if r["name"].startswith("ris-")]
     explored = [r for r in explored if not r["name"].startswith("ris-")]
-    base = next(
-        (r for r in load(DISTILL_900, root) if r["row"] == "ris" and r["seed"] == 0), None
-    )
+    base = next((r for r in load(DISTILL_900, root) if r["row"] == "ris" and r["seed"] == 0), None)
     default_lines = []
     if at_default and base is not None:
         default_lines = [
