@@ -102,8 +102,10 @@ def config_of(name: str) -> Any:
     objective = attrs.evolve(ris_for("distill"), **ris)
     if name in DEFAULT_RUNS:
         base: dict[str, Any] = {"task": "distill", "method": "ris", "seed": 0}
-        base.update(w_bits=None, a_bits=None, eval_every=100, iters=900, warmup=300)
-        base.update(lr_student=0.05)  # the default the runs were made under
+        # lr_student: the default the runs were made under
+        base.update(
+            w_bits=None, a_bits=None, eval_every=100, iters=900, warmup=300, lr_student=0.05
+        )
         return TrainConfig(ris=objective, **{**base, **settings})
     return TrainConfig(ris=objective, **{**_BASE, **settings})
 
