@@ -92,6 +92,21 @@ DEFAULT_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 RUNS.update(DEFAULT_RUNS)
 
+# Runs at the 1,500-iteration default `risloss distill` (ris, seed 0, student learning rate 0.1,
+# evaluated every 100 iterations), one choice changed; read against
+# benchmarks/results/distill/ris_seed0.json. Resumable: each keeps its run folder under
+# benchmarks/runs/distill-explore/ until its JSON is written.
+POOL_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "pool-all": (
+        "a pool that keeps every image synthesized after warm-up (38,400) instead of the last "
+        "20,000",
+        {"replay_size": 38_400, "replay_memory_mb": 120.0},
+        {},
+    ),
+}
+RUNS.update(POOL_RUNS)
+RUNS_DIR = Path(__file__).resolve().parent / "runs" / "distill-explore"
+
 
 def config_of(name: str) -> Any:
     import attrs
@@ -106,6 +121,10 @@ def config_of(name: str) -> Any:
         base.update(
             w_bits=None, a_bits=None, eval_every=100, iters=900, warmup=300, lr_student=0.05
         )
+        return TrainConfig(ris=objective, **{**base, **settings})
+    if name in POOL_RUNS:
+        base = {"task": "distill", "method": "ris", "seed": 0, "w_bits": None, "a_bits": None}
+        base["eval_every"] = 100
         return TrainConfig(ris=objective, **{**base, **settings})
     return TrainConfig(ris=objective, **{**_BASE, **settings})
 
@@ -127,8 +146,13 @@ def run_one(name: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     from risloss.training import train
 
-    with tempfile.TemporaryDirectory() as out:
-        metrics = train(config_of(name), out, log=None, progress=False)
+    if name in POOL_RUNS:  # resumable: the run folder stays until the JSON is written
+        out = RUNS_DIR / name
+        resume = (out / "checkpoint.pt").exists()
+        metrics = train(config_of(name), out, log=None, progress=False, resume=resume)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = train(config_of(name), tmp, log=None, progress=False)
     record = record_of(name, metrics)
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
