@@ -103,6 +103,11 @@ POOL_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"replay_size": 38_400, "replay_memory_mb": 120.0},
         {},
     ),
+    "adv3": (
+        "adversarial weight 3 instead of 1",
+        {"adversarial_weight": 3.0},
+        {},
+    ),
 }
 RUNS.update(POOL_RUNS)
 RUNS_DIR = Path(__file__).resolve().parent / "runs" / "distill-explore"
