@@ -103,6 +103,11 @@ POOL_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"replay_size": 38_400, "replay_memory_mb": 120.0},
         {},
     ),
+    "cutmix5": (
+        "CutMix with probability 0.5 after MixUp (new)",
+        {"student_cutmix": 0.5},
+        {},
+    ),
     "adv3": (
         "adversarial weight 3 instead of 1",
         {"adversarial_weight": 3.0},

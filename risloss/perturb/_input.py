@@ -29,6 +29,8 @@ __all__ = [
     "Contrast",
     "ContrastParams",
     "CropParams",
+    "CutMix",
+    "CutMixParams",
     "Cutout",
     "CutoutParams",
     "FlipParams",
@@ -716,6 +718,114 @@ class MixUp(InputPerturbation[MixParams]):
         check_batch(x, "weight", params.weight)
         w = params.weight.to(x.dtype).view(-1, 1, 1, 1)
         return w * x + (1.0 - w) * x[params.partner.to(x.device)]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+@attrs.frozen(eq=False)
+class CutMixParams:
+    """Parameters of :class:`CutMix`.
+
+    Attributes:
+        partner: index of the sample whose pixels are pasted into each sample, ``(B,)``.
+        boxes: pasted box of each sample as pixel bounds ``(top, left, bottom, right)``, bottom
+            and right exclusive, clipped to the image, ``(B, 4)`` integer.
+        active: whether each sample is mixed at all, boolean ``(B,)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import CutMixParams
+        >>> params = CutMixParams(
+        ...     partner=torch.tensor([1, 0]),
+        ...     boxes=torch.tensor([[0, 0, 2, 2], [0, 0, 4, 4]]),
+        ...     active=torch.tensor([True, False]),
+        ... )
+        >>> params.kept_fraction(4, 4).tolist()  # 4 of 16 pixels replaced; the second untouched
+        [0.75, 1.0]
+    """
+
+    partner: Tensor
+    boxes: Tensor
+    active: Tensor
+
+    def kept_fraction(self, height: int, width: int) -> Tensor:
+        """The share of each sample's own pixels left in place, ``(B,)`` float (1: unmixed)."""
+        box = self.boxes.to(torch.float32)
+        area = (box[:, 2] - box[:, 0]).clamp(min=0) * (box[:, 3] - box[:, 1]).clamp(min=0)
+        kept = 1.0 - area / float(height * width)
+        return torch.where(self.active.bool(), kept, torch.ones_like(kept))
+
+
+class CutMix(InputPerturbation[CutMixParams]):
+    """Pastes a box of another sample of the batch into each sample (CutMix, Yun et al. 2019).
+
+    Each sample is mixed with probability ``p``: a partner ``pi(b)`` (``pi`` a random
+    permutation) gives the pixels of a box whose area is a share ``1 - lam`` of the image,
+    ``lam ~ U(0, 1)`` (sides ``sqrt(1 - lam)`` times the image's), centred at a uniform random
+    pixel and clipped at the border: ``T(x)_b = where(box_b, x_{pi(b)}, x_b)``. Where MixUp
+    blends two images everywhere, CutMix keeps each pixel from one of them, so the mixed image
+    holds the local patterns of both. Label the result with the teacher's prediction of it, or
+    with labels mixed at :meth:`CutMixParams.kept_fraction`. Gradients reach both images.
+
+    Args:
+        p: probability that a sample is mixed, in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``p`` outside ``[0, 1]``.
+
+    Shape:
+        - Input: ``(B, C, H, W)``.
+        - Output: ``(B, C, H, W)``.
+
+    Example:
+        >>> import torch
+        >>> from risloss.perturb import CutMix
+        >>> x = torch.stack([torch.zeros(1, 8, 8), torch.ones(1, 8, 8)])
+        >>> op = CutMix(p=1.0)
+        >>> params = op.sample(x, torch.Generator().manual_seed(0))
+        >>> y = op.transform(x, params)
+        >>> bool(((y == 0) | (y == 1)).all())  # every pixel comes from one of the two images
+        True
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = _number("p", p, rules.number_in(0.0, 1.0))
+
+    def sample(self, x: Tensor, generator: torch.Generator | None = None) -> CutMixParams:
+        check_images(x)
+        b, _, h, w = x.shape
+        device = sample_device(x, generator)
+        partner = torch.randperm(b, generator=generator, device=device)
+        side = torch.sqrt(1.0 - torch.rand((b,), generator=generator, device=device))
+        bh, bw = (side * h).round().long(), (side * w).round().long()
+        cy = torch.randint(0, h, (b,), generator=generator, device=device)
+        cx = torch.randint(0, w, (b,), generator=generator, device=device)
+        top, left = cy - bh // 2, cx - bw // 2
+        boxes = torch.stack(
+            (top.clamp(0, h), left.clamp(0, w), (top + bh).clamp(0, h), (left + bw).clamp(0, w)),
+            dim=1,
+        )
+        active = bernoulli((b,), self.p, x, generator)
+        return CutMixParams(partner=partner.to(x.device), boxes=boxes.to(x.device), active=active)
+
+    def transform(self, x: Tensor, params: CutMixParams) -> Tensor:
+        check_batch(x, "partner", params.partner)
+        check_batch(x, "boxes", params.boxes)
+        check_batch(x, "active", params.active)
+        h, w = x.shape[-2:]
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        boxes = params.boxes.to(x.device).view(-1, 4, 1, 1)
+        inside = (
+            (rows >= boxes[:, 0])
+            & (rows < boxes[:, 2])
+            & (cols >= boxes[:, 1])
+            & (cols < boxes[:, 3])
+            & params.active.to(x.device).bool().view(-1, 1, 1)
+        )
+        return torch.where(inside.unsqueeze(1), x[params.partner.to(x.device)], x)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

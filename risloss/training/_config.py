@@ -337,6 +337,9 @@ class TrainConfig:
             image of the step's batch (:class:`~risloss.perturb.MixUp`, after the
             augmentation), the teacher's logits of the mixed image as target. By default 0.5
             for ``distill`` and 0 for the others.
+        student_cutmix: probability that a box of another image of the step's batch is pasted
+            into a student image (:class:`~risloss.perturb.CutMix`, after the augmentation and
+            MixUp), the teacher's logits of the result as target. 0 (none) by default.
         student_steps: student optimizer steps per iteration after warm-up (each on its own
             augmented view; after the first, on batches drawn from the replay pool when
             ``replay_size > 0``, else on the iteration's batch again). The learning-rate
@@ -570,6 +573,14 @@ class TrainConfig:
         commands=TASKS,
         help="probability that a student image is mixed with another of its step's batch "
         "(MixUp, labelled by the teacher's prediction of the mixed image)",
+        metavar="P",
+    )
+    student_cutmix: float = setting(
+        0.0,
+        validator=number_in(0.0, 1.0),
+        commands=TASKS,
+        help="probability that a box of another image of its step's batch is pasted into a "
+        "student image (CutMix, labelled by the teacher's prediction of the result)",
         metavar="P",
     )
     adversarial_weight: float = setting(

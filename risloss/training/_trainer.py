@@ -21,7 +21,7 @@ from risloss._util import machine_info
 from risloss.data import DataFileError
 from risloss.distributed import DistributedContext, convert_batchnorm, local_batch_statistics
 from risloss.functional import kd_loss, soft_cross_entropy
-from risloss.perturb import MixParams, MixUp, default_input_perturbation
+from risloss.perturb import CutMix, MixUp, default_input_perturbation
 from risloss.pruning import finalize_pruning, model_stats
 from risloss.quant import calibration, freeze, quantized_layers
 from risloss.training._config import TrainConfig
@@ -262,6 +262,7 @@ class TrainJob:
         self.replay: ReplayPool | None = None
         self.augment: nn.Module | None = None
         self.mix: MixUp | None = None
+        self.cutmix: CutMix | None = None
         self.seconds = 0.0  # time in the iterations so far, evaluations left out
         self.teacher: nn.Module
         self.student: nn.Module
@@ -328,6 +329,7 @@ class TrainJob:
             pool = config.student_augmentation
             self.augment = default_input_perturbation(per_sample=True, pool=pool)
         self.mix = MixUp(p=config.student_mixup) if config.student_mixup > 0 else None
+        self.cutmix = CutMix(p=config.student_cutmix) if config.student_cutmix > 0 else None
         capacity = _replay_capacity(config, self.spec.shape, self.num_classes)
         self.replay = ReplayPool(capacity) if capacity else None
         if capacity < config.replay_size:
@@ -442,7 +444,7 @@ class TrainJob:
     ) -> dict[str, float]:
         """One optimizer step of the student on a batch; its losses by name."""
         config = self.config
-        if self.augment is not None or self.mix is not None:
+        if self.augment is not None or self.mix is not None or self.cutmix is not None:
             with torch.no_grad():
                 if self.augment is not None:
                     images = self.augment(images, self._data_rng)
@@ -451,7 +453,16 @@ class TrainJob:
                     images = self.mix.transform(images, mixing)
                     # the labels are read by the cross-entropy term only
                     labels = (
-                        _mixed_labels(labels, mixing, self.num_classes)
+                        _mixed_labels(labels, mixing.partner, mixing.weight, self.num_classes)
+                        if config.ce_weight > 0
+                        else None
+                    )
+                if self.cutmix is not None:
+                    cut = self.cutmix.sample(images, self._data_rng)
+                    images = self.cutmix.transform(images, cut)
+                    kept = cut.kept_fraction(*images.shape[-2:])
+                    labels = (
+                        _mixed_labels(labels, cut.partner, kept, self.num_classes)
                         if config.ce_weight > 0
                         else None
                     )
@@ -536,16 +547,17 @@ class TrainJob:
 
 
 def _mixed_labels(
-    labels: torch.Tensor | None, mixing: MixParams, num_classes: int
+    labels: torch.Tensor | None, partner: torch.Tensor, kept: torch.Tensor, num_classes: int
 ) -> torch.Tensor | None:
-    """The labels of images mixed by :class:`~risloss.perturb.MixUp`: class weights mixed at
-    the images' weights (``None`` stays ``None``)."""
+    """The labels of images mixed by :class:`~risloss.perturb.MixUp` or
+    :class:`~risloss.perturb.CutMix`: each image's class weights and its ``partner``'s, mixed
+    at the share ``kept`` of the image itself (``None`` stays ``None``)."""
     if labels is None:
         return None
     if not labels.dtype.is_floating_point:
         labels = torch.nn.functional.one_hot(labels, num_classes).float()
-    w = mixing.weight.to(labels.dtype).view(-1, 1)
-    return w * labels + (1.0 - w) * labels[mixing.partner]
+    w = kept.to(labels.dtype).view(-1, 1)
+    return w * labels + (1.0 - w) * labels[partner]
 
 
 def train(

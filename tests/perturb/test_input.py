@@ -17,6 +17,8 @@ from risloss.perturb import (
     Contrast,
     ContrastParams,
     CropParams,
+    CutMix,
+    CutMixParams,
     Cutout,
     CutoutParams,
     FlipParams,
@@ -47,6 +49,7 @@ OPS: dict[str, Callable[[], InputPerturbation[Any]]] = {
     "choice_per_sample": lambda: default_input_perturbation(per_sample=True),
     "compose": lambda: Compose([RandomAffine(), Cutout(0.3), Contrast(0.2)]),
     "mixup": lambda: MixUp(p=0.7),
+    "cutmix": lambda: CutMix(p=0.7),
 }
 
 
@@ -178,6 +181,7 @@ def test_zero_magnitude_is_exactly_the_identity(x: torch.Tensor, seed: int) -> N
         RandomHorizontalFlip(p=0.0),
         Cutout(size=0.5, p=0.0),
         MixUp(p=0.0),
+        CutMix(p=0.0),
     ):
         assert torch.equal(op(x, seeded(seed)), x), op
 
@@ -391,6 +395,7 @@ def test_params_records_are_frozen() -> None:
         (lambda: Contrast(magnitude=1.5), "magnitude"),
         (lambda: MixUp(p=1.5), "p"),
         (lambda: MixUp(p=-0.1), "p"),
+        (lambda: CutMix(p=1.5), "p"),
     ],
 )
 def test_invalid_configuration_names_the_argument(
@@ -445,3 +450,50 @@ def test_mixup_params_check_the_batch() -> None:
     params = MixParams(partner=torch.tensor([1, 0]), weight=torch.ones(2))
     with pytest.raises(ValueError, match="partner"):
         MixUp().transform(x, params)
+
+
+# ------------------------------------------------------------------------------------------
+# CutMix
+# ------------------------------------------------------------------------------------------
+
+
+@given(x=image_batches(), seed=st.integers(0, 1000), p=st.floats(0.0, 1.0))
+def test_cutmix_matches_a_pixel_loop(x: torch.Tensor, seed: int, p: float) -> None:
+    op = CutMix(p=p)
+    params = op.sample(x, seeded(seed))
+    y = op.transform(x, params)
+    assert sorted(params.partner.tolist()) == list(range(x.shape[0]))  # a permutation
+    b, _, h, w = x.shape
+    expected = x.clone()
+    pasted = torch.zeros(b)
+    for i in range(b):
+        top, left, bottom, right = (int(v) for v in params.boxes[i])
+        assert 0 <= top <= bottom <= h and 0 <= left <= right <= w
+        if bool(params.active[i]):
+            partner = int(params.partner[i])
+            expected[i, :, top:bottom, left:right] = x[partner, :, top:bottom, left:right]
+            pasted[i] = (bottom - top) * (right - left)
+    assert torch.equal(y, expected)
+    torch.testing.assert_close(params.kept_fraction(h, w), 1.0 - pasted / (h * w))
+
+
+def test_cutmix_probability_and_area() -> None:
+    x = torch.zeros(20_000, 1, 32, 32)
+    params = CutMix(p=0.4).sample(x, seeded(0))
+    assert abs(params.active.float().mean().item() - 0.4) < 0.02
+    # before clipping at the border, the pasted share is uniform on [0, 1]; clipping only
+    # shrinks it, so the kept share averages a little above one half
+    kept = params.kept_fraction(32, 32)[params.active]
+    assert 0.5 < kept.mean().item() < 0.8
+    assert kept.min().item() < 0.05 and kept.max().item() == 1.0
+
+
+def test_cutmix_params_check_the_batch() -> None:
+    x = images(b=4)
+    params = CutMixParams(
+        partner=torch.tensor([1, 0]),
+        boxes=torch.zeros(2, 4, dtype=torch.long),
+        active=torch.ones(2, dtype=torch.bool),
+    )
+    with pytest.raises(ValueError, match="partner"):
+        CutMix().transform(x, params)

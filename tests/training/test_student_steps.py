@@ -267,12 +267,59 @@ def test_mixed_labels_follow_the_images_weights() -> None:
     from risloss.training._trainer import _mixed_labels
 
     mixing = MixParams(partner=torch.tensor([1, 0, 2]), weight=torch.tensor([0.25, 1.0, 0.5]))
-    labels = _mixed_labels(torch.tensor([0, 1, 2]), mixing, 3)
+    labels = _mixed_labels(torch.tensor([0, 1, 2]), mixing.partner, mixing.weight, 3)
     assert labels is not None
     torch.testing.assert_close(
         labels, torch.tensor([[0.25, 0.75, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     )
-    assert _mixed_labels(None, mixing, 3) is None
+    assert _mixed_labels(None, mixing.partner, mixing.weight, 3) is None
+
+
+def test_cutmix_labels_follow_the_pasted_area() -> None:
+    from risloss.perturb import CutMixParams
+    from risloss.training._trainer import _mixed_labels
+
+    cut = CutMixParams(
+        partner=torch.tensor([1, 0]),
+        boxes=torch.tensor([[0, 0, 2, 4], [0, 0, 4, 4]]),  # half of the first image pasted
+        active=torch.tensor([True, False]),
+    )
+    labels = _mixed_labels(torch.tensor([0, 1]), cut.partner, cut.kept_fraction(4, 4), 2)
+    torch.testing.assert_close(labels, torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+
+
+def test_cutmix_shows_the_student_pasted_images_labelled_by_the_teacher(
+    tmp_path: Path,
+) -> None:
+    job = _run(
+        tmp_path,
+        student_steps=1,
+        student_batch_size=16,
+        replay_size=64,
+        student_augmentation="none",
+        student_mixup=0.0,
+        student_cutmix=1.0,
+        adversarial_weight=0.0,
+    )
+    seen: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    hook = job.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    teacher_hook = job.teacher.register_forward_hook(lambda m, a, out: targets.append(out))
+    try:
+        job.step(1)
+    finally:
+        hook.remove()
+        teacher_hook.remove()
+    assert job.replay is not None
+    stored = job.replay.images[: len(job.replay)].flatten(1)
+    pasted = seen[-1].flatten(1)
+    # every pixel of a pasted image is the same pixel of some pool image
+    assert bool((pasted.unsqueeze(1) == stored.unsqueeze(0)).any(1).all())
+    # and most pasted images are none of the pool images as a whole
+    distances = torch.cdist(pasted, stored).min(dim=1).values
+    assert (distances > 1e-4).float().mean() > 0.5
+    with torch.no_grad():  # the target is the teacher's prediction of the pasted images
+        torch.testing.assert_close(targets[-1], job.teacher(seen[-1]))
 
 
 def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixup(tmp_path: Path) -> None:
@@ -283,6 +330,7 @@ def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixup(tmp_path: Pat
         student_batch_size=6,
         replay_size=40,
         student_mixup=0.5,
+        student_cutmix=0.5,
         adversarial_weight=1.0,
         input_range="auto",
         **TINY,
