@@ -108,6 +108,11 @@ POOL_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"student_cutmix": 0.5},
         {},
     ),
+    "bnsmom9": (
+        "BatchNorm statistics matched with momentum 0.9 across batches (new)",
+        {},
+        {"bns_momentum": 0.9},
+    ),
     "adv3": (
         "adversarial weight 3 instead of 1",
         {"adversarial_weight": 3.0},

@@ -539,3 +539,124 @@ def test_every_ris_setting_has_a_help_line_and_the_robustness_ones_are_inherited
     # The default Gaussian weight noise is RobustnessLoss's.
     rob = RobustnessLoss(make_teacher())
     assert RISConfig().weight_noise() == rob.weight_perturbation
+
+
+# ------------------------------------------------------------------------------------------
+# BNSTerm with momentum
+# ------------------------------------------------------------------------------------------
+
+
+def _stats(seed: int, layers: int = 2, channels: int = 3, shift: float = 0.0) -> Any:
+    from risloss.functional import BNStatistics
+
+    g = seeded(seed)
+    return BNStatistics(
+        names=tuple(f"bn{i}" for i in range(layers)),
+        batch_means=tuple(torch.randn(channels, generator=g) + shift for _ in range(layers)),
+        batch_vars=tuple(torch.rand(channels, generator=g) + 0.5 for _ in range(layers)),
+        running_means=tuple(torch.zeros(channels) for _ in range(layers)),
+        running_vars=tuple(torch.ones(channels) for _ in range(layers)),
+    )
+
+
+class _Record:
+    """The one field of a teacher pass that BNSTerm reads."""
+
+    def __init__(self, stats: Any) -> None:
+        self.bn_statistics = stats
+
+
+def test_bns_momentum_zero_is_the_plain_loss_and_keeps_no_state() -> None:
+    term = BNSTerm()
+    for seed in range(3):
+        stats = _stats(seed)
+        torch.testing.assert_close(term(_Record(stats)), BNStatisticsLoss()(stats))
+    assert term.get_extra_state() is None
+
+
+@given(m=st.floats(0.05, 0.95), seed=st.integers(0, 1000))
+@settings(max_examples=25, deadline=None)
+def test_bns_momentum_compares_the_blend_with_the_earlier_batches(m: float, seed: int) -> None:
+    from risloss.functional import bn_statistics_loss
+
+    term = BNSTerm(momentum=m)
+    first, second, third = (_stats(seed + k, shift=k) for k in range(3))
+    # the first batch alone
+    torch.testing.assert_close(term(_Record(first)), BNStatisticsLoss()(first))
+    # the second against (1 - m) * second + m * first
+    blend_means = [
+        (1 - m) * b + m * p for b, p in zip(second.batch_means, first.batch_means, strict=True)
+    ]
+    blend_vars = [
+        (1 - m) * b + m * p for b, p in zip(second.batch_vars, first.batch_vars, strict=True)
+    ]
+    expected = bn_statistics_loss(
+        blend_means, blend_vars, second.running_means, second.running_vars
+    )
+    torch.testing.assert_close(term(_Record(second)), expected)
+    # the past is now the exponential average m * first + (1 - m) * second
+    past = term.get_extra_state()
+    assert past is not None
+    for p, a, b in zip(past["means"], first.batch_means, second.batch_means, strict=True):
+        torch.testing.assert_close(p, m * a + (1 - m) * b)
+    # an evaluation under no_grad leaves the past as it was
+    with torch.no_grad():
+        term(_Record(third))
+    after = term.get_extra_state()
+    assert after is not None
+    for p, q in zip(past["means"] + past["vars"], after["means"] + after["vars"], strict=True):
+        assert torch.equal(p, q)
+
+
+@given(m=st.floats(0.0, 0.95), seed=st.integers(0, 1000))
+@settings(max_examples=25, deadline=None)
+def test_bns_momentum_of_batches_at_the_running_statistics_is_zero(m: float, seed: int) -> None:
+    from risloss.functional import BNStatistics
+
+    g = seeded(seed)
+    mean, var = torch.randn(4, generator=g), torch.rand(4, generator=g) + 0.1
+    term = BNSTerm(momentum=m)
+    for _ in range(3):  # every batch at the running statistics: so is every blend of them
+        stats = BNStatistics(
+            names=("bn",),
+            batch_means=(mean.clone(),),
+            batch_vars=(var.clone(),),
+            running_means=(mean,),
+            running_vars=(var,),
+        )
+        assert float(term(_Record(stats))) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_bns_momentum_state_travels_in_the_state_dict() -> None:
+    term = BNSTerm(momentum=0.9)
+    term(_Record(_stats(0)))
+    term(_Record(_stats(1, shift=2.0)))
+    copy = BNSTerm(momentum=0.9)
+    copy.load_state_dict(term.state_dict())
+    probe = _stats(2, shift=-1.0)
+    torch.testing.assert_close(copy(_Record(probe)), term(_Record(probe)))
+
+
+def test_bns_momentum_gradient_reaches_only_the_current_batch() -> None:
+    term = BNSTerm(momentum=0.5)
+    term(_Record(_stats(0)))
+    stats = _stats(1)
+    for t in stats.batch_means + stats.batch_vars:
+        t.requires_grad_(True)
+    term(_Record(stats)).backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in stats.batch_means)
+
+
+@pytest.mark.parametrize("momentum", [-0.1, 1.0, float("nan")])
+def test_bns_momentum_out_of_range_names_the_argument(momentum: float) -> None:
+    with pytest.raises(ValueError, match="momentum"):
+        BNSTerm(momentum=momentum)
+    with pytest.raises(ValueError, match="bns_momentum"):
+        RISConfig(bns_momentum=momentum)
+
+
+def test_ris_config_builds_its_bns_term_with_the_momentum() -> None:
+    teacher = make_teacher()
+    terms = ris_terms(RISConfig(bns_momentum=0.9), teacher)
+    assert terms["bns"][1].momentum == 0.9
+    assert ris_terms(RISConfig(bns_momentum=0.9).baseline(), teacher)["bns"][1].momentum == 0.9

@@ -59,6 +59,8 @@ class RISConfig:
 
     Attributes:
         bns_weight: ``beta``, weight of the BatchNorm-statistics loss.
+        bns_momentum: match the BatchNorm statistics with this share of the earlier batches'
+            moments (:class:`~risloss.objective.BNSTerm`'s ``momentum``); 0, each batch alone.
         robustness_weight: ``alpha``, weight of :class:`~risloss.RobustnessLoss` (0 drops it).
         diversity_weight: ``gamma``, weight of the label-correlation penalty.
         input_perturbation: perturb inputs (the default augmentation pool).
@@ -111,6 +113,13 @@ class RISConfig:
 
     bns_weight: float = setting(
         0.1, validator=_WEIGHT, help="beta, weight of the BatchNorm-statistics loss"
+    )
+    bns_momentum: float = setting(
+        0.0,
+        validator=number_in(0.0, 1.0, open_high=True),
+        help="match the BatchNorm statistics with this share of the earlier batches' moments "
+        "(an exponential average), 0 for each batch alone",
+        metavar="M",
     )
     robustness_weight: float = setting(
         1.0, validator=_WEIGHT, help="alpha, weight of the robustness loss"

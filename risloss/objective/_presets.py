@@ -44,13 +44,14 @@ def composed_terms(
     diversity_weight: float,
     correlation_pairs: PairSelection,
     feature_diversity_weight: float,
+    bns_momentum: float = 0.0,
 ) -> Terms:
     """CE, then BNS (weight > 0), robustness (given), the penalty (weight > 0) and the
     within-class similarity (a figure at weight 0, left out on a teacher without a final
     ``nn.Linear``): the terms of the objective before terms were named."""
     terms: Terms = {"ce": (1.0, CrossEntropyTerm())}
     if bns_weight > 0:
-        terms["bns"] = (bns_weight, BNSTerm())
+        terms["bns"] = (bns_weight, BNSTerm(momentum=bns_momentum))
     if robustness is not None:
         terms["rob"] = (robustness_weight, RobustnessTerm(robustness))
     if diversity_weight > 0:
@@ -77,7 +78,7 @@ def ris_terms(
     In summation order, each under the name its figure is logged with (``g_<name>``):
 
     - ``"ce"`` (weight 1): :class:`CrossEntropyTerm`;
-    - ``"bns"`` (``bns_weight``, when > 0): :class:`BNSTerm`;
+    - ``"bns"`` (``bns_weight``, when > 0): :class:`BNSTerm` (``momentum=bns_momentum``);
     - ``"rob"`` (``robustness_weight``, when > 0): :class:`RobustnessTerm` on
       ``config.robustness_loss(teacher, generator=generator)``;
     - ``"div"`` (``diversity_weight``, when the penalty is on): :class:`CorrelationTerm`;
@@ -123,4 +124,5 @@ def ris_terms(
         diversity_weight=config.diversity_weight if config.uses_penalty else 0.0,
         correlation_pairs=config.correlation_pairs,
         feature_diversity_weight=config.feature_diversity_weight,
+        bns_momentum=config.bns_momentum,
     )

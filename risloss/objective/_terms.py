@@ -10,12 +10,13 @@ and sums their weighted values.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 import torch
 from torch import nn
 
+from risloss._validators import check, number_in
 from risloss.functional import (
     PAIR_SELECTIONS,
     BNStatistics,
@@ -228,26 +229,93 @@ class BNSTerm(Term):
     """The BatchNorm-statistics loss: the batch moments at every BatchNorm layer of the teacher
     against its running statistics (:class:`~risloss.losses.BNStatisticsLoss`).
 
+    With ``momentum = m > 0`` a batch is not asked to match the running statistics alone, but
+    together with the batches before it (the momentum matching of Fast-DFKD and NAYER): the
+    loss compares ``(1 - m) * batch + m * past`` with the running statistics, where ``past`` is
+    an exponential average of the earlier batches' moments (the first batch is compared alone).
+    A batch may then lie away from the teacher's statistics where earlier batches leave room,
+    so batches can differ from one another. Each call counts as one step: it updates ``past``
+    with the batch's moments (detached), except under ``torch.no_grad()``. ``past`` is saved in
+    the module's state dict (extra state), so a run resumes exactly.
+
     Args:
         loss: the loss module (default ``BNStatisticsLoss()``).
+        momentum: ``m``, in ``[0, 1)``; 0 (the default) compares each batch alone.
 
     Raises:
         TypeError: ``loss`` is not a ``BNStatisticsLoss``.
+        ValueError: ``momentum`` outside ``[0, 1)``.
+
+    Example:
+        >>> from risloss.objective import BNSTerm
+        >>> BNSTerm(momentum=0.9)
+        BNSTerm(
+          momentum=0.9
+          (loss): BNStatisticsLoss(reduction='mean', channel_reduction='sum')
+        )
     """
 
     needs = Needs(bn_statistics=True)
 
-    def __init__(self, loss: BNStatisticsLoss | None = None) -> None:
+    def __init__(self, loss: BNStatisticsLoss | None = None, *, momentum: float = 0.0) -> None:
         super().__init__()
         if loss is not None and not isinstance(loss, BNStatisticsLoss):
             raise TypeError(f"loss must be a BNStatisticsLoss, got {type(loss).__name__}")
         self.loss = loss if loss is not None else BNStatisticsLoss()
+        self.momentum = float(check(number_in(0.0, 1.0, open_high=True), "momentum", momentum))
+        self._past: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     def forward(self, record: TeacherPass) -> torch.Tensor:
-        if record.bn_statistics is None:
+        stats = record.bn_statistics
+        if stats is None:
             raise ValueError("BNSTerm needs the BatchNorm statistics of the clean pass")
-        out: torch.Tensor = self.loss(record.bn_statistics)
+        if self.momentum == 0.0:
+            out: torch.Tensor = self.loss(stats)
+            return out
+        means, variances = stats.batch_means, stats.batch_vars
+        if self._past is not None:
+            m = self.momentum
+            past_means, past_vars = self._past
+            if len(past_means) != len(means):
+                raise ValueError(
+                    f"BNSTerm(momentum={m}) averaged {len(past_means)} BatchNorm layers, this "
+                    f"pass has {len(means)}: one term serves one teacher"
+                )
+            pairs = zip((*means, *variances), (*past_means, *past_vars), strict=True)
+            blended = tuple((1 - m) * b + m * p for b, p in pairs)
+            n = len(means)
+            stats = attrs.evolve(stats, batch_means=blended[:n], batch_vars=blended[n:])
+        out = self.loss(stats)
+        if torch.is_grad_enabled():
+            self._remember(means, variances)
         return out
+
+    @torch.no_grad()
+    def _remember(self, means: Sequence[torch.Tensor], variances: Sequence[torch.Tensor]) -> None:
+        if self._past is None:
+            self._past = ([b.clone() for b in means], [v.clone() for v in variances])
+            return
+        m = self.momentum
+        past = self._past[0] + self._past[1]
+        for old, new in zip(past, [*means, *variances], strict=True):
+            old.mul_(m).add_(new, alpha=1 - m)
+
+    def get_extra_state(self) -> dict[str, list[torch.Tensor]] | None:
+        """The average of the earlier batches' moments (``None`` before the first batch)."""
+        if self._past is None:
+            return None
+        means, variances = self._past
+        return {"means": [t.clone() for t in means], "vars": [t.clone() for t in variances]}
+
+    def set_extra_state(self, state: dict[str, list[torch.Tensor]] | None) -> None:
+        """Restore what :meth:`get_extra_state` returned."""
+        if state is None:
+            self._past = None
+            return
+        self._past = ([t.clone() for t in state["means"]], [t.clone() for t in state["vars"]])
+
+    def extra_repr(self) -> str:
+        return f"momentum={self.momentum}" if self.momentum else ""
 
 
 class RobustnessTerm(Term):

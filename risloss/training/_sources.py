@@ -14,6 +14,7 @@ from risloss.distributed import DistributedContext, convert_batchnorm
 from risloss.models import Conditioning, Generator
 from risloss.objective import (
     AdversarialTerm,
+    BNSTerm,
     RISConfig,
     SynthesisObjective,
     fit_input_statistics,
@@ -260,9 +261,23 @@ class GeneratorSource(ImageSource):
         self.optimizer.step()
         return Batch(images.detach(), labels, parts.logits.detach(), parts.scalars())
 
+    def _stateful_terms(self) -> dict[str, BNSTerm]:
+        """The objective's terms that carry state between steps (BNS with momentum)."""
+        return {
+            name: term
+            for name, (_, term) in self.objective.terms.items()
+            if isinstance(term, BNSTerm) and term.momentum > 0
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+        terms = {name: t.get_extra_state() for name, t in self._stateful_terms().items()}
+        if terms:
+            state["terms"] = terms
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for name, term in self._stateful_terms().items():
+            term.set_extra_state(state.get("terms", {}).get(name))

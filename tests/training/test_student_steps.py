@@ -7,11 +7,12 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import torch
 
 from risloss.functional import adversarial_divergence
-from risloss.training import Run, TrainConfig, TrainJob, train
+from risloss.training import Run, TrainConfig, TrainJob, ris_for, train
 from tests._data import fashion_mnist_or_skip
 from tests._resume import assert_resume_matches_uninterrupted
 from tests.training.test_distill_prune import TINY as DISTILL_PRUNE_TINY
@@ -322,7 +323,7 @@ def test_cutmix_shows_the_student_pasted_images_labelled_by_the_teacher(
         torch.testing.assert_close(targets[-1], job.teacher(seen[-1]))
 
 
-def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixup(tmp_path: Path) -> None:
+def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixing_and_bns_momentum(tmp_path: Path) -> None:
     config = TrainConfig(
         task="distill",
         method="gdfq",
@@ -333,6 +334,7 @@ def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixup(tmp_path: Pat
         student_cutmix=0.5,
         adversarial_weight=1.0,
         input_range="auto",
+        ris=attrs.evolve(ris_for("distill"), bns_momentum=0.9),
         **TINY,
     )
     full, _ = assert_resume_matches_uninterrupted(config, tmp_path, at=3)
