@@ -93,10 +93,16 @@ DEFAULT_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 RUNS.update(DEFAULT_RUNS)
 
 # Runs at the 1,500-iteration default `risloss distill` (ris, seed 0, student learning rate 0.1,
-# evaluated every 100 iterations), one choice changed; read against
-# benchmarks/results/distill/ris_seed0.json. Resumable: each keeps its run folder under
+# evaluated every 100 iterations), one choice changed; read against the run "default" (the same
+# settings on the same CPU) and benchmarks/results/distill/ris_seed0.json. Resumable: each keeps its run folder under
 # benchmarks/runs/distill-explore/ until its JSON is written.
 POOL_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "default": (
+        "the default itself, on the CPU of the runs beside it (a run is bitwise reproducible "
+        "only on the same CPU kernels)",
+        {},
+        {},
+    ),
     "pool-all": (
         "a pool that keeps every image synthesized after warm-up (38,400) instead of the last "
         "20,000",
