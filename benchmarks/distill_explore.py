@@ -119,6 +119,11 @@ POOL_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {},
         {"bns_momentum": 0.9},
     ),
+    "tanh-bound": (
+        "the generator's images squashed into the pixel range by a tanh instead of clamped (new)",
+        {"generator_output_bound": "tanh"},
+        {},
+    ),
     "adv3": (
         "adversarial weight 3 instead of 1",
         {"adversarial_weight": 3.0},

@@ -1,6 +1,12 @@
 """Reference networks and the teachers shipped with risloss."""
 
-from risloss.models._generator import CONDITIONINGS, Conditioning, Generator
+from risloss.models._generator import (
+    CONDITIONINGS,
+    OUTPUT_BOUNDS,
+    Conditioning,
+    Generator,
+    OutputBound,
+)
 from risloss.models._pretrained import (
     DEFAULT_TEACHER,
     list_pretrained,
@@ -13,7 +19,9 @@ from risloss.models._resnet import CifarResNet, resnet8, resnet20
 __all__ = [
     "ARCHITECTURES",
     "CONDITIONINGS",
+    "OUTPUT_BOUNDS",
     "Conditioning",
+    "OutputBound",
     "DEFAULT_TEACHER",
     "CifarResNet",
     "Generator",

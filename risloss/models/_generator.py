@@ -8,12 +8,28 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-__all__ = ["CONDITIONINGS", "Conditioning", "Generator"]
+__all__ = ["CONDITIONINGS", "OUTPUT_BOUNDS", "Conditioning", "Generator", "OutputBound"]
 
 Conditioning = Literal["concat", "multiply"]
 """How the label enters the generator: concatenated to the noise, or multiplied with it."""
 CONDITIONINGS: tuple[str, ...] = get_args(Conditioning)
 """The allowed values of ``Generator(conditioning=...)``."""
+
+OutputBound = Literal["clamp", "tanh"]
+"""How the images are kept to ``output_range``: clipped, or squashed smoothly."""
+OUTPUT_BOUNDS: tuple[str, ...] = get_args(OutputBound)
+"""The allowed values of ``Generator(output_bound=...)``."""
+
+
+def bounded(
+    x: torch.Tensor, low: torch.Tensor, high: torch.Tensor, how: OutputBound
+) -> torch.Tensor:
+    """``x`` kept to ``[low, high]`` (broadcast): clipped (``"clamp"``), or squashed with
+    ``m + r * tanh((x - m) / r)``, ``m`` the middle and ``r`` the half width (``"tanh"``)."""
+    if how == "tanh":
+        middle, half = (high + low) / 2, (high - low) / 2
+        return middle + half * torch.tanh((x - middle) / half)
+    return x.clamp(low, high)
 
 
 class Generator(nn.Module):
@@ -36,10 +52,15 @@ class Generator(nn.Module):
       trained, so a teacher that expects another input range (``[0, 1]`` images it normalizes
       itself) can be matched. :meth:`param_groups` gives them their own learning rate.
 
-    With ``output_range=(low, high)`` the images are clamped to that box (per channel): the
+    With ``output_range=(low, high)`` the images are kept to that box (per channel): the
     values a teacher's inputs can take, for instance pixels in ``[0, 1]`` after its
     normalization. A teacher never saw values beyond them, and a student trained on images that
     hold them learns features real images never show (measured in the benchmarks).
+    ``output_bound="clamp"`` (the default) clips them, so a clipped pixel gets no gradient;
+    ``"tanh"`` squashes them smoothly, ``m + r * tanh((x - m) / r)`` with ``m`` the box's
+    middle and ``r`` its half width: the identity's slope at the middle, every pixel inside the
+    box, and a pixel at or past the bound still gets a gradient (it fades only several half
+    widths beyond).
 
     Soft labels are supported: a ``(B, num_classes)`` float tensor of class weights is embedded
     as the weighted sum of the class embeddings.
@@ -54,7 +75,8 @@ class Generator(nn.Module):
         output_mean: initial per-channel shift of the images (one value or ``channels``).
         output_std: initial per-channel scale of the images, positive.
         output_range: ``(low, high)``, each one value or one per channel (``low < high``), to
-            clamp the images to; ``None`` (the default) leaves them unbounded.
+            keep the images in; ``None`` (the default) leaves them unbounded.
+        output_bound: ``"clamp"`` or ``"tanh"``: how ``output_range`` keeps them there.
 
     Shape:
         - ``z``: ``(B, latent_dim)``; ``labels``: ``(B,)`` integers or ``(B, num_classes)`` floats.
@@ -91,6 +113,7 @@ class Generator(nn.Module):
         output_mean: float | Sequence[float] = 0.0,
         output_std: float | Sequence[float] = 1.0,
         output_range: tuple[float | Sequence[float], float | Sequence[float]] | None = None,
+        output_bound: OutputBound = "clamp",
     ) -> None:
         super().__init__()
         for name, value in (
@@ -106,6 +129,8 @@ class Generator(nn.Module):
             raise ValueError(f"image_size must be divisible by 4, got {image_size}")
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        if output_bound not in OUTPUT_BOUNDS:
+            raise ValueError(f"output_bound must be one of {OUTPUT_BOUNDS}, got {output_bound!r}")
         mean = _per_channel(output_mean, channels, "output_mean")
         std = _per_channel(output_std, channels, "output_std")
         if not bool((std > 0).all()):
@@ -149,7 +174,8 @@ class Generator(nn.Module):
         self.register_buffer("output_low", low, persistent=False)
         self.register_buffer("output_high", high, persistent=False)
         self.clamp_output = output_range is not None
-        """Whether :meth:`forward` clamps to ``output_range`` (set at construction)."""
+        """Whether :meth:`forward` keeps the images to ``output_range`` (set at construction)."""
+        self.output_bound: OutputBound = output_bound
 
     def param_groups(self, lr: float, *, output_lr_scale: float = 10.0) -> list[dict[str, Any]]:
         """Optimizer parameter groups: the network at ``lr``, the output statistics faster.
@@ -233,7 +259,8 @@ class Generator(nn.Module):
         x = x * self.output_scale.view(shape) + self.output_shift.view(shape)
         if self.clamp_output:
             assert self.output_low is not None and self.output_high is not None  # set together
-            x = x.clamp(self.output_low.view(shape), self.output_high.view(shape))
+            low, high = self.output_low.view(shape), self.output_high.view(shape)
+            x = bounded(x, low, high, self.output_bound)
         return x
 
     def sample(

@@ -28,7 +28,9 @@ from risloss.models import (
     ARCHITECTURES,
     CONDITIONINGS,
     DEFAULT_TEACHER,
+    OUTPUT_BOUNDS,
     Conditioning,
+    OutputBound,
     list_pretrained,
 )
 from risloss.objective import RISConfig
@@ -300,6 +302,9 @@ class TrainConfig:
             faster) or ``"multiply"`` (GDFQ's; see :class:`~risloss.models.Generator`).
         generator_output_lr_scale: learning-rate multiple of the generator's output scale and
             shift (0 keeps them at their initial values).
+        generator_output_bound: how the generator keeps its images to ``input_range``:
+            ``"clamp"`` (the default, clipped) or ``"tanh"`` (squashed smoothly, so a pixel at
+            the bound still gets a gradient; see :class:`~risloss.models.Generator`).
         input_mean, input_std: per-channel mean and standard deviation of the images the
             teacher expects, if known (for a teacher that takes ``[0, 1]`` images and normalizes
             them itself, roughly ``0.5`` and ``0.25``): the generator's output statistics start
@@ -532,6 +537,12 @@ class TrainConfig:
         validator=non_negative,
         commands=(),
         help="learning-rate multiple of the generator's output scale and shift",
+    )
+    generator_output_bound: OutputBound = setting(
+        "clamp",
+        validator=one_of(OUTPUT_BOUNDS),
+        commands=(),
+        help="how the generator keeps its images to the input range: clamp or tanh",
     )
     input_mean: tuple[float, ...] | None = setting(
         None,

@@ -103,6 +103,7 @@ def generator_source(config: TrainConfig, inputs: Inputs, run: Run) -> Generator
         input_std=config.input_std,
         fit_input_statistics=config.fit_input_statistics,
         output_range=inputs.spec.input_range,
+        output_bound=config.generator_output_bound,
         perturbation_rng=run.perturbation_rng,
         device=run.context.device,
         context=run.context,

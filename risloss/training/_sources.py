@@ -11,7 +11,7 @@ from torch import nn
 
 from risloss._validators import check, non_negative
 from risloss.distributed import DistributedContext, convert_batchnorm
-from risloss.models import Conditioning, Generator
+from risloss.models import Conditioning, Generator, OutputBound
 from risloss.objective import (
     AdversarialTerm,
     BNSTerm,
@@ -140,6 +140,7 @@ class GeneratorSource(ImageSource):
         input_std: Sequence[float] | None = None,
         fit_input_statistics: bool | str = "auto",
         output_range: tuple[Sequence[float], Sequence[float]] | None = None,
+        output_bound: OutputBound = "clamp",
         perturbation_rng: torch.Generator,
         device: torch.device,
         context: DistributedContext | None = None,
@@ -172,6 +173,7 @@ class GeneratorSource(ImageSource):
             output_mean=0.0 if input_mean is None else input_mean,
             output_std=1.0 if input_std is None else input_std,
             output_range=output_range,
+            output_bound=output_bound,
         ).to(device)
         if fit_input_statistics not in (True, False, "auto"):
             raise ValueError(

@@ -323,7 +323,9 @@ def test_cutmix_shows_the_student_pasted_images_labelled_by_the_teacher(
         torch.testing.assert_close(targets[-1], job.teacher(seen[-1]))
 
 
-def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixing_and_bns_momentum(tmp_path: Path) -> None:
+def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixing_and_bns_momentum(
+    tmp_path: Path,
+) -> None:
     config = TrainConfig(
         task="distill",
         method="gdfq",

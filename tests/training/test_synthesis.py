@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from risloss.models import load_pretrained, pretrained_info
@@ -219,6 +221,60 @@ def test_an_output_range_clamps_the_images_per_channel() -> None:
         Generator(num_classes=3, image_size=8, channels=1, output_range=(1.0, 1.0))
     with pytest.raises(ValueError, match=r"^output_range low must have 1 or 2 values"):
         Generator(num_classes=3, image_size=8, channels=2, output_range=([0, 0, 0], 1.0))
+
+
+@given(
+    low=st.floats(-3.0, 0.0),
+    width=st.floats(0.1, 4.0),
+    values=st.lists(st.floats(-8.0, 8.0), min_size=1, max_size=16),
+)
+def test_a_tanh_bound_stays_inside_keeps_order_and_a_gradient(
+    low: float, width: float, values: list[float]
+) -> None:
+    from risloss.models._generator import bounded
+
+    x = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    lo, hi = torch.tensor(low, dtype=torch.float64), torch.tensor(low + width, dtype=torch.float64)
+    y = bounded(x, lo, hi, "tanh")
+    eps = 1e-12
+    assert bool(((y >= lo - eps) & (y <= hi + eps)).all())
+    order = torch.argsort(x.detach())
+    assert bool((y.detach()[order].diff() >= 0).all())  # monotone: no two pixels swap
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    # a gradient for every value up to a few half widths past the bound (tanh then saturates)
+    near = (x.detach() - (lo + hi) / 2).abs() < 5 * width / 2
+    assert bool((grad[near] > 0).all())
+    # the identity's value and slope at the middle
+    m = (lo + hi) / 2
+    mid = m.clone().requires_grad_(True)
+    out = bounded(mid, lo, hi, "tanh")
+    torch.testing.assert_close(out.detach(), m)
+    torch.testing.assert_close(torch.autograd.grad(out, mid)[0], torch.tensor(1.0, dtype=out.dtype))
+    # the clamp gives no gradient to the values it cuts
+    clipped = bounded(x, lo, hi, "clamp")
+    (cgrad,) = torch.autograd.grad(clipped.sum(), x)
+    outside = (x.detach() < lo) | (x.detach() > hi)
+    assert bool((cgrad[outside] == 0).all())
+
+
+def test_a_tanh_bound_keeps_the_images_strictly_inside_where_the_clamp_hits_the_bounds() -> None:
+    from risloss.models import Generator
+
+    torch.manual_seed(0)
+    kwargs: dict[str, Any] = {"num_classes": 3, "image_size": 8, "channels": 2}
+    bounds = ([-0.5, 0.0], [0.5, 2.0])
+    soft = Generator(**kwargs, output_range=bounds, output_bound="tanh")
+    hard = Generator(**kwargs, output_range=bounds)
+    hard.load_state_dict(soft.state_dict())  # the same weights: only the bound differs
+    z, labels = torch.randn(12, soft.latent_dim), torch.arange(12) % 3
+    x, clipped = soft(z, labels).detach(), hard(z, labels).detach()
+    for c, (low, high) in enumerate([(-0.5, 0.5), (0.0, 2.0)]):
+        assert float(x[:, c].min()) > low and float(x[:, c].max()) < high
+        assert float(clipped[:, c].min()) == low and float(clipped[:, c].max()) == high
+    with pytest.raises(ValueError, match=r"^output_bound must be one of \('clamp', 'tanh'\)"):
+        Generator(**kwargs, output_bound="sigmoid")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="generator_output_bound"):
+        TrainConfig(generator_output_bound="sigmoid")  # type: ignore[arg-type]
 
 
 def test_input_range_values_are_checked_and_round_trip() -> None:
