@@ -156,7 +156,8 @@ QUANTIZE = {
     "lr_student": 0.001, "weight_decay": 0.0001, "kd_temperature": 1.0, "kd_weight": 1.0,
     "ce_weight": 0.0, "checkpoint_every": 100, "eval_every": 0, "eval_limit": None,
     "ris": {
-        "bns_weight": 10.0, "robustness_weight": 1.0, "diversity_weight": 0.1,
+        "bns_weight": 10.0, "bns_momentum": 0.0, "robustness_weight": 1.0,
+        "diversity_weight": 0.1,
         "input_perturbation": True, "weight_perturbation": True, "weight_noise_eps": 0.05,
         "weight_noise_mode": "relative", "weight_noise_bits": 4, "input_noise_std": 0.1,
         "input_pool": "all", "mode": "random", "num_draws": 1, "feature_distance": "cosine",
@@ -164,9 +165,10 @@ QUANTIZE = {
         "correlation_pairs": "all", "soft_label_classes": 2, "feature_diversity_weight": 10.0,
     },
     "global_batch_statistics": True, "generator_conditioning": "concat",
-    "generator_output_lr_scale": 10.0, "input_mean": None, "input_std": None,
+    "generator_output_lr_scale": 10.0, "generator_output_bound": "clamp", "input_mean": None,
+    "input_std": None,
     "fit_input_statistics": "auto", "input_range": "none", "student_augmentation": "none",
-    "student_mixup": 0.0, "adversarial_weight": 0.0, "student_steps": 4,
+    "student_mixup": 0.0, "student_cutmix": 0.0, "adversarial_weight": 0.0, "student_steps": 4,
     "student_batch_size": None, "replay_size": 4096, "replay_memory_mb": 64.0,
     "image_size": "default", "normalize": "default",
 }  # fmt: skip
@@ -228,9 +230,10 @@ assert isinstance(RIS, dict)
              "0.2", "--diversity-weight", "0.3", "--weight-noise-mode", "quant",
              "--weight-noise-bits", "3", "--weight-noise-eps", "0.1", "--input-noise-std", "0.2",
              "--feature-distance", "mse", "--threshold", "0.05", "--correlation-pairs", "same",
-             "--soft-label-classes", "3"],
+             "--soft-label-classes", "3", "--bns-momentum", "0.9"],
             {**QUANTIZE, "ris": {
-                "bns_weight": 0.2, "robustness_weight": 2.0, "diversity_weight": 0.3,
+                "bns_weight": 0.2, "bns_momentum": 0.9, "robustness_weight": 2.0,
+                "diversity_weight": 0.3,
                 "input_perturbation": True, "weight_perturbation": False,
                 "weight_noise_eps": 0.1, "weight_noise_mode": "quant", "weight_noise_bits": 3,
                 "input_noise_std": 0.2, "input_pool": "noise", "mode": "input", "num_draws": 3,
@@ -252,6 +255,10 @@ assert isinstance(RIS, dict)
              "--model", "pkg.mod:make", "--weights", "w.pt", "--data", "imagefolder:/x"],
             {**QUANTIZE, "model": "pkg.mod:make", "weights": "w.pt", "data": "imagefolder:/x",
              "image_size": 32, "normalize": ((0.5, 0.4, 0.3), (0.2, 0.2, 0.2))},
+        ),
+        (
+            ["distill", "--student-cutmix", "0.7", "--student-mixup", "0"],
+            {**DISTILL, "student_cutmix": 0.7, "student_mixup": 0.0},
         ),
         (
             ["distill", "--no-input-perturbation", "--robustness-mode", "weight"],
