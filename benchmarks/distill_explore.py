@@ -124,6 +124,11 @@ POOL_RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"generator_output_bound": "tanh"},
         {},
     ),
+    "tanh-bound-s1": (
+        "the tanh bound, seed 1 (read against the committed ris seed 1)",
+        {"generator_output_bound": "tanh", "seed": 1},
+        {},
+    ),
     "iters2250": (
         "2,250 iterations instead of 1,500 (the same 300 of warm-up): half as much time again",
         {"iters": 2250, "warmup": 300},

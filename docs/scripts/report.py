@@ -1347,11 +1347,18 @@ def _pool_default_lines(explored: list[dict[str, Any]], runs: list[dict[str, Any
         rows.append({**committed, "name": "ris seed 0", "question": "the committed row above"})
     for r in rows:
         syn = r["synthesis"]
-        delta = (
-            "-"
-            if base is None or r["name"] == "default"
-            else f"{r['student_top1'] - base['student_top1']:+.2f}"
+        seed = r["config"]["seed"]
+        # seed 0 against the default on the same CPU; another seed against the committed row
+        ref = (
+            base
+            if seed == 0
+            else next((c for c in runs if c["row"] == "ris" and c["seed"] == seed), None)
         )
+        delta = "-"
+        if ref is not None and r["name"] != "default":
+            delta = f"{r['student_top1'] - ref['student_top1']:+.2f}"
+            if seed != 0:
+                delta += f" (committed `ris` seed {seed}, another CPU)"
         machine = r.get("machine", {})
         cpu = f"{machine.get('cpu', '?')} ({machine.get('cpu_capability', '?')})"
         lines.append(
