@@ -1295,7 +1295,8 @@ def distill_section(root: Path | None = None) -> tuple[str, str]:
             *(
                 [
                     "Single changes to the 1,500-iteration default (`benchmarks/distill_explore.py`"
-                    ", `ris`, seed 0; one torch thread, two runs sharing the machine). A run is "
+                    ", `ris`, seed 0; one torch thread each, two to four runs sharing the 2-core "
+                    "machine, so the minutes of two rows compare only roughly). A run is "
                     "bitwise reproducible only on the same CPU kernels, so each change is read "
                     "against `default`, the default itself run on the same CPU; the committed "
                     "`ris` seed 0 above was made on another. One seed moves by up to about 1.5 "
