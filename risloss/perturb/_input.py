@@ -58,6 +58,45 @@ def _warp(x: Tensor, theta: Tensor, padding_mode: str) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
+def _centred_boxes(
+    bh: Tensor | int,
+    bw: Tensor | int,
+    h: int,
+    w: int,
+    b: int,
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """``b`` boxes of sides ``(bh, bw)`` centred at uniform random pixels, clipped to the
+    ``h x w`` image: ``(b, 4)`` bounds ``(top, left, bottom, right)``."""
+    cy = torch.randint(0, h, (b,), generator=generator, device=device)
+    cx = torch.randint(0, w, (b,), generator=generator, device=device)
+    top, left = cy - bh // 2, cx - bw // 2
+    return torch.stack(
+        (top.clamp(0, h), left.clamp(0, w), (top + bh).clamp(0, h), (left + bw).clamp(0, w)),
+        dim=1,
+    )
+
+
+def _box_mask(x: Tensor, boxes: Tensor, active: Tensor) -> Tensor:
+    """Whether each pixel of ``x`` lies in its sample's box (samples not ``active``: none),
+    ``(B, 1, H, W)`` boolean; the parameters are checked against the batch first."""
+    check_batch(x, "boxes", boxes)
+    check_batch(x, "active", active)
+    h, w = x.shape[-2:]
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    box = boxes.to(x.device).view(-1, 4, 1, 1)
+    inside = (
+        (rows >= box[:, 0])
+        & (rows < box[:, 2])
+        & (cols >= box[:, 1])
+        & (cols < box[:, 3])
+        & active.to(x.device).bool().view(-1, 1, 1)
+    )
+    return inside.unsqueeze(1)
+
+
 # --------------------------------------------------------------------------------------------
 # Additive Gaussian noise
 # --------------------------------------------------------------------------------------------
@@ -480,31 +519,13 @@ class Cutout(InputPerturbation[CutoutParams]):
         b, _, h, w = x.shape
         bh, bw = self._box_size(h, w)
         device = sample_device(x, generator)
-        cy = torch.randint(0, h, (b,), generator=generator, device=device)
-        cx = torch.randint(0, w, (b,), generator=generator, device=device)
-        top, left = cy - bh // 2, cx - bw // 2
-        boxes = torch.stack(
-            (top.clamp(0, h), left.clamp(0, w), (top + bh).clamp(0, h), (left + bw).clamp(0, w)),
-            dim=1,
-        )
+        boxes = _centred_boxes(bh, bw, h, w, b, device, generator)
         active = bernoulli((b,), self.p, x, generator)
         return CutoutParams(boxes=boxes.to(x.device), active=active)
 
     def transform(self, x: Tensor, params: CutoutParams) -> Tensor:
-        check_batch(x, "boxes", params.boxes)
-        check_batch(x, "active", params.active)
-        h, w = x.shape[-2:]
-        rows = torch.arange(h, device=x.device).view(1, h, 1)
-        cols = torch.arange(w, device=x.device).view(1, 1, w)
-        boxes = params.boxes.to(x.device).view(-1, 4, 1, 1)
-        inside = (
-            (rows >= boxes[:, 0])
-            & (rows < boxes[:, 2])
-            & (cols >= boxes[:, 1])
-            & (cols < boxes[:, 3])
-            & params.active.bool().view(-1, 1, 1)
-        )
-        return torch.where(inside.unsqueeze(1), torch.full_like(x, self.fill), x)
+        inside = _box_mask(x, params.boxes, params.active)
+        return torch.where(inside, torch.full_like(x, self.fill), x)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, p={self.p}, fill={self.fill}"
@@ -800,32 +821,14 @@ class CutMix(InputPerturbation[CutMixParams]):
         partner = torch.randperm(b, generator=generator, device=device)
         side = torch.sqrt(1.0 - torch.rand((b,), generator=generator, device=device))
         bh, bw = (side * h).round().long(), (side * w).round().long()
-        cy = torch.randint(0, h, (b,), generator=generator, device=device)
-        cx = torch.randint(0, w, (b,), generator=generator, device=device)
-        top, left = cy - bh // 2, cx - bw // 2
-        boxes = torch.stack(
-            (top.clamp(0, h), left.clamp(0, w), (top + bh).clamp(0, h), (left + bw).clamp(0, w)),
-            dim=1,
-        )
+        boxes = _centred_boxes(bh, bw, h, w, b, device, generator)
         active = bernoulli((b,), self.p, x, generator)
         return CutMixParams(partner=partner.to(x.device), boxes=boxes.to(x.device), active=active)
 
     def transform(self, x: Tensor, params: CutMixParams) -> Tensor:
         check_batch(x, "partner", params.partner)
-        check_batch(x, "boxes", params.boxes)
-        check_batch(x, "active", params.active)
-        h, w = x.shape[-2:]
-        rows = torch.arange(h, device=x.device).view(1, h, 1)
-        cols = torch.arange(w, device=x.device).view(1, 1, w)
-        boxes = params.boxes.to(x.device).view(-1, 4, 1, 1)
-        inside = (
-            (rows >= boxes[:, 0])
-            & (rows < boxes[:, 2])
-            & (cols >= boxes[:, 1])
-            & (cols < boxes[:, 3])
-            & params.active.to(x.device).bool().view(-1, 1, 1)
-        )
-        return torch.where(inside.unsqueeze(1), x[params.partner.to(x.device)], x)
+        inside = _box_mask(x, params.boxes, params.active)
+        return torch.where(inside, x[params.partner.to(x.device)], x)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -233,15 +233,19 @@ def test_the_pool_regime_draws_every_student_batch_from_the_whole_pool(tmp_path:
     assert any(tuple(x.flatten()[:5].tolist()) in older for x in torch.cat(seen[3:]))
 
 
-def test_mixup_shows_the_student_mixed_images_labelled_by_the_teacher(tmp_path: Path) -> None:
+def _one_mixed_step(
+    tmp_path: Path, **mixing: float
+) -> tuple[TrainJob, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One student step of 16 pool images, mixed as ``mixing`` says and not augmented: the
+    job, the pool's images, the images the student saw and the teacher's logits of them."""
     job = _run(
         tmp_path,
         student_steps=1,
         student_batch_size=16,
         replay_size=64,
         student_augmentation="none",
-        student_mixup=1.0,
         adversarial_weight=0.0,
+        **mixing,
     )
     seen: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
@@ -253,14 +257,17 @@ def test_mixup_shows_the_student_mixed_images_labelled_by_the_teacher(tmp_path: 
         hook.remove()
         teacher_hook.remove()
     assert job.replay is not None
-    stored = job.replay.images[: len(job.replay)]
-    mixed = seen[-1]
+    return job, job.replay.images[: len(job.replay)], seen[-1], targets[-1]
+
+
+def test_mixup_shows_the_student_mixed_images_labelled_by_the_teacher(tmp_path: Path) -> None:
+    job, stored, mixed, target = _one_mixed_step(tmp_path, student_mixup=1.0)
     # every image is mixed (p=1); only one mixed with a copy of itself (the draws of 16 from
     # 8 pool images repeat some) can still be a pool image
     distances = torch.cdist(mixed.flatten(1), stored.flatten(1)).min(dim=1).values
     assert (distances > 1e-4).float().mean() > 0.5
     with torch.no_grad():  # the target is the teacher's prediction of the mixed images
-        torch.testing.assert_close(targets[-1], job.teacher(mixed))
+        torch.testing.assert_close(target, job.teacher(mixed))
 
 
 def test_mixed_labels_follow_the_images_weights() -> None:
@@ -292,35 +299,16 @@ def test_cutmix_labels_follow_the_pasted_area() -> None:
 def test_cutmix_shows_the_student_pasted_images_labelled_by_the_teacher(
     tmp_path: Path,
 ) -> None:
-    job = _run(
-        tmp_path,
-        student_steps=1,
-        student_batch_size=16,
-        replay_size=64,
-        student_augmentation="none",
-        student_mixup=0.0,
-        student_cutmix=1.0,
-        adversarial_weight=0.0,
-    )
-    seen: list[torch.Tensor] = []
-    targets: list[torch.Tensor] = []
-    hook = job.student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
-    teacher_hook = job.teacher.register_forward_hook(lambda m, a, out: targets.append(out))
-    try:
-        job.step(1)
-    finally:
-        hook.remove()
-        teacher_hook.remove()
-    assert job.replay is not None
-    stored = job.replay.images[: len(job.replay)].flatten(1)
-    pasted = seen[-1].flatten(1)
+    job, pool, shown, target = _one_mixed_step(tmp_path, student_mixup=0.0, student_cutmix=1.0)
+    stored = pool.flatten(1)
+    pasted = shown.flatten(1)
     # every pixel of a pasted image is the same pixel of some pool image
     assert bool((pasted.unsqueeze(1) == stored.unsqueeze(0)).any(1).all())
     # and most pasted images are none of the pool images as a whole
     distances = torch.cdist(pasted, stored).min(dim=1).values
     assert (distances > 1e-4).float().mean() > 0.5
     with torch.no_grad():  # the target is the teacher's prediction of the pasted images
-        torch.testing.assert_close(targets[-1], job.teacher(seen[-1]))
+        torch.testing.assert_close(target, job.teacher(shown))
 
 
 def test_resume_equals_uninterrupted_in_the_pool_regime_with_mixing_and_bns_momentum(
